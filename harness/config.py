@@ -1,0 +1,358 @@
+"""Plain dataclass configs and one strict dict -> dataclass builder.
+
+Every job in the harness (train, eval, sweep) is described by a :class:`RunConfig`, a tree of plain
+dataclasses. ``build(RunConfig, d)`` turns a nested dict (from YAML or the command line) into that tree
+and rejects, with the full key path, unknown keys (with a "did you mean"), wrong types and values a
+``__post_init__`` refuses. ``to_dict`` goes back; ``config_hash`` is stable under key order and defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type, or refused by the model. ``path`` is e.g.
+    ``model.compressor.block``; ``source`` the file it came from, when known."""
+
+    def __init__(self, path: str, message: str, source: str | None = None):
+        self.path, self.message, self.source = path, message, source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{path or '<root>'}: {message}")
+
+    def with_source(self, source: str) -> ConfigError:
+        return ConfigError(self.path, self.message, source)
+
+
+def check_choice(path: str, value: Any, allowed: typing.Iterable[Any]) -> None:
+    """Raise a ConfigError naming ``path`` and the allowed values if ``value`` is not one of them."""
+    allowed = list(allowed)
+    if value not in allowed:
+        hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(path, f"unknown value {value!r}{extra}; allowed: {', '.join(map(repr, allowed))}")
+
+
+# --------------------------------------------------------------------------------------------- configs
+@dataclass
+class SSMConfig:
+    """Mamba mixer hyper-parameters (shared by every SSM block)."""
+
+    version: Literal[1, 2] = 1  # 1: Mamba-1 selective scan; 2: Mamba-2 SSD scan
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: int = 0  # 0 means ceil(d_model / 16)
+    headdim: int = 16  # Mamba-2 only
+    backend: Literal["auto", "torch", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("d_state", "d_conv", "expand", "headdim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class StageConfig:
+    """One level of the hierarchical downsampling: a query token every ``period`` tokens, ``n_layers``
+    mixing blocks over the sequence, then each period pooled into its query."""
+
+    period: int = 16
+    n_layers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.period < 1:
+            raise ConfigError("period", f"must be >= 1, got {self.period}")
+        if self.n_layers < 0:
+            raise ConfigError("n_layers", f"must be >= 0, got {self.n_layers}")
+
+
+BLOCK_TYPES = ("bi_ssm", "uni_ssm", "transformer", "conv", "identity")
+POOLING_TYPES = ("weighted", "mean", "max", "query", "attention", "gpa")
+QUERY_INITS = ("learned", "mean")
+SAMPLING_TYPES = ("uniform", "delta", "none")
+
+
+@dataclass
+class TAAConfig:
+    """MambaMia v2 Time-Axis Aggregator: a bi-SSM over per-frame anchors whose step size delta_t scores
+    frames; ``sampling`` picks the frames that reach the LLM."""
+
+    enabled: bool = False
+    n_layers: int = 1
+    sampling: str = "none"  # none | uniform | delta
+    threshold: float = 0.5  # cumulative-delta threshold (delta sampling)
+    keep_ratio: float = 0.5  # fraction of frames kept by uniform sampling
+    max_frames: int = 0  # 0: no cap
+
+    def __post_init__(self) -> None:
+        check_choice("sampling", self.sampling, SAMPLING_TYPES)
+        if not 0 < self.keep_ratio <= 1:
+            raise ConfigError("keep_ratio", f"must be in (0, 1], got {self.keep_ratio}")
+        if self.threshold <= 0:
+            raise ConfigError("threshold", f"must be > 0, got {self.threshold}")
+
+
+@dataclass
+class CompressorConfig:
+    """The MambaMia compressor: frame features (B, T, P, d_in) -> tokens (B, N, d_out).
+
+    ``spatial`` queries every ``spatial.period`` patches inside each frame; ``temporal`` then queries
+    every ``temporal.period`` frames at each spatial slot (period 1 with 0 layers: no temporal stage).
+    ``budget`` (0 = none) is met exactly by uniform token selection after the stages.
+    ``block: none`` style "no compression" is ``enabled: false`` (tokens are only projected).
+    """
+
+    enabled: bool = True
+    d_in: int = 64
+    d_model: int = 64
+    d_out: int = 64
+    block: str = "bi_ssm"
+    gated: bool = True
+    pooling: str = "weighted"
+    query_init: str = "learned"
+    n_heads: int = 4
+    spatial: StageConfig = field(default_factory=lambda: StageConfig(period=16, n_layers=2))
+    temporal: StageConfig = field(default_factory=lambda: StageConfig(period=1, n_layers=0))
+    budget: int = 0
+    ssm: SSMConfig = field(default_factory=SSMConfig)
+    taa: TAAConfig = field(default_factory=TAAConfig)
+
+    def __post_init__(self) -> None:
+        check_choice("block", self.block, BLOCK_TYPES)
+        check_choice("pooling", self.pooling, POOLING_TYPES)
+        check_choice("query_init", self.query_init, QUERY_INITS)
+        for name in ("d_in", "d_model", "d_out", "n_heads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.budget < 0:
+            raise ConfigError("budget", f"must be >= 0 (0 = no budget), got {self.budget}")
+        if self.block == "transformer" and self.d_model % self.n_heads:
+            raise ConfigError("n_heads", f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------- builder
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            return tp()
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"expected a mapping for {tp.__name__}, got {type(value).__name__}")
+        return build(tp, value, _prefix=path)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            check_choice(path, value, allowed)
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, path)
+            except ConfigError as e:
+                errors.append(e.message)
+        raise ConfigError(path, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, f"expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = get_args(tp)[:1] or (Any,)
+        return [_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"expected a mapping, got {type(value).__name__}")
+        _, val_tp = get_args(tp) or (Any, Any)
+        return {k: _coerce(val_tp, v, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, f"expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"expected a string, got {type(value).__name__} {value!r}")
+        return value
+    return value
+
+
+def build(cls: type[T], data: dict[str, Any] | None, _prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a nested dict, strictly. Errors name the dotted key path."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            hint = difflib.get_close_matches(key, names, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{_prefix}.{key}" if _prefix else key,
+                              f"unknown key{extra}; known keys: {', '.join(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            p = f"{_prefix}.{f.name}" if _prefix else f.name
+            kwargs[f.name] = _coerce(hints[f.name], data[f.name], p)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{_prefix}.{e.path}" if _prefix else e.path, e.message) from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass tree -> plain JSON-able dict (lists stay lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def config_hash(obj: Any, n: int = 12) -> str:
+    """Stable short hash of a resolved config: canonical JSON (sorted keys) of the full tree, so key
+    order and spelled-out defaults do not change it."""
+    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+def set_by_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """``set_by_path(d, "train.steps", 200)`` on a nested dict, creating mappings on the way."""
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        nxt = cur.get(k)
+        if nxt is None:
+            nxt = cur[k] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(dotted, f"{k!r} is a value, not a mapping")
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``over`` wins. Inputs are not modified."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+# ------------------------------------------------------------------------------------- run-level configs
+@dataclass
+class EncoderConfig:
+    """Frozen vision encoder. ``tiny``: built-in deterministic patch features (offline default);
+    ``siglip`` / ``clip``: transformers models loaded from ``name_or_path`` (or built from ``config``)."""
+
+    name: str = "tiny"
+    name_or_path: str = ""
+    image_size: int = 64
+    patch_size: int = 8
+    dim: int = 64
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LLMConfig:
+    """The language model. ``preset: tiny`` builds a small transformers config with random init and a
+    locally built tokenizer; ``paper`` loads ``name_or_path`` with from_pretrained."""
+
+    preset: str = "tiny"
+    name_or_path: str = ""
+    arch: str = "qwen2"
+    hidden_size: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    intermediate_size: int = 128
+    dtype: str = "float32"
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class ModelConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    compressor: CompressorConfig = field(default_factory=CompressorConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    projector: str = "mlp2x_gelu"  # linear | mlp2x_gelu
+
+
+@dataclass
+class DataConfig:
+    """Which suite, how frames are sampled, where features are cached."""
+
+    suite: str = "results/data/mia_synthetic"
+    families: list[str] = field(default_factory=list)  # empty: all families of the suite
+    n_frames: int = 16
+    sampling: str = "uniform"  # uniform | fps
+    fps: float = 1.0
+    cache_dir: str = "results/cache/features"
+    max_train_items: int = 0  # 0: all
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+    train_modules: list[str] = field(default_factory=lambda: ["compressor", "projector"])
+    bf16: bool = True  # autocast on GPU only
+    checkpoint_every: int = 100
+    log_every: int = 10
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class EvalConfig:
+    tasks: list[str] = field(default_factory=lambda: ["mia_long", "mia_dense"])
+    mode: str = "loglik"  # loglik | generate
+    backend: str = "native"  # native (in-process scorer) | lmms_eval (the real CLI's evaluator)
+    split: str = "test"
+    limit: int = 0  # 0: all items
+    batch_size: int = 16
+
+
+@dataclass
+class RunConfig:
+    """Everything one train+eval job needs; its hash is the run id."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
