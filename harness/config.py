@@ -356,3 +356,24 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
+
+
+@dataclass
+class ComputeProfile:
+    """Where and how a sweep's jobs run; loaded from ``slurm/<name>.yaml`` by ``--profile``."""
+
+    executor: str = "local"  # local | slurm | debug
+    partition: str = ""
+    gpus_per_task: int = 0
+    cpus_per_task: int = 1
+    mem_gb: float = 4.0
+    time_min: int = 60
+    array_parallelism: int = 16
+    qos: str = ""
+    account: str = ""
+    max_parallel_local: int = 0  # 0: os.cpu_count() // cpus_per_task
+    additional_sbatch: list[str] = field(default_factory=list)  # extra "#SBATCH ..." option strings
+    setup: list[str] = field(default_factory=list)  # shell lines run before each job (module load ...)
+
+    def __post_init__(self) -> None:
+        check_choice("executor", self.executor, ("local", "slurm", "debug"))
