@@ -134,7 +134,7 @@ class CompressorConfig:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.budget < 0:
             raise ConfigError("budget", f"must be >= 0 (0 = no budget), got {self.budget}")
-        if self.block == "transformer" and self.d_model % self.n_heads:
+        if (self.block == "transformer" or self.pooling == "attention") and self.d_model % self.n_heads:
             raise ConfigError("n_heads", f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
 
 
@@ -286,18 +286,46 @@ class EncoderConfig:
 
 @dataclass
 class LLMConfig:
-    """The language model. ``preset: tiny`` builds a small transformers config with random init and a
-    locally built tokenizer; ``paper`` loads ``name_or_path`` with from_pretrained."""
+    """The language model. ``preset: tiny`` builds a small transformers config (``arch``, sizes below)
+    with random init and a word-level tokenizer built locally from the suite; ``paper`` loads
+    ``name_or_path`` (a local directory or hub id) with from_pretrained, or, with ``random_init``, only
+    its config (or the 7B shape of ``arch`` when ``name_or_path`` is empty) with random weights."""
 
-    preset: str = "tiny"
+    preset: str = "tiny"  # tiny | paper
     name_or_path: str = ""
-    arch: str = "qwen2"
+    tokenizer: str = ""  # paper: tokenizer path (default: name_or_path)
+    arch: str = "qwen2"  # qwen2 | llama
     hidden_size: int = 64
     n_layers: int = 2
     n_heads: int = 4
+    n_kv_heads: int = 0  # 0: n_heads
     intermediate_size: int = 128
-    dtype: str = "float32"
-    attn_implementation: str = "sdpa"
+    vocab_size: int = 0  # 0: the tokenizer's size
+    max_position_embeddings: int = 8192
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2
+    random_init: bool = False  # paper preset: random weights (speed/memory benchmarks, no download)
+
+    def __post_init__(self) -> None:
+        check_choice("preset", self.preset, ("tiny", "paper"))
+        check_choice("arch", self.arch, ("qwen2", "llama"))
+        check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        check_choice("attn_implementation", self.attn_implementation, ("sdpa", "eager", "flash_attention_2"))
+        for name in ("hidden_size", "n_layers", "n_heads", "intermediate_size", "max_position_embeddings"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.hidden_size % self.n_heads:
+            raise ConfigError("n_heads", f"hidden_size={self.hidden_size} is not divisible by "
+                              f"n_heads={self.n_heads}")
+        if self.n_kv_heads < 0 or (self.n_kv_heads and self.n_heads % self.n_kv_heads):
+            raise ConfigError("n_kv_heads",
+                              f"must be 0 or divide n_heads={self.n_heads}, got {self.n_kv_heads}")
+        if self.preset == "paper" and not self.name_or_path and not self.random_init:
+            raise ConfigError("name_or_path", "the paper preset loads weights: set name_or_path "
+                              "(local dir or hub id), or random_init: true")
+
+
+PROJECTOR_TYPES = ("linear", "mlp2x_gelu")
 
 
 @dataclass
@@ -306,6 +334,9 @@ class ModelConfig:
     compressor: CompressorConfig = field(default_factory=CompressorConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     projector: str = "mlp2x_gelu"  # linear | mlp2x_gelu
+
+    def __post_init__(self) -> None:
+        check_choice("projector", self.projector, PROJECTOR_TYPES)
 
 
 @dataclass
@@ -321,8 +352,38 @@ class DataConfig:
     max_train_items: int = 0  # 0: all
 
 
+TRAIN_MODULES = ("compressor", "projector", "llm")
+
+
+@dataclass
+class TrainStage:
+    """One training stage: from optimizer step ``start_step`` (inclusive) to the next stage's start (or
+    ``train.steps``), only ``train_modules`` get gradients; each stage has its own AdamW, warm-up and
+    cosine decay. ``lr`` 0 and ``warmup_steps`` -1 inherit ``train.lr`` / ``train.warmup_steps``."""
+
+    start_step: int = 0
+    train_modules: list[str] = field(default_factory=lambda: ["compressor", "projector"])
+    lr: float = 0.0
+    warmup_steps: int = -1
+
+    def __post_init__(self) -> None:
+        if self.start_step < 0:
+            raise ConfigError("start_step", f"must be >= 0, got {self.start_step}")
+        if not self.train_modules:
+            raise ConfigError("train_modules", f"must name at least one of {TRAIN_MODULES}")
+        for i, m in enumerate(self.train_modules):
+            check_choice(f"train_modules[{i}]", m, TRAIN_MODULES)
+        if self.lr < 0:
+            raise ConfigError("lr", f"must be >= 0 (0 = train.lr), got {self.lr}")
+
+
 @dataclass
 class TrainConfig:
+    """Optimisation of one run. ``batch_size`` is per process and micro-step; one optimizer step sees
+    ``batch_size * grad_accum * world_size`` items. ``train_modules`` empty means the preset's choice
+    (tiny: everything, since its LLM is random; paper: compressor + projector); ``stages`` (if given)
+    overrides it per step range (the paper: compressor + projector first, then the LLM too)."""
+
     steps: int = 300
     batch_size: int = 8
     grad_accum: int = 1
@@ -330,21 +391,60 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 20
     min_lr_ratio: float = 0.1
-    train_modules: list[str] = field(default_factory=lambda: ["compressor", "projector"])
+    train_modules: list[str] = field(default_factory=list)
+    stages: list[TrainStage] = field(default_factory=list)
     bf16: bool = True  # autocast on GPU only
+    parallel: str = "auto"  # auto (fsdp for the paper preset, else ddp) | ddp | fsdp
     checkpoint_every: int = 100
     log_every: int = 10
     max_grad_norm: float = 1.0
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError("lr", f"must be > 0, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ConfigError("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        for i, m in enumerate(self.train_modules):
+            check_choice(f"train_modules[{i}]", m, TRAIN_MODULES)
+        check_choice("parallel", self.parallel, ("auto", "ddp", "fsdp"))
+        if self.stages:
+            starts = [s.start_step for s in self.stages]
+            if starts[0] != 0:
+                raise ConfigError("stages[0].start_step",
+                                  f"the first stage must start at step 0, got {starts[0]}")
+            for i in range(1, len(starts)):
+                if not starts[i - 1] < starts[i] < self.steps:
+                    raise ConfigError(f"stages[{i}].start_step",
+                                      f"must be increasing and < steps={self.steps}, got {starts}")
+
 
 @dataclass
 class EvalConfig:
+    """Scoring of one trained run. ``backend: native`` scores the suite's items in-process by option
+    log-likelihood (or generation); ``lmms_eval`` runs lmms-eval on the ``tasks`` (``lmms_eval_launch``:
+    ``cli`` = the real ``lmms-eval`` command in a subprocess, ``inprocess`` = its Python evaluator)."""
+
     tasks: list[str] = field(default_factory=lambda: ["mia_long", "mia_dense"])
     mode: str = "loglik"  # loglik | generate
     backend: str = "native"  # native (in-process scorer) | lmms_eval (the real CLI's evaluator)
+    lmms_eval_launch: str = "cli"  # cli | inprocess
     split: str = "test"
     limit: int = 0  # 0: all items
     batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, ("loglik", "generate"))
+        check_choice("backend", self.backend, ("native", "lmms_eval"))
+        check_choice("lmms_eval_launch", self.lmms_eval_launch, ("cli", "inprocess"))
+        if self.limit < 0:
+            raise ConfigError("limit", f"must be >= 0 (0 = all), got {self.limit}")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size", f"must be >= 1, got {self.batch_size}")
 
 
 @dataclass
