@@ -37,7 +37,7 @@ class WeightedPool(nn.Module):
     def __init__(self, d: int):
         super().__init__()
         self.norm = nn.LayerNorm(d)
-        self.score = nn.Linear(d, 1)
+        self.score = nn.Linear(d, 1, bias=False)  # a bias would cancel in the softmax
 
     def forward(self, q, x, mask):
         allv, m = _with_query(q, x, mask)

@@ -1,0 +1,300 @@
+"""Read frames from real encoded video files (PyAV) and write them back (used by the synthetic suite).
+
+``read_video(path, n_frames)`` returns exactly ``n_frames`` RGB frames as a ``torch.uint8`` tensor of shape
+``(T, H, W, 3)``:
+
+* ``sampling="uniform"``: the video is cut into ``n_frames`` equal segments and the middle frame of each
+  segment is taken (a video shorter than ``n_frames`` repeats frames).
+* ``sampling="fps"``: one frame every ``1 / fps`` seconds (starting at t=0); if that gives more than
+  ``n_frames`` frames they are thinned uniformly, if fewer they are repeated (nearest neighbour in time),
+  so that batches stay rectangular.
+
+Every failure is a :class:`VideoDecodeError` (a ``RuntimeError``) whose message starts with the file
+path: missing file, empty file, a container FFmpeg cannot open, no video stream, a stream that decodes to
+no frames, a truncated stream (far fewer frames than the container announces) and decoder errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+try:  # PyAV is a hard dependency; keep the import error readable.
+    import av
+except ImportError as e:  # pragma: no cover
+    raise ImportError("harness.data.video needs PyAV: pip install av") from e
+
+SAMPLING_MODES = ("uniform", "fps")
+# A decoded stream may be this much shorter than the container announces (rounded durations, dropped
+# trailing B-frames) before it is called truncated.
+_TRUNCATION_TOLERANCE = 0.05
+
+
+class VideoDecodeError(RuntimeError):
+    """A video could not be read. ``path`` is the file, ``reason`` a short machine-friendly tag
+    (``missing``, ``empty``, ``unopenable``, ``no_video_stream``, ``no_frames``, ``truncated``,
+    ``decode_error``, ``bad_argument``)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, detail: str):
+        self.path, self.reason, self.detail = str(path), reason, detail
+        super().__init__(f"{self.path}: {reason}: {detail}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about the first video stream (``n_frames`` may be estimated from the
+    duration when the container has no frame count, e.g. WebM)."""
+
+    path: str
+    n_frames: int
+    fps: float
+    width: int
+    height: int
+    duration: float  # seconds
+    codec: str
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise VideoDecodeError(path, "missing", "file does not exist")
+    if not path.is_file():
+        raise VideoDecodeError(path, "missing", "not a regular file")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(path, "empty", "file has 0 bytes")
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), mode="r")
+    except Exception as e:  # av.error.* (InvalidDataError, EOFError...), OSError
+        raise VideoDecodeError(path, "unopenable", f"FFmpeg cannot open it ({type(e).__name__}: {e})") from e
+
+
+def _stream_info(path: Path, container: av.container.InputContainer) -> VideoInfo:
+    if not container.streams.video:
+        raise VideoDecodeError(path, "no_video_stream", "the container has no video stream")
+    s = container.streams.video[0]
+    fps = float(s.average_rate or s.guessed_rate or 0.0) or 0.0
+    duration = 0.0
+    if s.duration is not None and s.time_base is not None:
+        duration = float(s.duration * s.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000
+    n = int(s.frames or 0)
+    if n <= 0 and duration > 0 and fps > 0:
+        n = int(round(duration * fps))
+    return VideoInfo(str(path), n, fps, int(s.codec_context.width or 0), int(s.codec_context.height or 0),
+                     duration, s.codec_context.name)
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Container metadata of ``path`` without decoding frames (raises :class:`VideoDecodeError`)."""
+    p = Path(path)
+    _check_file(p)
+    container = _open(p)
+    try:
+        info = _stream_info(p, container)
+        if info.n_frames <= 0:  # no count and no duration: count packets (demux only, no decode)
+            try:
+                n = sum(1 for pk in container.demux(container.streams.video[0]) if pk.size > 0)
+            except Exception as e:
+                raise VideoDecodeError(p, "decode_error", f"demuxing failed ({type(e).__name__}: {e})") from e
+            info = VideoInfo(info.path, n, info.fps, info.width, info.height,
+                             n / info.fps if info.fps else 0.0, info.codec)
+        return info
+    finally:
+        container.close()
+
+
+def sample_indices(n_total: int, n_frames: int, sampling: str = "uniform", fps: float | None = None,
+                   video_fps: float | None = None) -> np.ndarray:
+    """Frame indices (int64, shape ``(n_frames,)``, non-decreasing, in ``[0, n_total)``) to take from a
+    video of ``n_total`` frames. See the module docstring for the two modes."""
+    if n_total < 1:
+        raise ValueError(f"n_total must be >= 1, got {n_total}")
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    if sampling == "uniform":
+        idx = np.floor((np.arange(n_frames) + 0.5) * n_total / n_frames)
+    elif sampling == "fps":
+        if not fps or fps <= 0:
+            raise ValueError(f"sampling='fps' needs fps > 0, got {fps!r}")
+        if not video_fps or video_fps <= 0:
+            raise ValueError("sampling='fps' needs the video's frame rate")
+        step = video_fps / fps  # source frames between two samples
+        grid = np.arange(0.0, n_total, step)
+        grid = grid[np.floor(grid) < n_total]
+        pick = np.floor((np.arange(n_frames) + 0.5) * len(grid) / n_frames).astype(np.int64)
+        idx = np.floor(grid[pick])
+    else:
+        raise ValueError(f"unknown sampling {sampling!r}; allowed: {', '.join(SAMPLING_MODES)}")
+    return np.clip(idx.astype(np.int64), 0, n_total - 1)
+
+
+def _resolve_size(size: int | Sequence[int] | None, width: int, height: int) -> tuple[int, int] | None:
+    """``size`` -> (height, width): int means square; None keeps the source size."""
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return (size, size)
+    h, w = size
+    return (int(h), int(w))
+
+
+def read_video(path: str | os.PathLike, n_frames: int, sampling: str = "uniform", fps: float | None = None,
+               size: int | Sequence[int] | None = None) -> torch.Tensor:
+    """Decode ``n_frames`` RGB frames from ``path``.
+
+    Args:
+        path: an encoded video file (mp4/H.264, webm/VP8/VP9, anything FFmpeg reads).
+        n_frames: number of frames to return (T).
+        sampling: ``"uniform"`` or ``"fps"`` (then ``fps`` is required).
+        fps: target sampling rate for ``sampling="fps"``.
+        size: output size; int ``s`` -> ``(s, s)``, or ``(H, W)``; None keeps the source resolution.
+
+    Returns:
+        ``torch.uint8`` tensor ``(T, H, W, 3)``.
+
+    Raises:
+        VideoDecodeError: missing / empty / unopenable / truncated / undecodable file (message names it).
+    """
+    p = Path(path)
+    if sampling not in SAMPLING_MODES:
+        raise VideoDecodeError(p, "bad_argument", f"unknown sampling {sampling!r}; allowed: {SAMPLING_MODES}")
+    if n_frames < 1:
+        raise VideoDecodeError(p, "bad_argument", f"n_frames must be >= 1, got {n_frames}")
+    if sampling == "fps" and (fps is None or fps <= 0):
+        raise VideoDecodeError(p, "bad_argument", f"sampling='fps' needs fps > 0, got {fps!r}")
+    info = probe_video(p)
+    if info.n_frames <= 0:
+        raise VideoDecodeError(p, "no_frames", "the video stream has no frames")
+    expected = info.n_frames
+    wanted = sample_indices(expected, n_frames, sampling, fps, info.fps or None)
+    hw = _resolve_size(size, info.width, info.height)
+    wanted_set = set(wanted.tolist())
+    last_needed = int(wanted.max())
+
+    got: dict[int, np.ndarray] = {}
+    last_frame = None
+    n_decoded = 0
+    container = _open(p)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for frame in container.decode(stream):
+                i = n_decoded
+                n_decoded += 1
+                last_frame = frame
+                if i in wanted_set:
+                    got[i] = _to_rgb(frame, hw)
+                if i >= last_needed:
+                    break
+        except Exception as e:  # av.error.* mid-stream
+            if n_decoded == 0:
+                msg = f"no frame decodes ({type(e).__name__}: {e})"
+                raise VideoDecodeError(p, "decode_error", msg) from e
+            raise VideoDecodeError(p, "decode_error",
+                                   f"decoder failed after {n_decoded} of {expected} frames "
+                                   f"({type(e).__name__}: {e})") from e
+    finally:
+        container.close()
+
+    if n_decoded == 0:
+        raise VideoDecodeError(p, "no_frames", "the video stream decodes to 0 frames")
+    if n_decoded <= last_needed:
+        # The stream ended before the frames we wanted: a little short is metadata rounding, a lot is a
+        # truncated file.
+        if n_decoded < expected * (1 - _TRUNCATION_TOLERANCE) - 1:
+            raise VideoDecodeError(p, "truncated",
+                                   f"the container announces {expected} frames but only {n_decoded} decode")
+        tail = _to_rgb(last_frame, hw)
+        for i in wanted_set:
+            if i >= n_decoded:
+                got[i] = tail
+    out = np.stack([got[int(i)] for i in wanted])
+    return torch.from_numpy(out)
+
+
+def _to_rgb(frame: av.VideoFrame, hw: tuple[int, int] | None) -> np.ndarray:
+    if hw is None:
+        return frame.to_ndarray(format="rgb24")
+    h, w = hw
+    return frame.reformat(width=w, height=h, format="rgb24", interpolation="BILINEAR").to_ndarray()
+
+
+VIDEO_CODECS = {".mp4": ("libx264", {"preset": "veryfast", "crf": "16"}),
+                ".mkv": ("libx264", {"preset": "veryfast", "crf": "16"}),
+                ".webm": ("libvpx", {"deadline": "realtime", "cpu-used": "8", "crf": "6", "b:v": "2M"})}
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray | torch.Tensor, fps: float = 8.0,
+                codec: str | None = None, options: dict[str, str] | None = None) -> None:
+    """Encode ``frames`` (uint8 ``(T, H, W, 3)``, H and W even) to ``path``; the container is chosen by
+    the suffix (``.mp4``/``.mkv``: H.264, ``.webm``: VP8). Written to a temp name then renamed."""
+    p = Path(path)
+    arr = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"{p}: frames must be uint8 (T, H, W, 3), got {arr.dtype} {tuple(arr.shape)}")
+    t, h, w, _ = arr.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"{p}: H and W must be even for yuv420p, got {h}x{w}")
+    default_codec, default_opts = VIDEO_CODECS.get(p.suffix.lower(), (None, {}))
+    codec = codec or default_codec
+    if codec is None:
+        raise ValueError(f"{p}: unknown video suffix {p.suffix!r}; use one of {sorted(VIDEO_CODECS)}")
+    opts = dict(default_opts if codec == default_codec else {})
+    opts.update(options or {})
+    tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp{p.suffix}")
+    rate = _as_fraction(fps)
+    with av.open(str(tmp), mode="w") as c:
+        s = c.add_stream(codec, rate=rate)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = opts
+        for f in arr:
+            for pk in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    os.replace(tmp, p)
+
+
+def _as_fraction(fps: float):
+    from fractions import Fraction
+
+    if float(fps).is_integer():
+        return int(fps)
+    return Fraction(fps).limit_denominator(1001)
+
+
+def video_content_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 hex digest of the file's bytes (memoised per process by path, size and mtime)."""
+    p = Path(path)
+    _check_file(p)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    hit = _HASH_MEMO.get(key)
+    if hit is not None:
+        return hit
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    digest = h.hexdigest()
+    _HASH_MEMO[key] = digest
+    return digest
+
+
+_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+
+__all__ = ["VideoDecodeError", "VideoInfo", "probe_video", "read_video", "sample_indices", "write_video",
+           "video_content_hash", "SAMPLING_MODES"]

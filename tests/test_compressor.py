@@ -1,0 +1,137 @@
+"""Every compressor variant: token counts, gradients, determinism, bidirectionality, config errors."""
+
+import itertools
+
+import pytest
+import torch
+
+from harness.config import BLOCK_TYPES, POOLING_TYPES, CompressorConfig, ConfigError, build
+from harness.model.compressor import build_compressor
+
+D = 32
+
+
+def _cfg(**kw):
+    base = {"d_in": 24, "d_model": D, "d_out": 40, "spatial": {"period": 4, "n_layers": 1}}
+    base.update(kw)
+    return base
+
+
+@pytest.mark.parametrize("block,pooling", list(itertools.product(BLOCK_TYPES, POOLING_TYPES)))
+def test_every_variant_shapes_and_gradients(block, pooling):
+    torch.manual_seed(0)
+    comp = build_compressor(_cfg(block=block, pooling=pooling, temporal={"period": 2, "n_layers": 1}))
+    x = torch.randn(2, 6, 12, 24)
+    out = comp(x)
+    assert out.tokens.shape == (2, 3 * 3, 40) and out.n_tokens == 9 == comp.count_tokens(6, 12)
+    assert out.frame_index.shape == (2, 9)
+    assert out.frame_index[0].tolist() == [0, 0, 0, 2, 2, 2, 4, 4, 4]
+    out.tokens.square().mean().backward()
+    # With no mixing and query-only pooling the output is the learned queries alone: nothing upstream learns.
+    upstream_dead = block == "identity" and pooling == "query"
+    for name, p in comp.named_parameters():
+        if upstream_dead and not name.startswith(("temporal.query", "out_")):
+            assert p.grad is None or p.grad.abs().sum() == 0
+            continue
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+@pytest.mark.parametrize(
+    "T,P,sp,tp,budget,expected",
+    [
+        (8, 16, 4, 1, 0, 8 * 4),
+        (8, 16, 4, 2, 0, 4 * 4),
+        (5, 10, 4, 2, 0, 3 * 3),  # ragged periods: last period shorter, still one query
+        (16, 64, 16, 4, 10, 10),  # budget met exactly
+        (3, 7, 7, 3, 1, 1),
+        (1, 1, 1, 1, 0, 1),
+    ],
+)
+def test_token_counts(T, P, sp, tp, budget, expected):
+    comp = build_compressor(_cfg(spatial={"period": sp, "n_layers": 1},
+                                 temporal={"period": tp, "n_layers": 1 if tp > 1 else 0}, budget=budget))
+    out = comp(torch.randn(1, T, P, 24))
+    assert out.n_tokens == expected == out.tokens.shape[1] == comp.count_tokens(T, P)
+    assert bool((out.frame_index[:, 1:] >= out.frame_index[:, :-1]).all()), "tokens stay in time order"
+
+
+def test_vanilla_keeps_every_token():
+    comp = build_compressor(_cfg(enabled=False))
+    out = comp(torch.randn(2, 3, 5, 24))
+    assert out.tokens.shape == (2, 15, 40)
+    assert out.frame_index[0].tolist() == [t for t in range(3) for _ in range(5)]
+
+
+def test_determinism_under_seed():
+    def run():
+        torch.manual_seed(123)
+        comp = build_compressor(_cfg(block="bi_ssm", pooling="attention"))
+        torch.manual_seed(7)
+        return comp(torch.randn(2, 4, 8, 24)).tokens
+
+    assert torch.equal(run(), run())
+
+
+def _dependency(block: str) -> tuple[float, float]:
+    """Gradient of the first output token w.r.t. the last and the first input frame."""
+    torch.manual_seed(0)
+    comp = build_compressor(_cfg(block=block, spatial={"period": 4, "n_layers": 2}))
+    x = torch.randn(1, 4, 8, 24, requires_grad=True)
+    comp(x).tokens[0, 0].sum().backward()
+    return x.grad[0, -1].abs().sum().item(), x.grad[0, 0].abs().sum().item()
+
+
+def test_bidirectional_first_token_sees_last_frame():
+    last, first = _dependency("bi_ssm")
+    assert first > 0 and last > 0
+
+
+def test_unidirectional_first_token_is_blind_to_the_future():
+    last, first = _dependency("uni_ssm")
+    assert first > 0 and last == 0
+
+
+def test_gating_is_its_own_switch():
+    on = build_compressor(_cfg(gated=True))
+    off = build_compressor(_cfg(gated=False))
+    assert any("gate" in n for n, _ in on.named_parameters())
+    assert not any("gate" in n for n, _ in off.named_parameters())
+
+
+@pytest.mark.parametrize(
+    "cfg,T,P,path,needle",
+    [
+        (_cfg(spatial={"period": 32}), 2, 16, "model.compressor.spatial.period", "larger than the sequence"),
+        (_cfg(temporal={"period": 8, "n_layers": 1}), 4, 16, "model.compressor.temporal.period", "larger"),
+        (_cfg(budget=100), 2, 16, "model.compressor.budget", "above the 8 tokens"),
+    ],
+)
+def test_impossible_shapes_are_named(cfg, T, P, path, needle):
+    comp = build_compressor(cfg)
+    with pytest.raises(ConfigError) as e:
+        comp(torch.randn(1, T, P, 24))
+    assert e.value.path == path and needle in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "bad,path,needle",
+    [
+        ({"block": "lstm"}, "model.compressor.block", "'bi_ssm', 'uni_ssm', 'transformer', 'conv', 'identity'"),
+        ({"pooling": "avg"}, "model.compressor.pooling", "'weighted', 'mean', 'max', 'query', 'attention'"),
+        ({"blok": "bi_ssm"}, "model.compressor.blok", "did you mean 'block'"),
+        ({"spatial": {"period": 0}}, "model.compressor.spatial.period", "must be >= 1"),
+        ({"d_model": "64"}, "model.compressor.d_model", "expected an integer"),
+        ({"block": "transformer", "d_model": 30, "n_heads": 4}, "model.compressor.n_heads", "not divisible"),
+    ],
+)
+def test_bad_configs_name_field_and_allowed_values(bad, path, needle):
+    with pytest.raises(ConfigError) as e:
+        build_compressor(_cfg(**bad))
+    assert e.value.path == path
+    assert needle in str(e.value)
+
+
+def test_build_from_dict_round_trips():
+    cfg = build(CompressorConfig, {"block": "transformer", "pooling": "mean", "budget": 8})
+    assert cfg.block == "transformer" and cfg.spatial.period == 16
+    assert build_compressor(cfg).cfg is cfg
