@@ -273,15 +273,28 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- run-level configs
 @dataclass
 class EncoderConfig:
-    """Frozen vision encoder. ``tiny``: built-in deterministic patch features (offline default);
-    ``siglip`` / ``clip``: transformers models loaded from ``name_or_path`` (or built from ``config``)."""
+    """Frozen vision encoder. ``tiny``: built-in deterministic patch features (offline default; uses
+    ``image_size``, ``patch_size``, ``dim``, ``seed``; ``config`` may hold ``pos_scale``);
+    ``siglip`` / ``clip``: transformers models loaded from ``name_or_path`` (``config``: extra
+    from_pretrained kwargs) or, with ``name_or_path`` empty, built with random weights from ``config``
+    (vision-config kwargs); sizes then come from the model config. See harness/data/encoders.py."""
 
-    name: str = "tiny"
+    name: str = "tiny"  # tiny | siglip | clip
     name_or_path: str = ""
     image_size: int = 64
     patch_size: int = 8
     dim: int = 64
     config: dict[str, Any] = field(default_factory=dict)
+    feature_layer: int = -2  # siglip / clip: which hidden state (LLaVA: -2)
+    seed: int = 0  # tiny projection / random-init weights
+    batch_size: int = 64  # frames per encoder forward
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        check_choice("name", self.name, ("tiny", "siglip", "clip"))
+        for name in ("image_size", "patch_size", "dim", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -341,15 +354,27 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Which suite, how frames are sampled, where features are cached."""
+    """Which suite, how frames are sampled, where features are cached (see docs/data.md)."""
 
     suite: str = "results/data/mia_synthetic"
-    families: list[str] = field(default_factory=list)  # empty: all families of the suite
+    families: list[str] = field(default_factory=list)  # empty: all; names or groups "long" / "dense"
     n_frames: int = 16
     sampling: str = "uniform"  # uniform | fps
-    fps: float = 1.0
+    fps: float = 1.0  # sampling: fps only
     cache_dir: str = "results/cache/features"
     max_train_items: int = 0  # 0: all
+
+    def __post_init__(self) -> None:
+        check_choice("sampling", self.sampling, ("uniform", "fps"))
+        if not 1 <= self.n_frames <= 4096:
+            raise ConfigError("n_frames", f"must be in [1, 4096], got {self.n_frames}")
+        if self.fps <= 0:
+            raise ConfigError("fps", f"must be > 0, got {self.fps}")
+        if self.max_train_items < 0:
+            raise ConfigError("max_train_items", f"must be >= 0 (0 = all), got {self.max_train_items}")
+        allowed = ("needle_what", "needle_when", "count", "order", "direction", "location", "long", "dense")
+        for i, f in enumerate(self.families):
+            check_choice(f"families[{i}]", f, allowed)
 
 
 TRAIN_MODULES = ("compressor", "projector", "llm")

@@ -425,9 +425,8 @@ def make_suite(out: str | os.PathLike, spec: SuiteSpec | None = None, workers: i
     spec = spec or SuiteSpec()
     spec.validate()
     out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)

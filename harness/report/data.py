@@ -242,7 +242,7 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
                        status=status, reason=rec.get("reason"), finished=rec.get("finished"),
                        git_commit=rec.get("git_commit"))
         for row in rows:
-            if row.get("task") is not None and row.get("metric") is not None:
+            if isinstance(row.get("task"), str) and isinstance(row.get("metric"), str):
                 info.values[(str(row["task"]), str(row["metric"]))] = float(row["value"])
             for key in [*style.COST_KEYS, *[c for c in row if str(c).startswith("x.")]]:
                 v = _num(row.get(key))

@@ -194,8 +194,9 @@ def grouped_bars(study: StudyData, spec: dict[str, Any]) -> FigureResult:
                 if e > 0:
                     ax.errorbar(pos, s.mean, yerr=e, fmt="none", ecolor="0.15", elinewidth=0.7, capsize=1.5)
                 top = max(top, s.mean + e)
-                if s.n < MIN_SEEDS:
-                    ax.text(pos, s.mean + e, f"n={s.n}", ha="center", va="bottom", fontsize=5, color="0.3")
+                if s.n < MIN_SEEDS:  # inside the bar's foot: never collides with whiskers or titles
+                    ax.annotate(f"n={s.n}", (pos, 0), xytext=(0, 2), textcoords="offset points",
+                                ha="center", va="bottom", fontsize=5, color="white", fontweight="bold")
         ticks = [str(xv) + "".join(f"\n{a}={_fixed_value(study, x, xv, a)}" for a in fixed) for xv in xs]
         ax.set_xticks(range(len(xs)), ticks, rotation=20 if max(len(str(t)) for t in xs) > 8 else 0)
         ax.tick_params(axis="x", length=0)
@@ -205,7 +206,7 @@ def grouped_bars(study: StudyData, spec: dict[str, Any]) -> FigureResult:
     axs[0].set_ylabel(style.metric_title(study.metric))
     if top > 0:
         for ax in axs:
-            ax.set_ylim(0, min(top * 1.12, 105.0) if scale == 100 else top * 1.12)
+            ax.set_ylim(0, min(top * 1.08, 100.0) if scale == 100 else top * 1.08)
     handles, labels = axs[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.0),
@@ -300,8 +301,7 @@ def per_task_heatmap(study: StudyData, spec: dict[str, Any]) -> FigureResult:
     hi = math.ceil(finite.max() / 10) * 10 if finite.size else 100.0
     if hi <= lo:
         hi = lo + 10
-    cmap = matplotlib.colormaps[style.HEATMAP_CMAP].copy()
-    cmap.set_bad("0.9")
+    cmap = matplotlib.colormaps[style.HEATMAP_CMAP].with_extremes(bad="0.9")
     im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi, aspect="auto",
                    interpolation="nearest")
     for i in range(data.shape[0]):
@@ -342,20 +342,44 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def _varying(study: StudyData, key: str) -> bool:
+    vals = {round(study.cost_summary(v, key).mean, 9) for v in study.variants if study.cost_summary(v, key).n}
+    return len(vals) > 1
+
+
 @register_figure("pareto")
 def pareto(study: StudyData, spec: dict[str, Any]) -> FigureResult:
-    """Score vs cost, one point per variant (CI whiskers), the Pareto front; a panel per cost."""
-    costs = spec.get("cost") or study.report.get("cost") or study.costs
-    costs = [costs] if isinstance(costs, str) else list(costs)
-    costs = [f"x.{c}" if c not in study.costs and f"x.{c}" in study.costs else c for c in costs]
-    costs = [c for c in costs if c in study.costs][:3]
+    """Score vs cost, one point per variant (CI whiskers), the Pareto front; a panel per cost.
+
+    Costs: ``spec.cost`` / ``report.cost`` (names like ``llm_visual_tokens`` or ``ttft_ms``), else up to two
+    of the reported costs that differ between variants (tokens and time to first token first).
+    Colour = value of the x axis, marker = setting of the other axes; hollow = dominated.
+    """
+    asked = spec.get("cost") or study.report.get("cost")
+    if asked:
+        costs = [asked] if isinstance(asked, str) else list(asked)
+        costs = [f"x.{c}" if c not in study.costs and f"x.{c}" in study.costs else c for c in costs]
+        costs = [c for c in costs if c in study.costs][:3]
+    else:
+        costs = [c for c in study.costs if _varying(study, c)][:2]
     if not costs:
-        raise SkipFigure("the runs report no cost (tokens, x.ttft_ms ...)")
+        raise SkipFigure("the runs report no cost that differs between variants (tokens, x.ttft_ms ...)")
     if not study.score_name:
         raise SkipFigure("the runs report no suite scores")
+    x = study.x
+    others = [a for a in study.axes if a != x]
+    settings = [_setting_key(v, others) for v in study.variants]
+    setting_ids = {k: i for i, k in enumerate(dict.fromkeys(settings))}
+    xs_order = {repr(v): i for i, v in enumerate(study.axis_order.get(x, []))} if x else {}
+
+    def look(v: Variant) -> tuple[str, str]:
+        ci = xs_order.get(repr(v.values.get(x)), 0) if x else study.variants.index(v)
+        mi = setting_ids[_setting_key(v, others)] if x else study.variants.index(v)
+        return style.color(ci), style.marker(mi)
+
     width = style.COLUMN_WIDTH_IN if len(costs) == 1 else style.PAGE_WIDTH_IN
     fig, axs = _grid(len(costs), width, 2.3)
-    handles: dict[str, Any] = {}
+    used: list[Variant] = []
     for ax, c in zip(axs, costs):
         pts, sums, vs = [], [], []
         for v in study.variants:
@@ -369,16 +393,15 @@ def pareto(study: StudyData, spec: dict[str, Any]) -> FigureResult:
             ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center")
             continue
         front = pareto_front(pts)
-        fx = [pts[i][0] for i in front]
-        fy = [pts[i][1] for i in front]
-        ax.step(fx, fy, where="post", color="0.55", linestyle="--", linewidth=0.8, zorder=1)
+        ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="post", color="0.55",
+                linestyle="--", linewidth=0.8, zorder=1)
         for k, (v, (cs, s)) in enumerate(zip(vs, sums)):
-            idx = study.variants.index(v)
-            on = k in front
-            h = ax.errorbar(cs.mean, s.mean, yerr=_err(s), xerr=_err(cs), fmt=style.marker(idx),
-                            color=style.color(idx), markerfacecolor=style.color(idx) if on else "white",
-                            markeredgewidth=0.9, capsize=1.5, elinewidth=0.6, zorder=3)
-            handles.setdefault(short_label(study, v), h)
+            col, mk = look(v)
+            ax.errorbar(cs.mean, s.mean, yerr=_err(s), xerr=_err(cs), fmt=mk, color=col,
+                        markerfacecolor=col if k in front else "white", markeredgewidth=0.9, capsize=1.5,
+                        elinewidth=0.6, zorder=3)
+            if v not in used:
+                used.append(v)
             if s.n < MIN_SEEDS:
                 ax.annotate(f"n={s.n}", (cs.mean, s.mean), textcoords="offset points", xytext=(4, -6),
                             fontsize=5, color="0.3")
@@ -387,12 +410,23 @@ def pareto(study: StudyData, spec: dict[str, Any]) -> FigureResult:
             ax.set_xscale("log")
         ax.set_xlabel(style.axis_title(c))
         ax.grid(True, axis="both")
-    axs[0].set_ylabel(f"{style.metric_title(study.metric)}, {study.score_name}")
-    ncol = 2 if len(handles) > 4 or len(costs) == 1 else min(len(handles), 4)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=max(ncol, 1),
-               bbox_to_anchor=(0.5, 0.0), handletextpad=0.3, columnspacing=1.0)
-    rows = math.ceil(len(handles) / max(ncol, 1))
-    fig.tight_layout(rect=(0, min(0.08 * rows + 0.02, 0.5), 1, 1))
+    overall = study.score_name == "overall"
+    axs[0].set_ylabel(style.metric_title(study.metric) if overall else
+                      "Mean " + style.metric_title(study.metric)[0].lower() + style.metric_title(study.metric)[1:])
+    from matplotlib.lines import Line2D
+
+    used.sort(key=study.variants.index)
+    handles = [Line2D([], [], linestyle="none", color=look(v)[0], marker=look(v)[1], markersize=4)
+               for v in used]
+    if handles:
+        ncol = 2 if len(costs) == 1 else min(len(handles), 4)
+        fig.legend(handles, [short_label(study, v) for v in used], loc="lower center", ncol=ncol,
+                   bbox_to_anchor=(0.5, 0.0), handletextpad=0.3, columnspacing=1.0)
+        rows = math.ceil(len(handles) / ncol)
+        fig.tight_layout(rect=(0, min(0.075 * rows + 0.02, 0.5), 1, 1))
+    else:
+        fig.tight_layout()
     cap = (f"{study.name}: {style.metric_title(study.metric)} ({study.score_name}) vs cost; filled markers "
-           f"on the dashed Pareto front (no variant is both cheaper and better). {_few_note(study)}")
+           f"on the dashed Pareto front (no variant is both cheaper and better), hollow ones dominated. "
+           f"{_few_note(study)}")
     return FigureResult(fig, cap)

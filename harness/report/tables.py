@@ -74,6 +74,8 @@ class Table:
                 continue
             best = max(v for _, v in vals) if col.better == "max" else min(v for _, v in vals)
             shown = f"{best:.{col.digits}f}"
+            if all(f"{v:.{col.digits}f}" == shown for _, v in vals):
+                continue  # a constant column has no best
             for i, v in vals:
                 self.rows[i][j].bold = f"{v:.{col.digits}f}" == shown
         return self

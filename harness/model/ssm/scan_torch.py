@@ -53,8 +53,8 @@ def _scan_block(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> tuple[tor
 
 def _block_inputs(u, dt, A, B, sl):
     """a = exp(dt A), b = dt u B for the steps in ``sl``: (S, b, d, n) each."""
-    a = torch.exp(dt[sl].unsqueeze(-1) * A)
-    bu = (dt[sl] * u[sl]).unsqueeze(-1) * B[sl].unsqueeze(2)
+    a = torch.mul(dt[sl].unsqueeze(-1), A).exp_()
+    bu = torch.mul((dt[sl] * u[sl]).unsqueeze(-1), B[sl].unsqueeze(2))
     return a, bu
 
 

@@ -1,0 +1,214 @@
+"""Frozen vision encoders: uint8 frames ``(T, H, W, 3)`` -> float32 patch features ``(T, P, D)``.
+
+* ``tiny`` (offline default): deterministic patch features, no learning, no download. Frames are resized
+  to ``image_size``, cut into ``patch_size`` patches (P = (image_size / patch_size)^2) and each patch is
+  described by its mean colour (3 dims) and ``tanh`` of a fixed seeded random projection of its pixels
+  (D - 3 dims), plus a small fixed 2-D sin-cos position code (like a ViT's features carry position).
+* ``siglip`` / ``clip``: a transformers ``SiglipVisionModel`` / ``CLIPVisionModel``, loaded with
+  ``from_pretrained(name_or_path)`` or, when ``name_or_path`` is empty, built with random weights
+  (seeded) from ``EncoderConfig.config`` (a ``SiglipVisionConfig`` / ``CLIPVisionConfig`` kwargs dict).
+  Features are the hidden states of layer ``feature_layer`` (LLaVA uses -2); CLIP's CLS token is dropped.
+
+Every encoder has an ``encoder_id`` (what it is and how it preprocesses) and a ``weights_hash`` (sha256
+of its parameters): together they key the feature cache, so changing either invalidates cached features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.config import EncoderConfig, check_choice
+
+ENCODER_NAMES = ("tiny", "siglip", "clip")
+_TINY_CONFIG_KEYS = ("pos_scale",)
+
+
+class FrozenEncoder(nn.Module):
+    """Base class. Subclasses set ``encoder_id``, ``weights_hash``, ``num_patches``, ``dim``,
+    ``image_size`` and implement :meth:`_encode` on float frames in [0, 1] of shape (T, 3, S, S)."""
+
+    encoder_id: str
+    weights_hash: str
+    num_patches: int
+    dim: int
+    image_size: int
+
+    def __init__(self, batch_size: int = 64, device: str = "cpu"):
+        super().__init__()
+        self.batch_size = batch_size
+        self._device = torch.device(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def train(self, mode: bool = True) -> FrozenEncoder:  # frozen: always eval
+        return super().train(False)
+
+    def _preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"{self.encoder_id}: frames must be uint8 (T, H, W, 3), "
+                             f"got {frames.dtype} {tuple(frames.shape)}")
+        x = frames.permute(0, 3, 1, 2).float().div_(255.0)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                              align_corners=False, antialias=True).clamp_(0, 1)
+        return x
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(T, H, W, 3)`` -> float32 ``(T, P, D)`` on the CPU."""
+        outs = []
+        for i in range(0, frames.shape[0], self.batch_size):
+            x = self._preprocess(frames[i:i + self.batch_size]).to(self._device)
+            outs.append(self._encode(x).float().cpu())
+        return torch.cat(outs, 0) if outs else torch.zeros(0, self.num_patches, self.dim)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos position code ``(grid * grid, dim)``."""
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                            indexing="ij")
+    quarter = max(1, dim // 4)
+    freqs = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    parts = []
+    for coord in (ys.reshape(-1), xs.reshape(-1)):
+        ang = coord[:, None] * freqs[None] * math.pi / 2
+        parts += [torch.sin(ang), torch.cos(ang)]
+    pe = torch.cat(parts, 1)[:, :dim]
+    if pe.shape[1] < dim:
+        pe = F.pad(pe, (0, dim - pe.shape[1]))
+    return pe.float()
+
+
+def _tensor_hash(tensors: dict[str, torch.Tensor], extra: dict[str, Any] | None = None) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    if extra:
+        h.update(json.dumps(extra, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+class TinyPatchEncoder(FrozenEncoder):
+    """Deterministic patch features (see module docstring). Output ``(T, (S/p)^2, D)``."""
+
+    def __init__(self, image_size: int = 64, patch_size: int = 8, dim: int = 64, seed: int = 0,
+                 pos_scale: float = 0.25, batch_size: int = 256, device: str = "cpu"):
+        super().__init__(batch_size, device)
+        if image_size % patch_size:
+            raise ValueError(f"encoder.image_size={image_size} is not divisible by patch_size={patch_size}")
+        if dim < 8:
+            raise ValueError(f"encoder.dim must be >= 8 for the tiny encoder, got {dim}")
+        self.image_size, self.patch_size, self.dim = image_size, patch_size, dim
+        self.grid = image_size // patch_size
+        self.num_patches = self.grid * self.grid
+        g = torch.Generator().manual_seed(seed)
+        n_in = patch_size * patch_size * 3
+        self.register_buffer("proj", torch.randn(n_in, dim - 3, generator=g) / math.sqrt(n_in))
+        self.register_buffer("pos", _sincos_2d(self.grid, dim) * pos_scale)
+        self.requires_grad_(False)
+        self.encoder_id = f"tiny-s{image_size}-p{patch_size}-d{dim}"
+        self.weights_hash = _tensor_hash({"proj": self.proj, "pos": self.pos})
+        self.to(self._device)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[0]
+        p = self.patch_size
+        patches = F.unfold(x * 2 - 1, kernel_size=p, stride=p)  # (T, 3*p*p, P) in [-1, 1]
+        patches = patches.transpose(1, 2)  # (T, P, 3*p*p), channel-major inside a patch
+        mean_rgb = patches.view(T, self.num_patches, 3, p * p).mean(-1)  # (T, P, 3)
+        proj = torch.tanh(patches @ self.proj)  # (T, P, D-3)
+        return torch.cat([mean_rgb, proj], -1) + self.pos
+
+
+_HF_MEAN_STD = {
+    "siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+}
+
+
+class HFVisionEncoder(FrozenEncoder):
+    """A transformers SigLIP / CLIP vision tower (frozen). Output ``(T, (S/p)^2, hidden_size)``."""
+
+    def __init__(self, cfg: EncoderConfig, device: str = "cpu"):
+        super().__init__(cfg.batch_size, device)
+        import transformers
+
+        if cfg.name == "siglip":
+            model_cls, config_cls = transformers.SiglipVisionModel, transformers.SiglipVisionConfig
+        else:
+            model_cls, config_cls = transformers.CLIPVisionModel, transformers.CLIPVisionConfig
+        if cfg.name_or_path:
+            model = model_cls.from_pretrained(cfg.name_or_path, **cfg.config)
+            source = cfg.name_or_path
+        else:
+            try:
+                hf_cfg = config_cls(**cfg.config)
+            except TypeError as e:
+                raise ValueError(f"model.encoder.config: not a valid {config_cls.__name__}: {e}") from e
+            torch.manual_seed(cfg.seed)
+            model = model_cls(hf_cfg)
+            source = "random-init"
+        model.eval().requires_grad_(False)
+        self.model = model.to(self._device)
+        c = model.config
+        self.image_size, self.patch_size, self.dim = int(c.image_size), int(c.patch_size), int(c.hidden_size)
+        self.num_patches = (self.image_size // self.patch_size) ** 2
+        self.feature_layer = cfg.feature_layer
+        self.drop_cls = cfg.name == "clip"
+        mean, std = _HF_MEAN_STD[cfg.name]
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1).to(self._device))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1).to(self._device))
+        self.encoder_id = (f"{cfg.name}:{source}-s{self.image_size}-p{self.patch_size}-d{self.dim}"
+                           f"-L{self.feature_layer}")
+        self.weights_hash = _tensor_hash(dict(model.state_dict()))
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        out = self.model(pixel_values=x.to(next(self.model.parameters()).dtype), output_hidden_states=True)
+        h = out.hidden_states[self.feature_layer]
+        if self.drop_cls:
+            h = h[:, 1:]
+        return h
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def build_encoder(cfg: EncoderConfig) -> FrozenEncoder:
+    """Build the frozen encoder named by ``cfg.name`` (see module docstring). Raises ConfigError /
+    ValueError naming the ``model.encoder`` key for bad settings."""
+    check_choice("model.encoder.name", cfg.name, ENCODER_NAMES)
+    device = _resolve_device(cfg.device)
+    if cfg.name == "tiny":
+        unknown = set(cfg.config) - set(_TINY_CONFIG_KEYS)
+        if unknown:
+            raise ValueError(f"model.encoder.config: unknown keys {sorted(unknown)} for the tiny encoder; "
+                             f"allowed: {', '.join(_TINY_CONFIG_KEYS)}")
+        if cfg.name_or_path:
+            raise ValueError("model.encoder.name_or_path: the tiny encoder has no weights to load")
+        return TinyPatchEncoder(cfg.image_size, cfg.patch_size, cfg.dim, seed=cfg.seed,
+                                pos_scale=float(cfg.config.get("pos_scale", 0.25)),
+                                batch_size=cfg.batch_size, device=device)
+    return HFVisionEncoder(cfg, device=device)
+
+
+__all__ = ["FrozenEncoder", "TinyPatchEncoder", "HFVisionEncoder", "build_encoder", "ENCODER_NAMES"]
