@@ -82,22 +82,40 @@ SAMPLING_TYPES = ("uniform", "delta", "none")
 
 @dataclass
 class TAAConfig:
-    """MambaMia v2 Time-Axis Aggregator: a bi-SSM over per-frame anchors whose step size delta_t scores
-    frames; ``sampling`` picks the frames that reach the LLM."""
+    """MambaMia v2 Time-Axis Aggregator: ``n_layers`` SSM blocks over the per-frame anchors whose softplus
+    step size delta_t scores frames; ``sampling`` picks the frames that reach the LLM (docs/v2.md).
+
+    ``layout``: ``slot`` scans each anchor slot along time (sequences of length T); ``flat`` scans all
+    anchors in one time-major sequence. ``sampling``: ``none`` keeps every frame; ``uniform`` keeps
+    ``round(keep_ratio * T)`` evenly spaced frames; ``delta`` keeps frame t when the running sum of delta
+    crosses the next multiple of ``threshold`` (``relative: true``: the threshold is set per video to
+    sum(delta) / round(keep_ratio * T), i.e. a fixed budget spent where delta is large). ``max_frames``
+    (0 = none) caps the kept frames (the highest-delta ones stay). Every sample of a batch keeps the same
+    count: the batch maximum, topped up with each sample's highest-delta unselected frames.
+    ``score_grad``: kept tokens are multiplied by delta_t / stop_grad(delta_t) (value 1) so that the
+    scores get a gradient from the loss."""
 
     enabled: bool = False
     n_layers: int = 1
+    layout: str = "slot"  # slot | flat
     sampling: str = "none"  # none | uniform | delta
     threshold: float = 0.5  # cumulative-delta threshold (delta sampling)
-    keep_ratio: float = 0.5  # fraction of frames kept by uniform sampling
+    relative: bool = False  # delta sampling: threshold = sum(delta) / round(keep_ratio * T) per video
+    keep_ratio: float = 0.5  # fraction of frames kept by uniform (and relative delta) sampling
     max_frames: int = 0  # 0: no cap
+    score_grad: bool = True
 
     def __post_init__(self) -> None:
         check_choice("sampling", self.sampling, SAMPLING_TYPES)
+        check_choice("layout", self.layout, ("slot", "flat"))
+        if self.n_layers < 1:
+            raise ConfigError("n_layers", f"must be >= 1 (delta_t comes from the TAA's SSM), got {self.n_layers}")
         if not 0 < self.keep_ratio <= 1:
             raise ConfigError("keep_ratio", f"must be in (0, 1], got {self.keep_ratio}")
         if self.threshold <= 0:
             raise ConfigError("threshold", f"must be > 0, got {self.threshold}")
+        if self.max_frames < 0:
+            raise ConfigError("max_frames", f"must be >= 0 (0 = no cap), got {self.max_frames}")
 
 
 @dataclass

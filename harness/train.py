@@ -93,11 +93,24 @@ def load_run_config(source: str, overrides: Sequence[str] = ()) -> RunConfig:
         if "=" not in ov:
             raise ConfigError(ov, "overrides are key.path=value", where)
         key, val = ov.split("=", 1)
-        set_by_path(data, key.strip(), yaml.safe_load(val))
+        set_by_path(data, key.strip(), parse_value(val))
     try:
         return build(RunConfig, data)
     except ConfigError as e:
         raise e.with_source(where) from None
+
+
+def parse_value(text: str) -> Any:
+    """A command-line override value: YAML, plus numbers YAML 1.1 leaves as strings (``1e-3``)."""
+    import yaml
+
+    v = yaml.safe_load(text)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -131,36 +144,17 @@ class Example:
     n_options: int
 
 
-def load_examples(cfg: RunConfig, split: str, progress: bool = True, limit: int = 0
-                  ) -> tuple[list[Example], dict[str, str]]:
-    """Items of ``split`` with their features from the cache (extracted on first use). Returns the
-    examples and ``{item_id: reason}`` for items whose video failed (they are skipped, not fatal)."""
+def load_examples(cfg: RunConfig, split: str, progress: bool = True) -> tuple[list[Example], dict[str, str]]:
+    """Items of ``split`` (``data.families`` filter; ``data.max_train_items`` cap on train) with their
+    features from the cache (extracted on first use). Returns the examples and ``{item_id: reason}``
+    for items whose video failed (they are skipped, not fatal)."""
     from harness.data.features import ensure_features
-    from harness.data.synthetic import load_items
     from harness.evaluate import format_prompt
 
-    items = load_items(cfg.data.suite, split, cfg.data.families or None)
-    if limit:
-        items = items[:limit]
-    feats, failed = _features(ensure_features, cfg, split, items, progress)
-    out = []
-    for it in items:
-        f = feats.get(it["id"])
-        if f is None:
-            failed.setdefault(it["id"], "no features")
-            continue
-        out.append(Example(it["id"], it["family"], torch.as_tensor(f), format_prompt(it),
-                           " " + it["answer"], int(it["answer_index"]), len(it["options"])))
-    return out, failed
-
-
-def _features(ensure_features, cfg: RunConfig, split: str, items: list[dict], progress: bool):
-    res = ensure_features(cfg.data, cfg.model.encoder, [split], progress=progress)
-    if isinstance(res, tuple):
-        feats, failed = res
-    else:
-        feats, failed = res, dict(getattr(res, "failed", {}) or {})
-    return feats, {str(k): str(v) for k, v in dict(failed).items()}
+    fs = ensure_features(cfg.data, cfg.model.encoder, [split], progress=progress)
+    out = [Example(it["id"], it["family"], fs[it["id"]], format_prompt(it), " " + it["answer"],
+                   int(it["answer_index"]), len(it["options"])) for it in fs.split_items(split)]
+    return out, dict(fs.failed)
 
 
 def suite_texts(cfg: RunConfig) -> list[str]:
@@ -229,13 +223,17 @@ def module_state(model: nn.Module, modules: Sequence[str]) -> dict[str, torch.Te
     return {k: v for k, v in sd.items() if k.split(".", 1)[0] in modules}
 
 
-def export_model(model: nn.Module, cfg: RunConfig, out_dir: Path, step: int) -> None:
-    """Write the self-contained model directory (config, tokenizer, LLM config, safetensors)."""
+def export_model(model: nn.Module, cfg: RunConfig, out_dir: Path, step: int,
+                 state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the self-contained model directory (config, tokenizer, LLM config, safetensors).
+    ``state``: an already gathered full state dict (FSDP); default: the model's own."""
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     mods = saved_modules(cfg)
-    state = {k: v.detach().cpu().contiguous() for k, v in module_state(model, mods).items()}
+    if state is None:
+        state = module_state(model, mods)
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items() if k.split(".", 1)[0] in mods}
     # tied weights (tiny LLM: lm_head = embeddings) are stored once
     seen: dict[int, str] = {}
     for k in list(state):
@@ -417,7 +415,7 @@ class Trainer:
         state = self._state(model, opt, step, stage)  # collective under FSDP: every rank calls it
         if self.is_main:
             atomic_torch_save(state, self.run_dir / CHECKPOINT)
-            export_model(self._unwrapped, self.cfg, self.run_dir / MODEL_DIR, step)
+            export_model(self._unwrapped, self.cfg, self.run_dir / MODEL_DIR, step, state=state["model"])
         if self.world > 1:
             dist.barrier()
 
@@ -461,8 +459,7 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
             (self.run_dir / "failure.json").unlink(missing_ok=True)
         torch.manual_seed(cfg.seed)
-        examples, failed = load_examples(cfg, "train", progress=self.progress and self.is_main,
-                                         limit=cfg.data.max_train_items)
+        examples, failed = load_examples(cfg, "train", progress=self.progress and self.is_main)
         tokenizer = self._tokenizer()
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every (re)start
         model = build_model(cfg, tokenizer).to(self.device)
@@ -497,7 +494,9 @@ class Trainer:
             si = stage_index(stages, step)
             if si != stage_i:
                 params = self._set_trainable(stages[si])
-                wrapped = self._wrap(model)
+                if wrapped is model or self._parallel() != "fsdp":  # FSDP shards once; DDP re-wraps
+                    wrapped = None  # drop the old DDP (and its gradient hooks) before re-wrapping
+                    wrapped = self._wrap(model)
                 opt = self._optimizer(params)
                 if state is not None and state["stage"] == si and step == start:
                     if self._parallel() == "fsdp" and self.world > 1:
@@ -530,7 +529,7 @@ class Trainer:
                 loss_sum += loss.detach().float() / t.grad_accum
                 items_seen += len(batch)
                 win_items += len(batch)
-                n_tok = len(batch) * (n_visual + 64)
+                n_tok = sum(n_visual + len(model.text_ids(b.prompt)) + 2 for b in batch)
                 tokens_seen += n_tok
                 win_tokens += n_tok
             if self.world > 1:

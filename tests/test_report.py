@@ -30,7 +30,7 @@ def _value(rng: np.random.Generator, base: float) -> float:
 
 
 def make_block_store(root: Path, *, failed=(), missing=(), running=(), study="block_type",
-                     report=None, with_costs=True) -> ResultsStore:
+                     report=None, with_costs=True, with_all=False) -> ResultsStore:
     """4 blocks x zip(period, budget) x 3 seeds. ``failed``/``missing``/``running``: (block, period, seed)."""
     store = ResultsStore(root)
     rng = np.random.default_rng(0)
@@ -62,6 +62,10 @@ def make_block_store(root: Path, *, failed=(), missing=(), running=(), study="bl
                                     "value": float(np.mean([fam[t] for t in LONG]))},
                                    {"task": "mia_dense", "metric": "acc", "n": 100,
                                     "value": float(np.mean([fam[t] for t in DENSE]))}]
+                if with_all:  # the evaluator's overall score and chance level (harness.evaluate)
+                    rec["metrics"].append({"task": "mia_all", "metric": "acc", "n": 250,
+                                           "value": float(np.mean(list(fam.values())))})
+                    rec["extra"] = {**rec.get("extra", {}), "chance": 0.25}
                 if key in failed:
                     rec.update(status="failed", reason="RuntimeError: CUDA out of memory\ntraceback...",
                                metrics=[], finished=None)
@@ -193,6 +197,7 @@ def test_figures_written_non_empty(built):
         img = mpimg.imread(p)
         assert img.shape[0] > 300 and img.shape[1] > 600
         assert float(img[..., :3].std()) > 0.05  # not a blank canvas
+        assert b"Software" not in p.read_bytes()[:4096]  # no version stamp in the PNG text chunks
     for p in out.glob("fig_*.pdf"):
         data = p.read_bytes()
         assert data.startswith(b"%PDF") and len(data) > 5000 and b"CreationDate" not in data
@@ -208,6 +213,16 @@ def test_rebuild_is_byte_identical(tmp_path, built):
     second = {p.name: p.read_bytes() for p in again.iterdir()}
     assert first.keys() == second.keys() and len(first) >= 16
     assert [k for k in first if first[k] != second[k]] == []
+    # a fresh process (the real CLI) writes the same bytes too, index.md included
+    import subprocess
+    import sys
+
+    cli = tmp_path / "cli"
+    subprocess.run([sys.executable, "-m", "harness.report", "--study", "block_type", "--store", str(store.root),
+                    "--out", str(cli), "-q"], check=True)
+    third = {p.name: p.read_bytes() for p in cli.iterdir()}
+    assert third.keys() == first.keys()
+    assert [k for k in first if first[k] != third[k]] == []
 
 
 def test_all_failed_store_gives_honest_table(tmp_path):
@@ -283,6 +298,15 @@ def test_cli_spec_all_and_paper(tmp_path, capsys):
     assert not (paper / "tiny_budget" / "fig_pareto.png").exists()  # no costs reported: no Pareto plot
     links = re.findall(r"\]\(([^)#]+)\)", idx)
     assert links and all((paper / ln).exists() for ln in links)
+    # a named subset keeps the other folders; a full rebuild drops folders of studies gone from the store
+    stale = paper / "old_study"
+    stale.mkdir()
+    (stale / "index.md").write_text((paper / "block_type" / "index.md").read_text())
+    assert main(["--paper", "--study", "block_type", "--store", str(store.root), "--out", str(paper), "-q",
+                 "--no-figures"]) == 0
+    assert stale.exists() and (paper / "tiny_budget" / "table_main.md").exists()
+    assert main(["--paper", "--store", str(store.root), "--out", str(paper), "-q"]) == 0
+    assert not stale.exists() and (paper / "index.md").read_text() == idx
     reports = build_paper(store, tmp_path / "paper2", progress=False)
     assert (tmp_path / "paper2" / "index.md").read_bytes() == idx.encode()
     assert [r.study.name for r in reports] == ["block_type", "tiny_budget"]
@@ -291,3 +315,47 @@ def test_cli_spec_all_and_paper(tmp_path, capsys):
 def test_pareto_front():
     pts = [(10, 0.5), (20, 0.7), (15, 0.4), (40, 0.69), (5, 0.1)]
     assert pareto_front(pts) == [4, 0, 1]
+
+
+def test_overall_score_and_chance_from_evaluator(tmp_path):
+    store = make_block_store(tmp_path / "store", with_all=True, failed={("conv", 8, 2)})
+    rep = report_study(store, "block_type", tmp_path / "out", progress=False)
+    st = rep.study
+    assert st.groups == ["mia_long", "mia_dense", "mia_all"] and st.overall == "mia_all"
+    assert st.chance() == pytest.approx(25.0) and "x.chance" not in st.costs
+    rows = _md_rows((tmp_path / "out" / "table_main.md").read_text())
+    assert rows[0][3:6] == ["Long", "Dense", "All"] and "Mean" not in rows[0]
+    r = next(r for r in rows[1:] if r[0] == "conv" and r[2] == "8")
+    vals = []
+    for seed in (0, 1):
+        rec = store.read_run(f"block_type-conv-p8-s{seed}")
+        vals += [m["value"] for m in rec["metrics"] if m["task"] == "mia_all"]
+    assert r[5] == _expected_cell(vals)
+    # the pareto y is the overall score, per seed
+    v = st.find_variants("conv")[1]
+    assert st.score_values(v) == dict(enumerate(vals))
+
+
+def test_plugin_module_from_report_section(tmp_path, monkeypatch):
+    """A module named in report.plugins registers a table kind; the core is not touched."""
+    mod = tmp_path / "plugs" / "my_report_plugin.py"
+    mod.parent.mkdir()
+    mod.write_text(
+        "from harness.report.tables import Table, Column, Cell, register_table\n"
+        "@register_table('reported_vs_reproduced')\n"
+        "def _rvr(study, options):\n"
+        "    return Table('table_rvr', 'reported vs reproduced', [Column('v', 'Variant')],\n"
+        "                 [[Cell(text=v.label)] for v in study.variants])\n")
+    monkeypatch.syspath_prepend(str(mod.parent))
+    store = make_block_store(tmp_path / "store", report={"x": "block", "plugins": ["my_report_plugin"],
+                                                         "tables": ["main", "reported_vs_reproduced"]})
+    from harness.report.tables import TABLES
+
+    try:
+        report_study(store, "block_type", tmp_path / "out", figures=False, progress=False)
+    finally:
+        TABLES.pop("reported_vs_reproduced", None)
+    assert "block=conv, budget=64, period=16" in (tmp_path / "out" / "table_rvr.md").read_text()
+    store = make_block_store(tmp_path / "s2", report={"plugins": ["no_such_plugin_module"]})
+    with pytest.raises(ReportError, match="cannot import report plugin 'no_such_plugin_module'"):
+        report_study(store, "block_type", tmp_path / "o2", progress=False)

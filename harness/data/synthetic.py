@@ -78,6 +78,26 @@ QUESTIONS = {
 }
 
 
+POST_PROMPT = "Answer with the option's letter from the given choices directly."
+
+
+def format_prompt(item: dict[str, Any], pre_prompt: str = "", post_prompt: str = POST_PROMPT) -> str:
+    """The text shown to a model for ``item`` (shared by the lmms-eval tasks and the native scorer)::
+
+        which way did the red circle move ?
+        A. left
+        B. right
+        C. up
+        D. down
+        Answer with the option's letter from the given choices directly.
+    """
+    lines = [f"{pre_prompt}{item['question']}"]
+    lines += [f"{L}. {o}" for L, o in zip(LETTERS, item["options"])]
+    if post_prompt:
+        lines.append(post_prompt)
+    return "\n".join(lines)
+
+
 def obj_name(o: tuple[str, str]) -> str:
     return f"{o[0]} {o[1]}"
 
@@ -557,4 +577,4 @@ def load_items(suite_dir: str | os.PathLike, split: str, families: Iterable[str]
 
 
 __all__ = ["SuiteSpec", "make_suite", "load_items", "load_meta", "FAMILIES", "GROUPS", "LETTERS", "SPLITS",
-           "OBJECTS", "QUESTIONS", "item_seed", "render"]
+           "OBJECTS", "QUESTIONS", "item_seed", "render", "format_prompt", "POST_PROMPT"]

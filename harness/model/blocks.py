@@ -1,7 +1,7 @@
 """Mixing blocks of the compressor, one config switch apart. Every block maps (B, L, D) -> (B, L, D).
 
-    bi_ssm       bidirectional Mamba-1 (the paper's block)
-    uni_ssm      forward-only Mamba-1
+    bi_ssm       bidirectional Mamba (the paper's block; ``ssm.version`` 1: Mamba-1, 2: Mamba-2 SSD)
+    uni_ssm      forward-only Mamba (same switch)
     transformer  pre-norm multi-head self-attention (SDPA, non-causal) + MLP, same width
     conv         depthwise conv over the sequence + pointwise MLP: a cheap local mixer
     identity     no mixing at all: asks whether mixing matters
@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import BLOCK_TYPES, CompressorConfig, check_choice
-from .mamba import Mamba
+from .mamba2 import ssm_mixer
 
 
 class Skip(nn.Module):
@@ -79,10 +79,8 @@ class Block(nn.Sequential):
 def build_block(cfg: CompressorConfig) -> nn.Module:
     d, g = cfg.d_model, cfg.gated
     check_choice("block", cfg.block, BLOCK_TYPES)
-    if cfg.block == "bi_ssm":
-        return Block(Skip(d, Mamba(d, cfg.ssm, bidirectional=True), g))
-    if cfg.block == "uni_ssm":
-        return Block(Skip(d, Mamba(d, cfg.ssm, bidirectional=False), g))
+    if cfg.block in ("bi_ssm", "uni_ssm"):  # ssm.version 1: Mamba-1, 2: Mamba-2 (harness/model/mamba2.py)
+        return Block(Skip(d, ssm_mixer(d, cfg.ssm, bidirectional=cfg.block == "bi_ssm"), g))
     if cfg.block == "transformer":
         return Block(Skip(d, SelfAttention(d, cfg.n_heads), g), Skip(d, MLP(d), g))
     if cfg.block == "conv":

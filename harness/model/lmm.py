@@ -173,6 +173,12 @@ class VideoLMM(nn.Module):
         logits, tgt, _ = self._target_logits(visuals, contexts, targets)
         return F.cross_entropy(logits, tgt)
 
+    def forward(self, feats: torch.Tensor, contexts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
+        """Training forward (what DDP/FSDP wrap): feats (B, T, P, d_in), B prompts and B answers
+        (e.g. " A") -> scalar loss (:meth:`loss`)."""
+        vis, _ = self.encode_video(feats)
+        return self.loss(list(vis), contexts, answers)
+
     # ------------------------------------------------------------------------------ scoring
     @torch.no_grad()
     def score_continuations(self, visuals: Sequence[torch.Tensor], contexts: Sequence[str],

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_plugins(args.plugin)
         names = [study_name_from_spec(s) for s in args.specs] + list(args.study)
+        whole = args.all or not names  # --paper without names: the whole set (stale folders removed)
         if args.all or (args.paper and not names):
             names = store.studies()
             if not names:
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             from harness.report.paper import build_paper
 
             out = Path(args.out or "results/paper")
-            reports = build_paper(store, out, studies=names, compare=compare, progress=not args.quiet)
+            reports = build_paper(store, out, studies=None if whole else names, compare=compare,
+                                  figures=not args.no_figures, progress=not args.quiet)
         else:
             reports = []
             for n in names:

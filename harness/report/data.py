@@ -13,6 +13,7 @@ or, without one, the mean of its group values (only when the run has all of them
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +25,15 @@ from harness.report.stats import Summary, summarize
 from harness.store import ResultsStore
 
 STATUSES = ("done", "failed", "running", "missing")
+OVERALL = ("overall", "mia_all")  # a run's single overall score, when its evaluator reports one
+KNOWN_GROUPS = ("mia_long", "mia_dense", "paper_long", "paper_dense")  # suite scores, in this order
+
+
+def fmt_value(v: Any) -> str:
+    """An axis value as text: mappings and lists as compact JSON (as the sweep labels them), else str."""
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True, separators=(",", ":"))
+    return str(v)
 
 
 class ReportError(ValueError):
@@ -85,6 +95,7 @@ class StudyData:
     description: str
     spec_path: str
     created: str
+    overrides: list[str]  # the sweep's --set overrides
     axes: dict[str, str]  # axis label -> dotted RunConfig path, x axis first
     report: dict[str, Any]
     runs: list[RunInfo]
@@ -130,15 +141,20 @@ class StudyData:
 
     # ------------------------------------------------------------------------------------- scores
     @property
+    def overall(self) -> str | None:
+        """The group that is the runs' overall score (``mia_all`` / ``overall``), if they report one."""
+        return next((g for g in self.groups if g in OVERALL), None)
+
+    @property
     def score_name(self) -> str:
-        if "overall" in self.groups:
+        if self.overall:
             return "overall"
         return "mean of " + ", ".join(style.suite_name(g) for g in self.groups) if self.groups else ""
 
     def score_values(self, variant: Variant) -> dict[int, float]:
-        """Per seed: ``overall`` or the mean of the group values (a run missing one of them is left out)."""
-        if "overall" in self.groups:
-            return variant.seed_values("overall", self.metric)
+        """Per seed: the overall score or the mean of the group values (a run missing one is left out)."""
+        if self.overall:
+            return variant.seed_values(self.overall, self.metric)
         if not self.groups:
             return {}
         per = [variant.seed_values(g, self.metric) for g in self.groups]
@@ -166,13 +182,18 @@ class StudyData:
     def status_counts(self) -> Counter:
         return Counter(r.status for r in self.runs)
 
+    def chance(self) -> float | None:
+        """Chance accuracy in display units when every run that reports ``extra.chance`` agrees on it."""
+        vals = {r.costs.get("x.chance") for r in self.runs if "x.chance" in r.costs}
+        return vals.pop() * self.scale() if len(vals) == 1 else None
+
     def commits(self) -> list[str]:
         return sorted({r.git_commit for r in self.runs if r.git_commit})
 
     def find_variants(self, value: Any, axis: str | None = None) -> list[Variant]:
         """Variants whose ``axis`` (default: x) equals ``value`` (compared as text: ``8`` == ``"8"``)."""
         ax = axis or self.x
-        return [v for v in self.variants if str(v.values.get(ax)) == str(value)]
+        return [v for v in self.variants if fmt_value(v.values.get(ax)) == fmt_value(value)]
 
 
 def _num(v: Any) -> float | None:
@@ -257,7 +278,8 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
             v = r.variant.get(a)
             if all(repr(v) != repr(u) for u in vals):
                 vals.append(v)
-        axis_order[a] = sorted(vals, key=lambda v, k=_order_key(vals): k[repr(v)])
+        pos = _order_key(vals)
+        axis_order[a] = sorted(vals, key=lambda v, pos=pos: pos[repr(v)])
     keys = {a: _order_key(axis_order[a]) for a in axes}
 
     variants: dict[tuple[str, ...], Variant] = {}
@@ -265,7 +287,7 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
         key = tuple(repr(r.variant.get(a)) for a in axes)
         if key not in variants:
             vals = {a: r.variant.get(a) for a in axes}
-            label = ", ".join(f"{a}={vals[a]}" for a in axes) or r.label
+            label = ", ".join(f"{a}={fmt_value(vals[a])}" for a in axes) or r.label
             variants[key] = Variant(vals, label)
         variants[key].runs.append(r)
     ordered = sorted(variants.values(), key=lambda v: tuple(keys[a][repr(v.values[a])] for a in axes))
@@ -284,9 +306,10 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
     if groups_cfg:
         groups = [g for g in groups_cfg if g in seen_tasks]
     else:
-        groups = [t for t in eval_tasks if t in seen_tasks]
-        if "overall" in seen_tasks and "overall" not in groups:
-            groups.append("overall")
+        # suites the runs were asked to evaluate; all of them when no run has a score yet (dash columns)
+        groups = [t for t in eval_tasks if (t in seen_tasks or not seen_tasks) and t not in OVERALL]
+        groups += [t for t in KNOWN_GROUPS if t in seen_tasks and t not in groups]
+        groups += [t for t in OVERALL if t in seen_tasks or (not seen_tasks and t in eval_tasks)]
     tasks = [t for t in seen_tasks if t not in groups]
     if not groups:  # the runs report no suite scores: the per-family scores are the columns
         groups, tasks = tasks, []
@@ -294,5 +317,6 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
     costs = [c for c in [*style.COST_KEYS, *extra_costs] if any(c in r.costs for r in runs)]
     return StudyData(name=name, index_path=index_path, description=str(index.get("description") or ""),
                      spec_path=str(index.get("spec_path") or ""), created=str(index.get("created") or ""),
+                     overrides=[str(o) for o in index.get("overrides") or []],
                      axes=axes, report=report, runs=runs, variants=ordered, metric=metric, metrics=metrics,
                      groups=groups, tasks=tasks, costs=costs, axis_order=axis_order)

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from harness.report import style  # noqa: E402
-from harness.report.data import ReportError, StudyData, Variant  # noqa: E402
+from harness.report.data import ReportError, StudyData, Variant, fmt_value  # noqa: E402
 from harness.report.stats import MIN_SEEDS, Summary  # noqa: E402
 
 
@@ -120,7 +120,7 @@ def short_label(study: StudyData, v: Variant, axes: list[str] | None = None) -> 
     axes = list(study.axes) if axes is None else axes
     if not axes:
         return v.label
-    parts = [str(v.values.get(axes[0]))] + [f"{a}={v.values.get(a)}" for a in axes[1:]]
+    parts = [fmt_value(v.values.get(axes[0]))] + [f"{a}={fmt_value(v.values.get(a))}" for a in axes[1:]]
     return ", ".join(parts)
 
 
@@ -137,7 +137,29 @@ def _settings(study: StudyData, axes: list[str]) -> list[dict[str, Any]]:
 
 
 def _setting_text(s: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in s.items())
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in s.items())
+
+
+def _chance_line(study: StudyData, ax: Any) -> None:
+    """A dotted line at chance accuracy when the runs report it (``extra.chance``)."""
+    c = study.chance()
+    if c is not None:
+        ax.axhline(c, color="0.35", linestyle=":", linewidth=0.9, zorder=0.8, label="chance")
+
+
+def _suites(study: StudyData, spec: dict[str, Any]) -> list[str]:
+    """``spec.suites``, else the suites without the overall score (it repeats them) when there are 2+."""
+    if spec.get("suites"):
+        return list(spec["suites"])
+    parts = [g for g in study.groups if g != study.overall]
+    return parts if len(parts) >= 2 else list(study.groups)
+
+
+def _legend_items(ax: Any) -> tuple[list[Any], list[str]]:
+    """Legend handles and labels of ``ax`` with the chance line last."""
+    h, lab = ax.get_legend_handles_labels()
+    order = sorted(range(len(lab)), key=lambda i: lab[i] == "chance")
+    return [h[i] for i in order], [lab[i] for i in order]
 
 
 def _err(s: Summary) -> float:
@@ -154,6 +176,16 @@ def _grid(n: int, width: float, height: float, sharey: bool = True) -> tuple[Fig
     return fig, flat[:n]
 
 
+def _log_axis(ax: Any) -> None:
+    """Log x axis with plain tick labels (20, 50, 100, 200 ...) and no crowded minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _few_note(study: StudyData) -> str:
     return (f"Whiskers: 95% CI over seeds (Student t); n=k marks fewer than {MIN_SEEDS} seeds, "
             "failed or missing runs are left out.")
@@ -166,7 +198,7 @@ def grouped_bars(study: StudyData, spec: dict[str, Any]) -> FigureResult:
     x = spec.get("x") or study.x
     if x is None:
         raise SkipFigure("the study has no axes")
-    suites = list(spec.get("suites") or study.groups)
+    suites = _suites(study, spec)
     if not suites:
         raise SkipFigure("the runs report no scores")
     scale = study.scale()
@@ -196,8 +228,11 @@ def grouped_bars(study: StudyData, spec: dict[str, Any]) -> FigureResult:
                 top = max(top, s.mean + e)
                 if s.n < MIN_SEEDS:  # inside the bar's foot: never collides with whiskers or titles
                     ax.annotate(f"n={s.n}", (pos, 0), xytext=(0, 2), textcoords="offset points",
-                                ha="center", va="bottom", fontsize=5, color="white", fontweight="bold")
-        ticks = [str(xv) + "".join(f"\n{a}={_fixed_value(study, x, xv, a)}" for a in fixed) for xv in xs]
+                                ha="center", va="bottom", fontsize=5, color="0.1",
+                                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9})
+        _chance_line(study, ax)
+        ticks = [fmt_value(xv) + "".join(f"\n{a}={fmt_value(_fixed_value(study, x, xv, a))}" for a in fixed)
+                 for xv in xs]
         ax.set_xticks(range(len(xs)), ticks, rotation=20 if max(len(str(t)) for t in xs) > 8 else 0)
         ax.tick_params(axis="x", length=0)
         ax.set_xlabel(style.axis_title(x))
@@ -207,7 +242,7 @@ def grouped_bars(study: StudyData, spec: dict[str, Any]) -> FigureResult:
     if top > 0:
         for ax in axs:
             ax.set_ylim(0, min(top * 1.08, 100.0) if scale == 100 else top * 1.08)
-    handles, labels = axs[0].get_legend_handles_labels()
+    handles, labels = _legend_items(axs[0])
     if handles:
         fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.0),
                    title=None)
@@ -230,12 +265,20 @@ def lines(study: StudyData, spec: dict[str, Any]) -> FigureResult:
     x = spec.get("x") or study.x
     if x is None or not study.numeric(x):
         raise SkipFigure(f"axis {x!r} is not numeric")
-    suites = list(spec.get("suites") or study.groups)
+    suites = _suites(study, spec)
     if not suites:
         raise SkipFigure("the runs report no scores")
     series_axes = study.series_axes(x)
     series = _settings(study, series_axes)
     xs = [float(v) for v in study.axis_order[x]]
+    log2 = min(xs) > 0 and max(xs) / min(xs) >= 8
+    span = (max(xs) - min(xs)) or 1.0
+
+    def dodge(xx: float, k: int) -> float:
+        """Shift series k sideways a little so that whiskers at the same x do not hide each other."""
+        d = (k - (len(series) - 1) / 2) * 0.012
+        return xx * 2 ** (d * math.log2(max(xs) / min(xs))) if log2 else xx + d * span
+
     width = style.COLUMN_WIDTH_IN if len(suites) == 1 else style.PAGE_WIDTH_IN
     fig, axs = _grid(len(suites), width, 2.2)
     for ax, g in zip(axs, suites):
@@ -249,28 +292,29 @@ def lines(study: StudyData, spec: dict[str, Any]) -> FigureResult:
             if not pts:
                 continue
             pts.sort(key=lambda p: p[0])
-            px = [p[0] for p in pts]
+            px = [dodge(p[0], k) for p in pts]
             py = [p[1].mean for p in pts]
             pe = [_err(p[1]) for p in pts]
-            name = ", ".join(str(val) for val in setting.values()) or study.metric
+            name = ", ".join(fmt_value(val) for val in setting.values()) or study.metric
             ax.errorbar(px, py, yerr=pe, color=style.color(k), marker=style.marker(k), label=name,
                         capsize=2, elinewidth=0.7, markeredgecolor="white", markeredgewidth=0.4)
             for xx, (_, s) in zip(px, pts):
                 if s.n < MIN_SEEDS:
                     ax.annotate(f"n={s.n}", (xx, s.mean), textcoords="offset points", xytext=(0, 4),
                                 ha="center", fontsize=5, color="0.3")
-        if min(xs) > 0 and max(xs) / min(xs) >= 8:
+        if log2:
             ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{v:g}" for v in xs])
         ax.minorticks_off()
+        _chance_line(study, ax)
         ax.set_xlabel(style.axis_title(x))
         ax.set_title(style.suite_name(g))
         ax.grid(True, axis="both")
     axs[0].set_ylabel(style.metric_title(study.metric))
-    if series_axes:
-        handles, labels = axs[0].get_legend_handles_labels()
+    handles, labels = _legend_items(axs[0])
+    if len(labels) > 1 or series_axes:
         fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), bbox_to_anchor=(0.5, 1.0),
-                   title=", ".join(series_axes))
+                   title=", ".join(series_axes) or None)
         fig.tight_layout(rect=(0, 0, 1, 0.86 if len(labels) <= 4 else 0.78))
     else:
         fig.tight_layout()
@@ -366,11 +410,14 @@ def pareto(study: StudyData, spec: dict[str, Any]) -> FigureResult:
         raise SkipFigure("the runs report no cost that differs between variants (tokens, x.ttft_ms ...)")
     if not study.score_name:
         raise SkipFigure("the runs report no suite scores")
-    x = study.x
+    # colour: the first categorical axis (block, pooling ...; else x); marker: the setting of the others
+    cat = [a for a in study.axes if not study.numeric(a)]
+    x = cat[0] if cat else study.x
     others = [a for a in study.axes if a != x]
     settings = [_setting_key(v, others) for v in study.variants]
     setting_ids = {k: i for i, k in enumerate(dict.fromkeys(settings))}
     xs_order = {repr(v): i for i, v in enumerate(study.axis_order.get(x, []))} if x else {}
+    label_axes = [x, *others] if x else []
 
     def look(v: Variant) -> tuple[str, str]:
         ci = xs_order.get(repr(v.values.get(x)), 0) if x else study.variants.index(v)
@@ -393,6 +440,13 @@ def pareto(study: StudyData, spec: dict[str, Any]) -> FigureResult:
             ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center")
             continue
         front = pareto_front(pts)
+        if x and others:  # thin line through each colour's points, by cost: its own trade-off curve
+            for xv in study.axis_order.get(x, []):
+                line = sorted(p for p, v in zip(pts, vs) if repr(v.values.get(x)) == repr(xv))
+                if len(line) > 1:
+                    ax.plot([p[0] for p in line], [p[1] for p in line], color=look(
+                        next(v for v in vs if repr(v.values.get(x)) == repr(xv)))[0], linewidth=0.6,
+                        alpha=0.45, zorder=2)
         ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="post", color="0.55",
                 linestyle="--", linewidth=0.8, zorder=1)
         for k, (v, (cs, s)) in enumerate(zip(vs, sums)):
@@ -407,20 +461,21 @@ def pareto(study: StudyData, spec: dict[str, Any]) -> FigureResult:
                             fontsize=5, color="0.3")
         xs = [p[0] for p in pts]
         if min(xs) > 0 and max(xs) / min(xs) >= 10:
-            ax.set_xscale("log")
+            _log_axis(ax)
         ax.set_xlabel(style.axis_title(c))
         ax.grid(True, axis="both")
-    overall = study.score_name == "overall"
+    overall = study.overall is not None
     axs[0].set_ylabel(style.metric_title(study.metric) if overall else
                       "Mean " + style.metric_title(study.metric)[0].lower() + style.metric_title(study.metric)[1:])
     from matplotlib.lines import Line2D
 
-    used.sort(key=study.variants.index)
+    used.sort(key=lambda v: (xs_order.get(repr(v.values.get(x)), 0) if x else 0,
+                             setting_ids[_setting_key(v, others)], study.variants.index(v)))
     handles = [Line2D([], [], linestyle="none", color=look(v)[0], marker=look(v)[1], markersize=4)
                for v in used]
     if handles:
         ncol = 2 if len(costs) == 1 else min(len(handles), 4)
-        fig.legend(handles, [short_label(study, v) for v in used], loc="lower center", ncol=ncol,
+        fig.legend(handles, [short_label(study, v, label_axes) for v in used], loc="lower center", ncol=ncol,
                    bbox_to_anchor=(0.5, 0.0), handletextpad=0.3, columnspacing=1.0)
         rows = math.ceil(len(handles) / ncol)
         fig.tight_layout(rect=(0, min(0.075 * rows + 0.02, 0.5), 1, 1))

@@ -34,7 +34,10 @@ def study_section(rep: StudyReport, root: Path, level: int = 2) -> list[str]:
               f"- axes: {', '.join(f'`{a}` ({p})' for a, p in st.axes.items()) or 'none'}",
               f"- runs: {len(st.runs)} ({counts or 'none'}); seeds: "
               f"{', '.join(str(s) for s in sorted({r.seed for r in st.runs if r.seed is not None}))}",
-              f"- data as of: {st.latest}; code: {commits}", "",
+              f"- data as of: {st.latest}; code: {commits}"]
+    if st.overrides:
+        lines.append("- sweep overrides: " + ", ".join(f"`{o}`" for o in st.overrides))
+    lines += ["",
               "| Artifact | Files | Content |", "|:---|:---|:---|"]
     for a in rep.artifacts:
         rel = a.path.relative_to(root) if a.path.is_relative_to(root) else a.path
@@ -81,18 +84,20 @@ def write_index(path: Path, reports: list[StudyReport], root: Path, store: Resul
 
 
 def build_paper(store: ResultsStore, out: str | Path = "results/paper", *, studies: list[str] | None = None,
-                compare: list[tuple[str, str]] | None = None, progress: bool = True) -> list[StudyReport]:
+                compare: list[tuple[str, str]] | None = None, figures: bool = True,
+                progress: bool = True) -> list[StudyReport]:
     """Rebuild every study's artifacts under ``out/<study>/`` and ``out/index.md``; return the reports."""
     out = Path(out)
     names = studies if studies is not None else store.studies()
     if not names:
         raise FileNotFoundError(f"{store.studies_dir}: no studies in the results store (run a sweep first)")
     out.mkdir(parents=True, exist_ok=True)
-    # A study folder this command wrote earlier whose study is gone from the store: remove it.
-    for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in names):
+    # A full rebuild removes the study folders it wrote earlier whose study is gone from the store.
+    for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in names and studies is None):
         idx = d / "index.md"
         if idx.exists() and idx.read_text().startswith(GENERATED_MARK):
             shutil.rmtree(d)
-    reports = [report_study(store, n, out / n, compare=compare, progress=progress) for n in names]
+    reports = [report_study(store, n, out / n, compare=compare, figures=figures, progress=progress)
+               for n in names]
     write_index(out / "index.md", reports, root=out, store=store, paper=True)
     return reports

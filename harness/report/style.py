@@ -105,6 +105,7 @@ SUITE_NAMES: dict[str, str] = {
     "paper_long": "Long (real)",
     "paper_dense": "Dense (real)",
     "overall": "Overall",
+    "mia_all": "All",
 }
 # Metrics stored as fractions in [0, 1] and shown in percent.
 PERCENT_METRICS: frozenset[str] = frozenset({"acc", "accuracy", "acc_norm", "exact_match", "em", "f1"})

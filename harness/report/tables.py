@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.report import style
-from harness.report.data import ReportError, StudyData, Variant
+from harness.report.data import ReportError, StudyData, Variant, fmt_value
 from harness.report.stats import MIN_SEEDS, Summary, paired
 
 DASH = "—"
@@ -62,6 +62,7 @@ class Table:
     rows: list[list[Cell]]
     notes: list[str] = field(default_factory=list)
     label: str = ""  # LaTeX \label
+    details: list[str] = field(default_factory=list)  # Markdown-only lines after the notes (run ids, reasons)
 
     def mark_best(self) -> Table:
         """Bold the best value of each column that has ``better`` (ties at the shown precision too)."""
@@ -127,9 +128,10 @@ def to_markdown(t: Table) -> str:
                 main = f"**{main}**"
             cells.append(esc(" ".join(p for p in (main, pm, few) if p)))
         lines.append("| " + " | ".join(cells) + " |")
-    if t.notes:
+    notes = t.notes + t.details
+    if notes:
         lines.append("")
-        lines.extend(f"{n}  " if i < len(t.notes) - 1 else n for i, n in enumerate(t.notes))
+        lines.extend(f"{n}  " if i < len(notes) - 1 else n for i, n in enumerate(notes))
     return "\n".join(lines) + "\n"
 
 
@@ -189,6 +191,8 @@ def to_latex(t: Table) -> str:
         for c, col in zip(row, t.columns):
             main, pm, few = _cell_parts(c, col)
             m = tex_escape(main)
+            if main[:1] == "-" and main[1:2].isdigit():
+                m = "$-$" + m[1:]  # a minus sign, not a hyphen
             if c.bold and main != DASH:
                 m = rf"\textbf{{{m}}}"
             parts = [m]
@@ -232,7 +236,7 @@ def runs_text(v: Variant) -> str:
 
 
 def _axis_cells(study: StudyData, v: Variant, axes: list[str]) -> list[Cell]:
-    return [Cell(text=str(v.values.get(a))) for a in axes]
+    return [Cell(text=fmt_value(v.values.get(a))) for a in axes]
 
 
 def _stat_note(study: StudyData) -> str:
@@ -241,21 +245,22 @@ def _stat_note(study: StudyData) -> str:
             "(one seed: no interval). Best value per column in bold.")
 
 
-def _failure_notes(study: StudyData, variants: list[Variant]) -> list[str]:
+def _failure_notes(study: StudyData, variants: list[Variant]) -> tuple[list[str], list[str]]:
+    """(one summary line for every format, per-run lines with reasons for Markdown)."""
     bad = [r for v in variants for r in v.runs if r.status != "done"]
     if not bad:
-        return []
+        return [], []
     c = study.status_counts()
     head = (f"{FAILED_MARK} {sum(1 for r in bad if r.status == 'failed')} failed, "
             f"{c.get('missing', 0)} missing, {c.get('running', 0)} running of {len(study.runs)} runs: "
             "excluded from the means (never counted as zero).")
-    lines = [head]
+    lines = []
     for r in bad[:12]:
         why = (r.reason or "").strip().splitlines()[0][:90] if r.reason else ""
         lines.append(f"{r.status} {r.run_id} (seed {r.seed})" + (f": {why}" if why else ""))
     if len(bad) > 12:
-        lines.append(f"... and {len(bad) - 12} more")
-    return lines
+        lines.append(f"... and {len(bad) - 12} more (see index.md)")
+    return [head], lines
 
 
 @register_table("main")
@@ -264,10 +269,17 @@ def main_table(study: StudyData, options: dict[str, Any]) -> Table | None:
     axes = list(study.axes)
     cols = [Column(a, a) for a in axes]
     cols += [Column(g, style.suite_name(g), "stat", better="max") for g in study.groups]
-    with_mean = len(study.groups) > 1 and "overall" not in study.groups
+    with_mean = len(study.groups) > 1 and study.overall is None
     if with_mean:
         cols.append(Column("mean", "Mean", "stat", better="max"))
+    # costs that differ between variants get a column; a constant one is stated once in the notes
+    costs, constant = [], []
     for k in study.costs:
+        vals = {round(study.cost_summary(v, k).mean, 6) for v in study.variants if study.cost_summary(v, k).n}
+        if vals:
+            (costs if len(vals) > 1 else constant).append((k, vals))
+    costs_keys = [k for k, _ in costs]
+    for k in costs_keys:
         cols.append(Column(k.removeprefix("x."), style.COST_SHORT.get(k, k), "num", better="min",
                            digits=0 if "tokens" in k else 1))
     cols += [Column("seeds", "Seeds"), Column("runs", "Runs")]
@@ -277,7 +289,7 @@ def main_table(study: StudyData, options: dict[str, Any]) -> Table | None:
         row += [Cell(stat=study.summary(v, g)) for g in study.groups]
         if with_mean:
             row.append(Cell(stat=study.score_summary(v)))
-        for k in study.costs:
+        for k in costs_keys:
             s = study.cost_summary(v, k)
             row.append(Cell(num=s.mean if s.n else None))
         n_seeds = len({r.seed for r in v.runs if r.status == "done"})
@@ -286,12 +298,18 @@ def main_table(study: StudyData, options: dict[str, Any]) -> Table | None:
     what = style.metric_title(study.metric)
     caption = f"{study.name}: {what} per suite" + (f" ({study.description})" if study.description else "")
     notes = [_stat_note(study)]
+    if not study.variants:
+        notes.insert(0, f"The study index {study.index_path.name} lists no runs yet.")
     if with_mean:
         notes.append("Mean: per seed, the mean over the suites, then mean ± CI over seeds.")
-    if study.costs:
+    if costs_keys:
         notes.append("Costs: mean over seeds (lower is better).")
-    notes += _failure_notes(study, study.variants)
-    return Table("table_main", caption, cols, rows, notes, f"tab:{study.name}-main").mark_best()
+    if constant:
+        notes.append("Same for every variant: " + "; ".join(
+            f"{style.COST_SHORT.get(k, k)} {next(iter(vals)):g}" for k, vals in constant) + ".")
+    head, details = _failure_notes(study, study.variants)
+    return Table("table_main", caption, cols, rows, notes + head, f"tab:{study.name}-main",
+                 details).mark_best()
 
 
 @register_table("tasks")
@@ -305,7 +323,7 @@ def tasks_table(study: StudyData, options: dict[str, Any]) -> Table | None:
     rows = [_axis_cells(study, v, axes) + [Cell(stat=study.summary(v, t)) for t in study.tasks]
             for v in study.variants]
     caption = f"{study.name}: {style.metric_title(study.metric)} per task family"
-    notes = [_stat_note(study), *_failure_notes(study, study.variants)[:1]]
+    notes = [_stat_note(study), *_failure_notes(study, study.variants)[0]]
     return Table("table_tasks", caption, cols, rows, notes, f"tab:{study.name}-tasks").mark_best()
 
 
@@ -313,15 +331,15 @@ def compare_pairs(study: StudyData, options: dict[str, Any]) -> list[tuple[str, 
     """``report.compare`` plus ``options['compare']``, validated against the x axis's values."""
     raw = list(study.report.get("compare") or []) + list(options.get("compare") or [])
     pairs: list[tuple[str, str]] = []
-    known = [str(v) for v in study.axis_order.get(study.x or "", [])]
+    known = [fmt_value(v) for v in study.axis_order.get(study.x or "", [])]
     for i, p in enumerate(raw):
         if not isinstance(p, (list, tuple)) or len(p) != 2:
             raise ReportError(f"{study.index_path}: report.compare[{i}] must be a pair [a, b], got {p!r}")
         for v in p:
-            if str(v) not in known:
+            if fmt_value(v) not in known:
                 raise ReportError(f"{study.index_path}: report.compare[{i}]: {v!r} is not a value of axis "
                                   f"{study.x!r} (values: {', '.join(known)})")
-        pair = (str(p[0]), str(p[1]))
+        pair = (fmt_value(p[0]), fmt_value(p[1]))
         if pair not in pairs:
             pairs.append(pair)
     return pairs
@@ -349,14 +367,14 @@ def compare_table(study: StudyData, options: dict[str, Any]) -> Table | None:
                 continue
             cols_scores = [(g, va.seed_values(g, study.metric), vb.seed_values(g, study.metric))
                            for g in study.groups]
-            if len(study.groups) > 1 and "overall" not in study.groups:
+            if len(study.groups) > 1 and study.overall is None:
                 cols_scores.append(("mean", study.score_values(va), study.score_values(vb)))
             for g, sa, sb in cols_scores:
                 pr = paired(sa, sb)
                 seeds = ",".join(str(s) for s in pr.seeds) or DASH
                 if pr.only_a or pr.only_b:
                     seeds += f" (unpaired: {len(pr.only_a) + len(pr.only_b)})"
-                rows.append([Cell(text=a), Cell(text=b), *[Cell(text=str(ctx[k])) for k in ctx_axes],
+                rows.append([Cell(text=a), Cell(text=b), *[Cell(text=fmt_value(ctx[k])) for k in ctx_axes],
                              Cell(text="Mean" if g == "mean" else style.suite_name(g)),
                              Cell(stat=pr.diff.scaled(scale)),
                              Cell(num=pr.p_value if math.isfinite(pr.p_value) else None),
@@ -383,7 +401,7 @@ def summary_csv(study: StudyData) -> str:
             for m in study.metrics:
                 vals = v.seed_values(t, m)
                 s = summarize(vals.values())
-                w.writerow([study.name, *[str(v.values.get(a)) for a in axes], t, m, s.n,
+                w.writerow([study.name, *[fmt_value(v.values.get(a)) for a in axes], t, m, s.n,
                             "" if s.n == 0 else f"{s.mean:.6f}", "" if s.n < 2 else f"{s.sd:.6f}",
                             "" if s.n < 2 else f"{s.lo:.6f}", "" if s.n < 2 else f"{s.hi:.6f}",
                             ";".join(str(k) for k in sorted(vals)), len(v.runs), c.get("failed", 0),

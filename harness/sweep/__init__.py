@@ -1,0 +1,159 @@
+"""The sweep runner: one study YAML -> every variant trained and evaluated -> tables and plots.
+
+``python -m harness.sweep ablations/block_type.yaml`` (see ``--help`` and docs/sweep.md). From Python::
+
+    from harness.sweep import run_sweep
+    res = run_sweep("ablations/block_type.yaml", overrides=["train.steps=20"], results="/tmp/res")
+
+Steps: :mod:`~harness.sweep.spec` (validate the YAML) -> :mod:`~harness.sweep.plan` (run ids, what is
+done) -> study index in the store -> :mod:`~harness.sweep.prepare` (suite + feature cache, once) ->
+:mod:`~harness.sweep.executors` (local / slurm / debug) running :func:`~harness.sweep.job.run_job` ->
+:mod:`~harness.sweep.progress` -> ``harness.report.report_study``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.store import ResultsStore
+
+__all__ = ["SweepResult", "run_sweep"]
+
+
+@dataclass
+class SweepResult:
+    study: str
+    plan: Any  # harness.sweep.plan.Plan
+    counts: dict[str, int] = field(default_factory=dict)  # status -> runs of the study, after the sweep
+    report_files: list[Path] = field(default_factory=list)
+    report_error: str | None = None
+    exit_code: int = 0
+
+
+def _inside(root: Path, p: Path) -> Path:
+    """``p`` resolved, refusing anything outside ``root`` (run dirs come from hashes, but check anyway)."""
+    rp, rr = p.resolve(), root.resolve()
+    if rr != rp and rr not in rp.parents:
+        raise ValueError(f"{p} is outside {root}")
+    return p
+
+
+def write_index(store: ResultsStore, plan: Any) -> None:
+    """Write ``studies/<study>.json`` (keeps ``created`` of an earlier index so reports stay identical)."""
+    spec = plan.spec
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    try:
+        created = store.read_study(spec.study).get("created") or created
+    except FileNotFoundError:
+        pass
+    store.write_study(spec.study, [r.index_entry() for r in plan.runs], {**spec.index_meta(), "created": created})
+
+
+def run_report(store: ResultsStore, study: str, out_dir: Path, log: Callable[[str], None] = print
+               ) -> tuple[list[Path], str | None]:
+    """Call ``harness.report.report_study``; returns (files, error message or None)."""
+    try:
+        from harness.report import report_study
+    except ImportError as e:
+        return [], f"harness.report is not available ({e}); run `python -m harness.report` later"
+    try:
+        rep = report_study(store, study, out_dir, progress=False)
+    except Exception as e:  # noqa: BLE001 - the sweep's results are safe in the store either way
+        return [], f"{type(e).__name__}: {e}"
+    files = [f for a in rep.artifacts for f in (a.files or [a.path])]
+    return files, None
+
+
+def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, executor: str | None = None,
+              profile: str | None = None, results: str | os.PathLike = "results", log_dir: str | None = None,
+              dry_run: bool = False, retry_failed: bool = False, max_parallel: int | None = None,
+              report: bool = True, progress: bool = True, pdb: bool = False, body: str | None = None,
+              show: int = 60, poll_s: float | None = None, log: Callable[[str], None] = print) -> SweepResult:
+    """Plan, run and report one study (the CLI's body; arguments mirror its flags)."""
+    from harness.sweep.executors import EXECUTORS
+    from harness.sweep.job import DEFAULT_BODY, JobSpec, git_commit
+    from harness.sweep.plan import plan_study
+    from harness.sweep.profiles import load_profile
+    from harness.sweep.progress import ProgressView
+    from harness.sweep.spec import load_spec
+
+    spec = load_spec(spec_path, list(overrides))
+    prof = load_profile(profile or spec.profile)
+    ex_name = executor or prof.executor
+    if ex_name not in EXECUTORS:
+        raise ValueError(f"--executor {ex_name!r}: choose one of {', '.join(EXECUTORS)}")
+    results = Path(results)
+    store = ResultsStore(results / "store")
+    runs_root = results / "runs"
+    plan = plan_study(spec, store, retry_failed=retry_failed)
+    logs = Path(log_dir) if log_dir else results / "logs" / spec.study
+    ex_kw: dict[str, Any] = {"poll_s": poll_s or (10.0 if ex_name == "slurm" else 1.0)}
+    if ex_name == "local":
+        ex_kw["max_parallel"] = max_parallel
+    elif ex_name == "debug":
+        ex_kw["pdb"] = pdb
+    else:
+        ex_kw["study"] = spec.study
+    ex = EXECUTORS[ex_name](prof, store, logs, **ex_kw)
+    log(plan.describe(prof.cpus_per_task, prof.gpus_per_task, ex.parallel, max_lines=show))
+    log(f"executor: {ex_name} (profile {profile or spec.profile}, {ex.parallel} at a time, "
+        f"{prof.cpus_per_task} cpu(s) per run); results: {results}; logs: {logs}")
+    res = SweepResult(spec.study, plan)
+    if dry_run:
+        log("dry run: nothing was run or written")
+        return res
+
+    write_index(store, plan)
+    commit = git_commit()
+    jobs = []
+    for r in plan.to_submit:
+        run_dir = _inside(runs_root, runs_root / r.run_id)
+        jobs.append(JobSpec(run_id=r.run_id, study=spec.study, seed=r.seed, label=r.label, config=r.config,
+                            store_root=str(store.root), run_dir=str(run_dir), git_commit=commit,
+                            cpus=prof.cpus_per_task, executor=ex_name, body=body or DEFAULT_BODY,
+                            progress=ex_name == "debug" and progress))
+    if jobs:
+        try:
+            ex.prepare([j.config for j in jobs], progress=progress)
+            view = ProgressView(store, jobs, enabled=progress,
+                                n_skipped=sum(1 for r in plan.runs if r.action == "skip"))
+            try:
+                ex.run(jobs, view)
+            finally:
+                view.close()
+            log(view.summary())
+        except KeyboardInterrupt:
+            log("\ninterrupted: the submitted jobs were cancelled. Run the same command again to resume "
+                "(finished runs are kept, unfinished ones resume from their checkpoint).")
+            res.exit_code = 130
+            return res
+    else:
+        log("nothing to run: every run of the study is finished" +
+            (" or failed (--retry-failed reruns the failed ones)" if plan.counts().get("failed") else ""))
+
+    from harness.sweep.plan import mark_status
+
+    mark_status(plan, store)
+    res.counts = {}
+    for r in plan.runs:
+        res.counts[r.status] = res.counts.get(r.status, 0) + 1
+    if report:
+        out_dir = results / "reports" / spec.study
+        res.report_files, res.report_error = run_report(store, spec.study, out_dir, log)
+        if res.report_error:
+            log(f"report: not written: {res.report_error}")
+        else:
+            log(f"report: {len(res.report_files)} file(s) in {out_dir} (index: {out_dir / 'index.md'})")
+            for f in res.report_files:
+                if f.name.startswith("table_main.md"):
+                    log(f.read_text())
+    n_bad = sum(v for k, v in res.counts.items() if k != "done")
+    res.exit_code = 1 if n_bad else 0
+    if n_bad:
+        log(f"{n_bad} run(s) of the study are not done: " + ", ".join(f"{v} {k}" for k, v in res.counts.items()))
+    return res

@@ -80,4 +80,8 @@ stop_daemon() {
 }
 
 # node_state: the local node's state as sinfo prints it (idle, mixed, down*, ...), empty if unreachable.
-node_state() { sinfo -h -N -n localhost -o '%T' 2>/dev/null | head -n1; }
+# Without a live slurmctld sinfo would retry for ~20 s, so ask only when its pid file names one.
+node_state() {
+  pid_alive slurmctld || return 0
+  timeout 10 sinfo -h -N -n localhost -o '%T' 2>/dev/null | head -n1
+}

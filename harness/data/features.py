@@ -1,0 +1,157 @@
+"""Fill the feature cache for a suite once, then serve every train / eval job from it.
+
+``ensure_features(data_cfg, enc_cfg)`` decodes each item's video (``DataConfig.n_frames``, ``sampling``,
+``fps``; resized to the encoder's ``image_size``), runs the frozen encoder and stores ``(T, P, D)`` float32
+features in :class:`~harness.data.cache.FeatureCache` at ``DataConfig.cache_dir``. Items already cached
+are loaded without decoding. Items whose video cannot be decoded land in ``FeatureSet.failed`` (id ->
+reason naming the file) instead of raising, so an evaluation records them and goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from harness.config import DataConfig, EncoderConfig
+from harness.data.cache import FeatureCache, FeatureKey
+from harness.data.encoders import FrozenEncoder, build_encoder
+from harness.data.synthetic import FAMILIES, load_items
+from harness.data.video import VideoDecodeError, read_video, video_content_hash
+
+
+@dataclass
+class FeatureSet(Mapping[str, torch.Tensor]):
+    """``item_id -> float32 (T, P, D)`` for the items that decoded; ``failed`` holds the others
+    (``item_id -> reason``); ``items`` every requested item dict (by id); ``splits`` the ids per split;
+    ``stats`` counts and timings of the fill."""
+
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    splits: dict[str, list[str]] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    encoder_id: str = ""
+    weights_hash: str = ""
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.features[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.features)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def split_items(self, split: str) -> list[dict[str, Any]]:
+        """Items of ``split`` that have features (failed ones left out), in suite order."""
+        return [self.items[i] for i in self.splits.get(split, []) if i in self.features]
+
+
+def _balanced_head(items: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The first ``n`` items taking families round-robin (so a cap keeps every family)."""
+    if n <= 0 or n >= len(items):
+        return items
+    by_fam: dict[str, list[dict[str, Any]]] = {}
+    for it in items:
+        by_fam.setdefault(it["family"], []).append(it)
+    out: list[dict[str, Any]] = []
+    queues = [iter(v) for v in by_fam.values()]
+    while len(out) < n and queues:
+        for q in list(queues):
+            nxt = next(q, None)
+            if nxt is None:
+                queues.remove(q)
+                continue
+            out.append(nxt)
+            if len(out) == n:
+                break
+    return out
+
+
+def feature_key(video: str, data_cfg: DataConfig, encoder: FrozenEncoder) -> FeatureKey:
+    """Cache key of one video under ``data_cfg``'s sampling and ``encoder``."""
+    return FeatureKey(
+        video_hash=video_content_hash(video),
+        n_frames=data_cfg.n_frames,
+        sampling=data_cfg.sampling,
+        fps=float(data_cfg.fps) if data_cfg.sampling == "fps" else None,
+        size=encoder.image_size,
+        encoder_id=encoder.encoder_id,
+        weights_hash=encoder.weights_hash,
+    )
+
+
+def video_features(video: str, data_cfg: DataConfig, encoder: FrozenEncoder, cache: FeatureCache
+                   ) -> tuple[torch.Tensor, bool]:
+    """``((T, P, D) features, hit)`` of one video through the cache (raises VideoDecodeError)."""
+    key = feature_key(video, data_cfg, encoder)
+    t = cache.get(key)
+    if t is not None:
+        return t, True
+
+    def compute() -> torch.Tensor:
+        frames = read_video(video, data_cfg.n_frames, sampling=data_cfg.sampling,
+                            fps=data_cfg.fps if data_cfg.sampling == "fps" else None, size=encoder.image_size)
+        return encoder.encode(frames)
+
+    before = cache.hits
+    t = cache.get_or_compute(key, compute, meta={"video": os.path.basename(video)})
+    return t, cache.hits > before
+
+
+def ensure_features(data_cfg: DataConfig, enc_cfg: EncoderConfig, splits: Sequence[str] = ("train", "val", "test"),
+                    progress: bool = True, workers: int | None = None, encoder: FrozenEncoder | None = None
+                    ) -> FeatureSet:
+    """Features for every item of ``splits`` of ``data_cfg.suite`` (``families`` filter and
+    ``max_train_items`` cap applied), computing and caching the missing ones.
+
+    Returns a :class:`FeatureSet` (a ``Mapping[item_id, Tensor (T, P, D)]`` with ``.failed``)."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    fams = list(data_cfg.families) or list(FAMILIES)
+    enc = encoder if encoder is not None else build_encoder(enc_cfg)
+    cache = FeatureCache(data_cfg.cache_dir)
+    fs = FeatureSet(encoder_id=enc.encoder_id, weights_hash=enc.weights_hash)
+    todo: list[dict[str, Any]] = []
+    for split in splits:
+        items = load_items(data_cfg.suite, split, fams)
+        if split == "train" and data_cfg.max_train_items:
+            items = _balanced_head(items, data_cfg.max_train_items)
+        fs.splits[split] = [it["id"] for it in items]
+        for it in items:
+            fs.items[it["id"]] = it
+            todo.append(it)
+
+    def one(it: dict[str, Any]) -> tuple[str, torch.Tensor | None, bool, str | None]:
+        try:
+            t, hit = video_features(it["video"], data_cfg, enc, cache)
+            return it["id"], t, hit, None
+        except VideoDecodeError as e:
+            return it["id"], None, False, str(e)
+
+    n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    hits = computed = 0
+    bar = tqdm(total=len(todo), desc=f"features [{enc.encoder_id}]", disable=not progress, unit="video")
+    with ThreadPoolExecutor(max_workers=max(1, n_workers)) as ex:
+        for item_id, t, hit, err in ex.map(one, todo):
+            if err is not None:
+                fs.failed[item_id] = err
+            else:
+                fs.features[item_id] = t
+                hits += hit
+                computed += not hit
+            bar.update(1)
+    bar.close()
+    fs.stats = {"n_items": len(todo), "hits": hits, "computed": computed, "failed": len(fs.failed),
+                "seconds": round(time.perf_counter() - t0, 3), "cache_dir": str(cache.root)}
+    return fs
+
+
+__all__ = ["FeatureSet", "ensure_features", "feature_key", "video_features"]

@@ -1,0 +1,105 @@
+"""Mamba-2 mixers (SSD scan), one direction or both, and the version switch ``ssm_mixer``.
+
+``Mamba2`` follows mamba-ssm's ``Mamba2Simple`` (same parameter names and initialisation; one group of
+B/C shared by all heads; no tensor parallelism): one input projection gives ``z``, ``xBC`` and ``dt``;
+a causal depthwise conv runs over ``xBC``; the SSD scan (``harness.model.ssm.ssd.ssd_scan``: mamba-ssm's
+Triton kernel on a GPU, the pure-PyTorch chunked scan elsewhere) runs per head with a scalar decay
+``A`` per head; the output is gated by ``silu(z)``, RMS-normalised and projected back.
+
+``bidirectional=True`` mirrors ``harness.model.mamba.Mamba``: the projections are shared and a forward
+and a backward branch (own conv, ``dt_bias``, ``A_log``, ``D``) run over the sequence and its reverse;
+their gated outputs are averaged before the norm and the output projection.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ConfigError, SSMConfig
+from .mamba import Mamba
+from .ssm.ssd import ssd_scan
+
+
+class SSDBranch(nn.Module):
+    """Conv + SSD scan over one direction. xBC: (B, L, Di + 2N), dt: (B, L, H), z: (B, L, Di) -> (B, L, Di)."""
+
+    def __init__(self, d_inner: int, cfg: SSMConfig, nheads: int, chunk_size: int,
+                 dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4):
+        super().__init__()
+        self.d_inner, self.d_state, self.nheads, self.headdim = d_inner, cfg.d_state, nheads, cfg.headdim
+        self.backend, self.chunk_size = cfg.backend, chunk_size
+        conv_dim = d_inner + 2 * cfg.d_state
+        self.conv1d = nn.Conv1d(conv_dim, conv_dim, cfg.d_conv, groups=conv_dim, padding=cfg.d_conv - 1)
+        dt = torch.exp(torch.rand(nheads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        self.A_log = nn.Parameter(torch.log(torch.empty(nheads).uniform_(1, 16)))
+        self.D = nn.Parameter(torch.ones(nheads))
+
+    def forward(self, xBC: torch.Tensor, dt: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        b, L, _ = xBC.shape
+        xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :L].transpose(1, 2))
+        x, Bm, Cm = torch.split(xBC, [self.d_inner, self.d_state, self.d_state], dim=-1)
+        y = ssd_scan(
+            x.reshape(b, L, self.nheads, self.headdim), dt, -torch.exp(self.A_log.float()),
+            Bm.unsqueeze(2), Cm.unsqueeze(2), self.chunk_size, D=self.D.float(),
+            z=z.reshape(b, L, self.nheads, self.headdim), dt_bias=self.dt_bias.float(), dt_softplus=True,
+            backend=self.backend,
+        )
+        return y.reshape(b, L, self.d_inner)
+
+    def delta(self, dt: torch.Tensor) -> torch.Tensor:
+        """The softplus step size the scan uses: dt (B, L, H) -> (B, L, H)."""
+        return F.softplus(dt + self.dt_bias)
+
+
+class Mamba2(nn.Module):
+    """Mamba-2 (SSD) mixer. ``bidirectional=True`` adds a backward branch. (B, L, D) -> (B, L, D)."""
+
+    def __init__(self, d_model: int, cfg: SSMConfig, bidirectional: bool = True, chunk_size: int = 64):
+        super().__init__()
+        d_inner = cfg.expand * d_model
+        if d_inner % cfg.headdim:
+            raise ConfigError("model.compressor.ssm.headdim", f"expand * d_model = {d_inner} is not "
+                              f"divisible by headdim={cfg.headdim} (Mamba-2 heads)")
+        self.d_inner, self.d_state = d_inner, cfg.d_state
+        self.nheads = d_inner // cfg.headdim
+        self.bidirectional = bidirectional
+        self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * cfg.d_state + self.nheads, bias=False)
+        self.fwd = SSDBranch(d_inner, cfg, self.nheads, chunk_size)
+        self.bwd = SSDBranch(d_inner, cfg, self.nheads, chunk_size) if bidirectional else None
+        self.norm = nn.RMSNorm(d_inner, eps=1e-5)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z, xBC, dt = torch.split(self.in_proj(x), [self.d_inner, self.d_inner + 2 * self.d_state, self.nheads],
+                                 dim=-1)
+        return z, xBC, dt
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z, xBC, dt = self._split(x)
+        y = self.fwd(xBC, dt, z)
+        if self.bwd is not None:
+            y_b = self.bwd(xBC.flip(1), dt.flip(1), z.flip(1)).flip(1)
+            y = (y + y_b) * 0.5
+        return self.out_proj(self.norm(y.to(x.dtype)))
+
+    def step_sizes(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean delta over heads and directions: (B, L, D) -> (B, L)."""
+        dt = self._split(x)[2]
+        d = self.fwd.delta(dt).mean(-1)
+        if self.bwd is not None:
+            d = 0.5 * (d + self.bwd.delta(dt).mean(-1))
+        return d
+
+
+def ssm_mixer(d_model: int, cfg: SSMConfig, bidirectional: bool = True) -> nn.Module:
+    """The SSM mixer of ``cfg.version``: 1 -> Mamba-1 (:class:`Mamba`), 2 -> Mamba-2 (:class:`Mamba2`).
+    Both map (B, L, D) -> (B, L, D) and have ``step_sizes(x) -> (B, L)``."""
+    if cfg.version == 2:
+        return Mamba2(d_model, cfg, bidirectional=bidirectional)
+    return Mamba(d_model, cfg, bidirectional=bidirectional)

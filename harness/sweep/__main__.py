@@ -1,0 +1,97 @@
+"""CLI: ``python -m harness.sweep ablations/<study>.yaml`` -- train and evaluate every variant of a study."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+examples:
+  python -m harness.sweep ablations/block_type.yaml                 # everything, on this machine
+  python -m harness.sweep ablations/block_type.yaml --dry-run       # the plan: runs, done, to submit, cost
+  python -m harness.sweep ablations/pooling.yaml --set train.steps=50 --set seeds=[0]
+  python -m harness.sweep ablations/block_type.yaml --executor slurm --profile localcluster
+  python -m harness.sweep ablations/gating.yaml --executor debug --pdb   # in process, debugger on error
+  python -m harness.sweep ablations/block_type.yaml --retry-failed  # rerun the runs that failed
+
+--set KEY=VALUE (repeatable; VALUE is YAML):
+  train.steps=200                 a RunConfig path: goes into the study's base for every run; if it is
+                                  a grid axis, pins the axis to that value (zip: keeps matching rows)
+  seeds=[0,1]  suites=[mia_long]  profile=debug     top-level spec keys
+  grid.model.compressor.block=[bi_ssm,conv]        replace an axis (also zip.<path>=[...])
+
+what it does:
+  1. validates the study (unknown keys with "did you mean", types, empty axes, values the model rejects),
+     naming the file and key; nothing runs if anything is wrong
+  2. plans: one run per (variant, seed), id = hash of the resolved config; duplicates collapse
+  3. skips finished runs, resumes unfinished ones from their checkpoint, leaves failed ones alone
+     unless --retry-failed; the same command after an interruption finishes the study
+  4. generates the synthetic suite if missing and fills the feature cache once
+  5. runs the jobs (local processes | Slurm job array | in process) with a live progress view
+  6. writes the report: results/reports/<study>/ (table: mean ± 95% CI over seeds, figures)
+
+results (--results DIR, default results/):
+  DIR/store/runs/<run_id>.json     one record per run: config, metrics, tokens, git commit, versions,
+                                   wall time; failed runs with reason and log path
+  DIR/store/studies/<study>.json   the study index (variants, seeds, axes) read by harness.report
+  DIR/runs/<run_id>/               checkpoint, exported model, metrics.jsonl, error.txt
+  DIR/logs/<study>/<job id>/       submitit job logs (--log-dir)
+exit status: 0 all runs done, 1 some failed/unfinished, 2 bad spec/profile, 130 interrupted.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m harness.sweep", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run an ablation study: train and evaluate every variant x seed of a study YAML "
+                    "(ablations/*.yaml, format in docs/study-spec.md) locally, on Slurm or in process; "
+                    "survives interruptions; ends with tables and plots.", epilog=EPILOG)
+    ap.add_argument("spec", metavar="STUDY.yaml", help="the study spec, e.g. ablations/block_type.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override the spec or every run's config (repeatable; see below)")
+    ap.add_argument("--executor", choices=("local", "slurm", "debug"), default=None,
+                    help="where jobs run (default: the profile's executor, `local` for the default profile)")
+    ap.add_argument("--profile", default=None, metavar="NAME",
+                    help="compute profile slurm/NAME.yaml (default: the spec's `profile:`, else local)")
+    ap.add_argument("--results", default="results", metavar="DIR",
+                    help="results root: DIR/store, DIR/runs, DIR/logs, DIR/reports (default: %(default)s)")
+    ap.add_argument("--log-dir", default=None, metavar="DIR", help="submitit logs (default: DIR/logs/<study>)")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and the estimated cost; run nothing")
+    ap.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    ap.add_argument("--max-parallel", type=int, default=None, metavar="N",
+                    help="local executor: runs at once (default: profile max_parallel_local, else "
+                         "cores // cpus_per_task)")
+    ap.add_argument("--show", type=int, default=60, metavar="N", help="plan lines to print (default: %(default)s)")
+    ap.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars (logs stay readable)")
+    ap.add_argument("--pdb", action="store_true", help="debug executor: post-mortem debugger on a failing run")
+    ap.add_argument("--poll", type=float, default=None, metavar="S",
+                    help="seconds between status checks (default 1 local, 10 slurm)")
+    ap.add_argument("--job", default=None, metavar="MODULE:FUNCTION",
+                    help="advanced: replace the job body (default harness.sweep.job:train_and_evaluate); "
+                         "called as FUNCTION(cfg: RunConfig, run_dir: Path) -> {metrics, tokens, extra}")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.config import ConfigError
+    from harness.sweep import run_sweep
+    from harness.sweep.spec import SpecError
+
+    a = build_parser().parse_args(argv)
+    try:
+        res = run_sweep(a.spec, a.overrides, executor=a.executor, profile=a.profile, results=a.results,
+                        log_dir=a.log_dir, dry_run=a.dry_run, retry_failed=a.retry_failed,
+                        max_parallel=a.max_parallel, report=not a.no_report, progress=not a.no_progress,
+                        pdb=a.pdb, body=a.job, show=a.show, poll_s=a.poll)
+    except (SpecError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    return res.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

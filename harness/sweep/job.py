@@ -1,0 +1,199 @@
+"""One sweep job: train + evaluate one run and write its record to the results store.
+
+:func:`run_job` is what every executor runs (in a submitit local process, a Slurm array task, or the
+driver itself with ``--executor debug``). It
+
+1. limits torch/BLAS threads to the job's ``cpus`` (so parallel local jobs share the cores);
+2. writes a ``running`` record naming the job (host, pid, Slurm job id) so a rerun knows whether the
+   run is still alive or must be resumed;
+3. calls the job body, by default :func:`train_and_evaluate` (``harness.train.train_run`` then
+   ``harness.evaluate.evaluate_run``; training resumes from ``run_dir/checkpoint.pt``);
+4. writes the ``done`` record (metrics, tokens, extra, git commit, package versions, wall time), or on
+   any exception a ``failed`` record with the reason and the log path (the traceback is in
+   ``run_dir/error.txt``).
+
+:class:`SweepJob` is the same as a ``submitit.helpers.Checkpointable`` callable: when Slurm preempts
+or times out the job, submitit requeues it with the same arguments and the training resumes from the
+run's checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import inspect
+import os
+import socket
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from harness.store import ResultsStore, safe_name
+
+DEFAULT_BODY = "harness.sweep.job:train_and_evaluate"
+VERSION_PACKAGES = ("torch", "transformers", "numpy", "submitit", "lmms_eval", "mambamia-harness")
+
+
+@dataclass
+class JobSpec:
+    """Everything a job needs; plain data so that it pickles to any worker."""
+
+    run_id: str
+    study: str
+    seed: int
+    label: str
+    config: dict[str, Any]  # the resolved RunConfig
+    store_root: str
+    run_dir: str
+    git_commit: str = "unknown"
+    cpus: int = 1
+    executor: str = "local"
+    body: str = DEFAULT_BODY  # "module:function" (cfg: RunConfig, run_dir: Path) -> eval dict
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for the job
+    progress: bool = False  # progress bars inside the job (the debug executor shows them)
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """``git rev-parse HEAD`` of the harness checkout (``+dirty`` with local changes); ``unknown``."""
+    cwd = Path(cwd or Path(__file__).resolve().parents[2])
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if head.returncode:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=30)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in VERSION_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def set_threads(n: int) -> None:
+    """Limit intra-op threads of torch and BLAS to ``n`` (call before heavy work)."""
+    n = max(1, int(n))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(max(1, min(n, 2)))
+    except RuntimeError:  # already set in this process (debug executor)
+        pass
+
+
+def _job_info(executor: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"executor": executor, "host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        env = submitit.JobEnvironment()
+        info["job_id"] = env.job_id
+        info["log_out"] = str(env.paths.stdout).replace("%j", env.job_id).replace("%t", str(env.global_rank))
+        info["log_err"] = str(env.paths.stderr).replace("%j", env.job_id).replace("%t", str(env.global_rank))
+    except RuntimeError:  # not inside a submitit job
+        pass
+    return info
+
+
+def load_body(body: str) -> Any:
+    """``"pkg.module:function"`` -> the function."""
+    mod, _, fn = body.partition(":")
+    if not mod or not fn:
+        raise ValueError(f"job body {body!r}: expected 'module:function'")
+    return getattr(importlib.import_module(mod), fn)
+
+
+def train_and_evaluate(cfg: Any, run_dir: Path, progress: bool = False) -> dict[str, Any]:
+    """The default body: ``train_run`` (resumes from ``run_dir/checkpoint.pt``), then ``evaluate_run``.
+    Returns evaluate_run's ``{"metrics", "tokens", "extra"}`` with the training summary in ``extra.train``."""
+    from harness.evaluate import evaluate_run
+    from harness.train import train_run
+
+    train_info = train_run(cfg, run_dir, progress=progress) or {}
+    out = dict(evaluate_run(cfg, run_dir, progress=progress) or {})
+    extra = dict(out.get("extra") or {})
+    for k, v in train_info.items():
+        if isinstance(v, (int, float, str, bool)) and f"train_{k}" not in extra:
+            extra[f"train_{k}"] = v
+    out["extra"] = extra
+    return out
+
+
+def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
+    """Run one job; returns the final record (``done`` or ``failed``). Never raises unless ``reraise``
+    (the debug executor's ``--pdb``), and even then the ``failed`` record is written first."""
+    from harness.config import RunConfig, build
+
+    os.environ.update(job.env)
+    store = ResultsStore(job.store_root)
+    run_dir = Path(job.run_dir)
+    safe_name(run_dir.name, "run dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = _job_info(job.executor)
+    prev = store.read_run(job.run_id) or {}
+    started = now()
+    attempts = int((prev.get("job") or {}).get("attempt", 0)) + 1
+    info["attempt"] = attempts
+    base = {"run_id": job.run_id, "study": job.study, "seed": job.seed, "label": job.label,
+            "config": job.config, "git_commit": job.git_commit, "started": started, "job": info,
+            "reason": None, "log_path": info.get("log_err")}
+    store.write_run({**base, "status": "running", "finished": None, "wall_time_s": None})
+    t0 = time.perf_counter()
+    try:
+        set_threads(job.cpus)
+        cfg = build(RunConfig, job.config)
+        fn = load_body(job.body)
+        kw = {"progress": job.progress} if "progress" in inspect.signature(fn).parameters else {}
+        result = fn(cfg, run_dir, **kw) or {}
+        if not isinstance(result, dict):
+            raise TypeError(f"job body {job.body} returned {type(result).__name__}, expected a dict")
+        rec = {**base, "status": "done", "finished": now(), "wall_time_s": round(time.perf_counter() - t0, 3),
+               "versions": package_versions(), "metrics": list(result.get("metrics") or []),
+               "tokens": dict(result.get("tokens") or {}), "extra": dict(result.get("extra") or {})}
+        for i, m in enumerate(rec["metrics"]):
+            if not isinstance(m, dict) or not {"task", "metric", "value"} <= set(m):
+                raise ValueError(f"metrics[{i}] = {m!r}: expected {{task, metric, value, n}}")
+        store.write_run(rec)
+        return rec
+    except Exception as e:  # noqa: BLE001 - every failure becomes a record
+        tb = traceback.format_exc()
+        err = run_dir / "error.txt"
+        err.write_text(f"run {job.run_id} ({job.label}, seed {job.seed}) failed at {now()}\n\n{tb}")
+        reason = f"{type(e).__name__}: {e}".strip()
+        rec = {**base, "status": "failed", "finished": now(), "wall_time_s": round(time.perf_counter() - t0, 3),
+               "versions": package_versions(), "reason": reason[:2000],
+               "log_path": info.get("log_err") or str(err), "extra": {"error_file": str(err)}}
+        store.write_run(rec)
+        print(f"[sweep] run {job.run_id} failed: {reason[:500]}\n{tb}", flush=True)
+        if reraise:
+            raise
+        return rec
+
+
+class SweepJob(submitit.helpers.Checkpointable):
+    """Slurm-side callable: ``run_job`` that submitit requeues on preemption/timeout (``checkpoint``
+    resubmits the same JobSpec; the run resumes from its checkpoint)."""
+
+    def __call__(self, job: JobSpec) -> dict[str, Any]:
+        rec = run_job(job)
+        return {"run_id": rec["run_id"], "status": rec["status"], "reason": rec.get("reason")}

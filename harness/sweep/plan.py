@@ -1,0 +1,271 @@
+"""Planning: a :class:`~harness.sweep.spec.StudySpec` -> the list of runs, their ids and what to do.
+
+A run is one (variant, seed). Its id is a hash of its *resolved* RunConfig (every field, defaults
+spelled out, canonical JSON with sorted keys: the same as :func:`harness.config.config_hash`), so key
+order, spelled-out defaults and which study asked for it do not change it, and two variants that
+resolve to the same config collapse into one run. Each variant is built (and so validated) once;
+seeds only change the ``seed`` field, so a 10,000-run plan takes well under 2 s.
+
+Against the results store every run gets an ``action``:
+
+=============  =================================================================================
+``submit``     no record yet
+``resume``     a ``running`` record whose job is gone (killed, preempted, driver died): rerun; the
+               training resumes from ``results/runs/<run_id>/checkpoint.pt``
+``skip``       ``done`` (never rerun, never duplicated)
+``failed``     ``failed`` and ``--retry-failed`` not given: reported, not rerun
+``retry``      ``failed`` and ``--retry-failed`` given
+``running``    a live job (this host's pid, or a Slurm job still in the queue) is on it already
+=============  =================================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import types
+import typing
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import harness.config as _config
+from harness.config import ConfigError, RunConfig, build
+from harness.store import ResultsStore
+from harness.sweep.spec import SpecError, StudySpec, variant_label
+
+SUBMIT_ACTIONS = ("submit", "resume", "retry")
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def fast_to_dict(obj: Any) -> Any:
+    """:func:`harness.config.to_dict` with the dataclass field names cached (same output, ~5x faster)."""
+    cls = type(obj)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(obj)) if dataclasses.is_dataclass(obj) else ()
+        _FIELDS[cls] = names
+    if names:
+        return {n: fast_to_dict(getattr(obj, n)) for n in names}
+    if isinstance(obj, (list, tuple)):
+        return [fast_to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: fast_to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def hash_resolved(resolved: dict[str, Any], n: int = 12) -> str:
+    """The run id of a resolved RunConfig dict; equals ``config_hash(build(RunConfig, resolved))``."""
+    blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+class _CachedTyping(types.ModuleType):
+    """``typing`` with a cached ``get_type_hints`` (dataclass hints never change once defined)."""
+
+    def __init__(self) -> None:
+        super().__init__("typing")
+        self.get_type_hints = functools.cache(typing.get_type_hints)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(typing, name)
+
+
+_CACHED_TYPING = _CachedTyping()
+
+
+@contextlib.contextmanager
+def cached_type_hints() -> Iterator[None]:
+    """While planning, let :func:`harness.config.build` reuse each dataclass's type hints: 60% of a
+    build is re-evaluating them. Only ``harness.config``'s own reference to ``typing`` is swapped."""
+    old = _config.typing
+    if isinstance(old, _CachedTyping):
+        yield
+        return
+    _config.typing = _CACHED_TYPING  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        _config.typing = old
+
+
+def resolve(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Override dict -> the full resolved RunConfig dict (strictly validated by ``build``)."""
+    return fast_to_dict(build(RunConfig, overrides))
+
+
+@dataclass
+class PlannedRun:
+    run_id: str
+    seed: int
+    variant: dict[str, Any]  # axis label -> value
+    label: str  # "block=bi_ssm, period=8"
+    config: dict[str, Any]  # the resolved RunConfig
+    status: str = "new"  # new | done | failed | running | stale
+    action: str = "submit"
+    reason: str | None = None
+    wall_time_s: float | None = None
+    log_path: str | None = None
+
+    def index_entry(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "seed": self.seed, "variant": dict(self.variant), "label": self.label}
+
+
+@dataclass
+class Plan:
+    spec: StudySpec
+    runs: list[PlannedRun]
+    n_duplicates: int = 0  # (variant, seed) points that collapsed into an earlier run
+    duplicate_of: dict[str, list[str]] = field(default_factory=dict)  # run_id -> labels that collapsed into it
+
+    @property
+    def to_submit(self) -> list[PlannedRun]:
+        return [r for r in self.runs if r.action in SUBMIT_ACTIONS]
+
+    def counts(self) -> Counter:
+        return Counter(r.action for r in self.runs)
+
+    def estimate_s(self) -> tuple[float | None, str]:
+        """Estimated wall seconds of one submitted run and where the number comes from."""
+        done = [r for r in self.runs if r.status == "done" and r.wall_time_s]
+        if not done:
+            return None, "no finished run of this study yet"
+        by_label: dict[str, list[float]] = {}
+        for r in done:
+            by_label.setdefault(r.label, []).append(float(r.wall_time_s or 0))
+        steps = {r.run_id: ((r.config.get("train") or {}).get("steps") or 1) for r in self.runs}
+        per_step = sum(float(r.wall_time_s or 0) / steps[r.run_id] for r in done) / len(done)
+        todo = self.to_submit
+        if not todo:
+            return 0.0, "nothing to run"
+        tot = 0.0
+        for r in todo:
+            same = by_label.get(r.label)
+            tot += sum(same) / len(same) if same else per_step * steps[r.run_id]
+        return tot / len(todo), f"from {len(done)} finished run(s) of this study"
+
+    def describe(self, cpus_per_task: int = 1, gpus_per_task: int = 0, parallel: int = 1,
+                 max_lines: int = 60) -> str:
+        """The plan as text: one line per run (capped at ``max_lines``) and a summary with the cost."""
+        c = self.counts()
+        lines = [f"study {self.spec.study!r} ({self.spec.source}): {self.spec.n_variants} variant(s) x "
+                 f"{len(self.spec.seeds)} seed(s) = {len(self.runs)} run(s)"
+                 + (f" ({self.n_duplicates} duplicate point(s) collapsed)" if self.n_duplicates else "")]
+        w = max([len(r.label) for r in self.runs[:max_lines]] + [7])
+        lines.append(f"  {'run id':<12}  {'variant':<{w}}  seed  status   action")
+        for r in self.runs[:max_lines]:
+            note = f"  ({r.reason})" if r.reason and r.action in ("failed", "retry") else ""
+            lines.append(f"  {r.run_id:<12}  {r.label:<{w}}  {r.seed:>4}  {r.status:<7}  {r.action}{note}")
+        if len(self.runs) > max_lines:
+            lines.append(f"  ... {len(self.runs) - max_lines} more run(s) (--show N lists more)")
+        parts = [f"{c.get(a, 0)} {a}" for a in ("skip", "submit", "resume", "retry", "failed", "running") if c.get(a)]
+        lines.append("summary: " + ", ".join(parts) + f"  -> {len(self.to_submit)} run(s) to execute")
+        if c.get("failed"):
+            lines.append(f"  {c['failed']} failed run(s) are not rerun; pass --retry-failed to retry them")
+        est, why = self.estimate_s()
+        n = len(self.to_submit)
+        if n:
+            if est is None:
+                lines.append(f"estimated cost: unknown ({why})")
+            else:
+                waves = -(-n // max(1, parallel))
+                cost = f"{n * est * cpus_per_task / 3600:.2f} core-h"
+                if gpus_per_task:
+                    cost += f", {n * est * gpus_per_task / 3600:.2f} GPU-h"
+                lines.append(f"estimated cost: ~{est / 60:.1f} min per run, {cost}, ~{waves * est / 60:.1f} min wall "
+                             f"at {parallel} in parallel ({why})")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ liveness of jobs
+def job_alive(job: dict[str, Any] | None) -> bool:
+    """Whether the job that wrote a ``running`` record still runs (same host + live pid, or a Slurm job
+    still in the queue). Unknown means not alive: the run is resumed, which never duplicates a result."""
+    if not job:
+        return False
+    if job.get("executor") == "slurm" and job.get("job_id"):
+        if shutil.which("squeue") is None:
+            return False
+        try:
+            out = subprocess.run(["squeue", "-h", "-j", str(job["job_id"]), "-o", "%T"], capture_output=True,
+                                 text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return out.returncode == 0 and bool(out.stdout.strip())
+    pid = job.get("pid")
+    if job.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------------------------- planning
+def plan_study(spec: StudySpec, store: ResultsStore | None = None, retry_failed: bool = False) -> Plan:
+    """Resolve every (variant, seed) of ``spec``, collapse duplicates and, with a ``store``, decide what
+    to do with each run. Raises :class:`SpecError` if a combination of axis values is invalid."""
+    runs: list[PlannedRun] = []
+    seen: dict[str, PlannedRun] = {}
+    dup_of: dict[str, list[str]] = {}
+    n_dup = 0
+    problems: list[tuple[str, str]] = []
+    with cached_type_hints():
+        for variant in spec.variants():
+            label = variant_label(variant, spec.labels)
+            try:
+                resolved = resolve(spec.run_overrides(variant))
+            except ConfigError as e:
+                problems.append((f"variant {label}", f"{e.path}: {e.message}"))
+                if len(problems) >= 20:
+                    break
+                continue
+            vlab = {spec.labels[p]: v for p, v in variant.items()}
+            for seed in spec.seeds:
+                resolved["seed"] = seed
+                rid = hash_resolved(resolved)
+                if rid in seen:
+                    n_dup += 1
+                    dup_of.setdefault(rid, []).append(f"{label} seed={seed}")
+                    continue
+                r = PlannedRun(rid, seed, vlab, label, {**resolved})
+                seen[rid] = r
+                runs.append(r)
+    if problems:
+        raise SpecError(spec.source, problems)
+    plan = Plan(spec, runs, n_dup, dup_of)
+    if store is not None:
+        mark_status(plan, store, retry_failed)
+    return plan
+
+
+def mark_status(plan: Plan, store: ResultsStore, retry_failed: bool = False) -> None:
+    """Set ``status`` / ``action`` of every run from its record in ``store`` (see the module docstring)."""
+    existing = set(store.run_ids())
+    for r in plan.runs:
+        if r.run_id not in existing:
+            r.status, r.action = "new", "submit"
+            continue
+        rec = store.read_run(r.run_id) or {}
+        st = rec.get("status")
+        r.reason, r.log_path, r.wall_time_s = rec.get("reason"), rec.get("log_path"), rec.get("wall_time_s")
+        if st == "done":
+            r.status, r.action = "done", "skip"
+        elif st == "failed":
+            r.status, r.action = "failed", ("retry" if retry_failed else "failed")
+        elif st == "running" and job_alive(rec.get("job")):
+            r.status, r.action = "running", "running"
+        else:
+            r.status, r.action = "stale", "resume"

@@ -1,0 +1,139 @@
+"""Live progress of a sweep: runs queued / running / done / failed, the slowest and the failing named.
+
+The view reads the truth from the results store (every job writes ``running`` then ``done`` or
+``failed``), so it is the same whichever executor runs the jobs. A record counts for this sweep only
+once its ``job.attempt`` is newer than the one seen when the job was submitted (an old ``failed`` record
+of a ``--retry-failed`` run shows as queued until the new attempt starts).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from harness.store import ResultsStore
+from harness.sweep.job import JobSpec
+
+
+def _attempt(rec: dict[str, Any] | None) -> int:
+    return int(((rec or {}).get("job") or {}).get("attempt", 0))
+
+
+def _fmt_s(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _elapsed(started: str | None) -> float:
+    if not started:
+        return 0.0
+    try:
+        t = _dt.datetime.fromisoformat(started)
+    except ValueError:
+        return 0.0
+    return max(0.0, (_dt.datetime.now(_dt.timezone.utc) - t).total_seconds())
+
+
+@dataclass
+class RunState:
+    job: JobSpec
+    baseline: int  # job.attempt of the record before submission
+    status: str = "queued"  # queued | running | done | failed
+    record: dict[str, Any] | None = None
+
+
+class ProgressView:
+    """``update()`` re-reads the records of the submitted runs, prints a line per finished/failed run and
+    keeps a tqdm bar with the counts; ``summary()`` names the slowest and the failed runs."""
+
+    def __init__(self, store: ResultsStore, jobs: list[JobSpec], enabled: bool = True, stream: TextIO | None = None,
+                 n_skipped: int = 0):
+        from tqdm.auto import tqdm
+
+        self.store = store
+        self.stream = stream or sys.stderr
+        self.states = {j.run_id: RunState(j, _attempt(store.read_run(j.run_id))) for j in jobs}
+        self.n_skipped = n_skipped
+        self.t0 = time.time()
+        self.enabled = enabled
+        self.bar = tqdm(total=len(jobs), desc="sweep", unit="run", disable=not enabled, file=self.stream,
+                        dynamic_ncols=True, leave=True)
+
+    def write(self, msg: str) -> None:
+        if self.enabled:
+            self.bar.write(msg, file=self.stream)
+
+    def mark_started(self, run_id: str) -> None:
+        """Executors that know a job started (before it wrote its record) may say so."""
+
+    def refresh_one(self, run_id: str) -> RunState:
+        st = self.states[run_id]
+        if st.status in ("done", "failed"):
+            return st
+        rec = self.store.read_run(run_id)
+        if rec is None or _attempt(rec) <= st.baseline:
+            return st
+        status = rec.get("status")
+        st.record = rec
+        if status in ("done", "failed") and st.status != status:
+            st.status = status
+            j = st.job
+            if status == "done":
+                self.write(f"done    {j.label} seed={j.seed} [{j.run_id}] in {_fmt_s(rec.get('wall_time_s') or 0)}")
+            else:
+                self.write(f"FAILED  {j.label} seed={j.seed} [{j.run_id}]: {rec.get('reason')}\n"
+                           f"        log: {rec.get('log_path')}")
+            self.bar.update(1)
+        elif status == "running":
+            st.status = "running"
+        return st
+
+    def update(self) -> dict[str, int]:
+        """Re-read the store; returns the counts per state."""
+        for rid in self.states:
+            self.refresh_one(rid)
+        c = self.counts()
+        post = f"queued {c['queued']} | running {c['running']} | done {c['done']} | failed {c['failed']}"
+        slow = self.slowest_running()
+        if slow:
+            post += f" | slowest: {slow[0].job.label} s{slow[0].job.seed} {_fmt_s(slow[1])}"
+        self.bar.set_postfix_str(post, refresh=True)
+        return c
+
+    def counts(self) -> dict[str, int]:
+        c = {"queued": 0, "running": 0, "done": 0, "failed": 0}
+        for st in self.states.values():
+            c[st.status] += 1
+        return c
+
+    def slowest_running(self) -> tuple[RunState, float] | None:
+        running = [(st, _elapsed((st.record or {}).get("started"))) for st in self.states.values()
+                   if st.status == "running"]
+        return max(running, key=lambda x: x[1]) if running else None
+
+    def pending(self) -> list[str]:
+        return [rid for rid, st in self.states.items() if st.status not in ("done", "failed")]
+
+    def close(self) -> None:
+        self.update()
+        self.bar.close()
+
+    def summary(self) -> str:
+        c = self.counts()
+        lines = [f"sweep finished in {_fmt_s(time.time() - self.t0)}: {c['done']} done, {c['failed']} failed, "
+                 f"{c['queued'] + c['running']} unfinished, {self.n_skipped} already done before"]
+        done = sorted((st for st in self.states.values() if st.status == "done"),
+                      key=lambda st: -float((st.record or {}).get("wall_time_s") or 0))
+        if done:
+            lines.append("slowest runs: " + ", ".join(
+                f"{st.job.label} s{st.job.seed} ({_fmt_s((st.record or {}).get('wall_time_s') or 0)})"
+                for st in done[:3]))
+        for st in self.states.values():
+            if st.status == "failed":
+                r = st.record or {}
+                lines.append(f"failed: {st.job.label} seed={st.job.seed} [{st.job.run_id}]: {r.get('reason')} "
+                             f"(log: {r.get('log_path')})")
+        return "\n".join(lines)

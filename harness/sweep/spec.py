@@ -1,0 +1,429 @@
+"""The ablation spec: ``ablations/<study>.yaml`` -> a validated :class:`StudySpec`.
+
+Format (docs/study-spec.md)::
+
+    study: block_type            # required; a plain name (letters, digits, _ - .)
+    description: ...
+    base: {train: {steps: 300}}  # RunConfig overrides shared by every run
+    grid: {model.compressor.block: [bi_ssm, conv]}       # cartesian product of the axes
+    zip:  {a.b: [1, 2], c.d: [3, 4]}                      # paired axes, crossed with the grid
+    seeds: [0, 1, 2]
+    suites: [mia_long, mia_dense]                         # eval.tasks
+    profile: local                                        # slurm/<profile>.yaml
+    labels: {model.compressor.block: block}               # short axis names (default: last path part)
+    report: {x: block, figures: [...], compare: [[a, b]]} # passed to the report through the study index
+
+:func:`load_spec` reads the file with ``yaml.safe_load`` (no object construction), applies command-line
+``--set`` overrides and checks everything that can be checked without running: unknown keys (with a
+"did you mean"), wrong types, empty axes, zip axes of different lengths, axis paths that are not
+RunConfig fields, and every axis value against the model's own validation. All problems are collected
+and raised together as one :class:`SpecError`, each line naming the file and the key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import itertools
+import json
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.config import ConfigError, RunConfig, build, deep_merge, set_by_path
+from harness.store import safe_name
+
+TOP_KEYS = ("study", "description", "base", "grid", "zip", "seeds", "suites", "profile", "labels", "report")
+
+
+class SpecError(ValueError):
+    """One or more problems in a study spec; ``problems`` are ``(key path, message)`` pairs."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source, self.problems = source, problems
+        lines = [f"{source}: {path or '<root>'}: {msg}" for path, msg in problems]
+        head = f"{len(problems)} problem(s) in the study spec; nothing was run:\n" if len(problems) > 1 else ""
+        super().__init__(head + "\n".join(lines))
+
+
+def _did_you_mean(key: str, known: typing.Iterable[str]) -> str:
+    hint = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+# ------------------------------------------------------------------------------------- RunConfig paths
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_config_path(dotted: str) -> None:
+    """Raise :class:`ConfigError` unless ``dotted`` names a field of :class:`RunConfig` (leaf or node)."""
+    cls: Any = RunConfig
+    done: list[str] = []
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(cls):
+            raise ConfigError(dotted, f"{'.'.join(done)!r} is a value ({getattr(cls, '__name__', cls)}), "
+                              "it has no sub-keys")
+        hints = _field_types(cls)
+        if part not in hints:
+            where = ".".join(done) or "the run config"
+            raise ConfigError(dotted, f"unknown key {part!r} in {where}{_did_you_mean(part, hints)}; "
+                              f"known keys: {', '.join(hints)}")
+        cls = hints[part]
+        done.append(part)
+
+
+# ---------------------------------------------------------------------------------------------- spec
+@dataclass
+class Axis:
+    """One varied RunConfig field. ``kind`` is ``grid`` (cartesian) or ``zip`` (paired)."""
+
+    path: str
+    label: str
+    values: list[Any]
+    kind: str
+
+
+@dataclass
+class StudySpec:
+    """A validated study. ``variants()`` yields ``{dotted path: value}`` for every grid x zip point."""
+
+    study: str
+    source: str  # the spec file, with the --set overrides (for messages)
+    description: str = ""
+    base: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    zip: dict[str, list[Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    suites: list[str] | None = None
+    profile: str = "local"
+    labels: dict[str, str] = field(default_factory=dict)  # dotted path -> label (every axis)
+    report: dict[str, Any] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)  # the --set strings applied
+    path: str = ""  # the spec file as given
+
+    @property
+    def axes(self) -> list[Axis]:
+        return ([Axis(p, self.labels[p], v, "grid") for p, v in self.grid.items()]
+                + [Axis(p, self.labels[p], v, "zip") for p, v in self.zip.items()])
+
+    @property
+    def n_variants(self) -> int:
+        n = 1
+        for v in self.grid.values():
+            n *= len(v)
+        if self.zip:
+            n *= len(next(iter(self.zip.values())))
+        return n
+
+    def variants(self) -> Iterator[dict[str, Any]]:
+        """Every grid point crossed with every zip row, in file order (grid axes vary slowest)."""
+        zrows: list[dict[str, Any]] = [dict(zip(self.zip, row)) for row in zip(*self.zip.values())] or [{}]
+        for point in itertools.product(*self.grid.values()):
+            g = dict(zip(self.grid, point))
+            for z in zrows:
+                yield {**g, **z}
+
+    def run_overrides(self, variant: dict[str, Any]) -> dict[str, Any]:
+        """The RunConfig override dict of one variant (seed not set): base, then suites, then the axes."""
+        d = copy.deepcopy(self.base)
+        if self.suites is not None:
+            set_by_path(d, "eval.tasks", list(self.suites))
+        for path, value in variant.items():
+            _set_value(d, path, value)
+        return d
+
+    def index_meta(self) -> dict[str, Any]:
+        """What the study index stores besides the runs (see docs/study-spec.md)."""
+        return {"description": self.description, "spec_path": self.path or self.source,
+                "axes": {a.label: a.path for a in self.axes}, "report": dict(self.report),
+                "seeds": list(self.seeds), "overrides": list(self.overrides)}
+
+
+def _set_value(d: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``path`` in an override dict; a mapping value on a config node is merged into it."""
+    cur: Any = d
+    parts = path.split(".")
+    for k in parts[:-1]:
+        cur = cur.get(k) if isinstance(cur, dict) else None
+        if cur is None:
+            break
+    old = cur.get(parts[-1]) if isinstance(cur, dict) else None
+    if isinstance(value, dict) and isinstance(old, dict):
+        value = deep_merge(old, value)
+    set_by_path(d, path, copy.deepcopy(value))
+
+
+def variant_label(variant: dict[str, Any], labels: dict[str, str]) -> str:
+    """``"block=bi_ssm, period=8"`` (mapping values as compact JSON)."""
+    def fmt(v: Any) -> str:
+        return json.dumps(v, sort_keys=True, separators=(",", ":")) if isinstance(v, (dict, list)) else str(v)
+    return ", ".join(f"{labels[p]}={fmt(v)}" for p, v in variant.items())
+
+
+# ------------------------------------------------------------------------------------------- --set
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.steps=200"`` -> ``("train.steps", 200)``; the value is read as a YAML scalar/flow."""
+    if "=" not in text:
+        raise SpecError("--set", [(text, "expected KEY=VALUE, e.g. train.steps=200 or seeds=[0,1]")])
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise SpecError("--set", [(key, f"cannot read value {raw!r} as YAML: {e}")]) from None
+    if not key or any(not p for p in key.split(".")):
+        raise SpecError("--set", [(key or text, "empty key or key part")])
+    return key, value
+
+
+def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` strings to a raw spec dict (returns a new dict).
+
+    ``seeds=[0]``, ``suites=[mia_long]``, ``profile=x``, ``study=x``, ``description=x`` replace the spec
+    key; ``grid.<path>=[...]`` / ``zip.<path>=[...]`` replace an axis; ``labels.<path>=x``,
+    ``report.<key>=x`` and ``base.<path>=v`` set inside those sections. Any other key is a RunConfig
+    path (``train.steps=200``): it goes into ``base``, and if it is a grid axis the axis is pinned to that
+    one value (a zip axis keeps only the rows with that value).
+    """
+    doc = copy.deepcopy(doc)
+    for text in overrides:
+        key, value = parse_override(text)
+        head, _, rest = key.partition(".")
+        if head in ("seeds", "suites", "profile", "study", "description") and not rest:
+            doc[head] = value
+        elif head in ("grid", "zip", "labels") and rest:
+            sec = doc.setdefault(head, {}) or {}
+            if not isinstance(sec, dict):
+                raise SpecError("--set", [(key, f"{head!r} in the spec is not a mapping")])
+            sec[rest] = value
+            doc[head] = sec
+        elif head in ("report", "base") and rest:
+            sec = doc.setdefault(head, {}) or {}
+            if not isinstance(sec, dict):
+                raise SpecError("--set", [(key, f"{head!r} in the spec is not a mapping")])
+            set_by_path(sec, rest, value)
+            doc[head] = sec
+        else:
+            if head not in {f.name for f in dataclasses.fields(RunConfig)}:
+                known = [*TOP_KEYS, *(f.name for f in dataclasses.fields(RunConfig))]
+                raise SpecError("--set", [(key, f"unknown key {head!r}{_did_you_mean(head, known)}; a --set key "
+                                           "is a RunConfig path (train.steps) or a spec key (seeds, grid.<path>)")])
+            grid, zp = doc.get("grid") or {}, doc.get("zip") or {}
+            if isinstance(grid, dict) and key in grid:
+                grid[key] = [value]
+            elif isinstance(zp, dict) and key in zp and isinstance(zp[key], list):
+                keep = [i for i, v in enumerate(zp[key]) if v == value]
+                if not keep:
+                    raise SpecError("--set", [(key, f"{value!r} is not one of the zip values {zp[key]}")])
+                for p in list(zp):
+                    if isinstance(zp[p], list):
+                        zp[p] = [zp[p][i] for i in keep if i < len(zp[p])]
+            else:
+                base = doc.setdefault("base", {}) or {}
+                if not isinstance(base, dict):
+                    raise SpecError("--set", [("base", "is not a mapping")])
+                set_by_path(base, key, value)
+                doc["base"] = base
+    return doc
+
+
+# ---------------------------------------------------------------------------------------- validation
+def _default_labels(paths: list[str]) -> dict[str, str]:
+    """Last path part, or as many trailing parts as needed to tell two axes apart."""
+    out: dict[str, str] = {}
+    for p in paths:
+        parts = p.split(".")
+        for n in range(1, len(parts) + 1):
+            cand = ".".join(parts[-n:])
+            clash = [q for q in paths if q != p and ".".join(q.split(".")[-n:]) == cand]
+            if not clash:
+                break
+        out[p] = cand
+    return out
+
+
+def validate(doc: Any, source: str, overrides: list[str] | None = None) -> StudySpec:
+    """Check a raw spec dict; raise :class:`SpecError` listing every problem found."""
+    probs: list[tuple[str, str]] = []
+    if not isinstance(doc, dict):
+        raise SpecError(source, [("", f"the spec must be a mapping, got {type(doc).__name__}")])
+    for k in doc:
+        if k not in TOP_KEYS:
+            probs.append((str(k), f"unknown key{_did_you_mean(str(k), TOP_KEYS)}; known keys: {', '.join(TOP_KEYS)}"))
+
+    study = doc.get("study")
+    if not isinstance(study, str) or not study:
+        probs.append(("study", "required: the study name (a string)"))
+        study = "study"
+    else:
+        try:
+            safe_name(study, "study name")
+        except ValueError as e:
+            probs.append(("study", str(e)))
+    description = doc.get("description") or ""
+    if not isinstance(description, str):
+        probs.append(("description", f"expected a string, got {type(description).__name__}"))
+        description = ""
+
+    base = doc.get("base") or {}
+    if not isinstance(base, dict):
+        probs.append(("base", f"expected a mapping of RunConfig overrides, got {type(base).__name__}"))
+        base = {}
+    else:
+        if "seed" in base:
+            probs.append(("base.seed", "set seeds with the top-level `seeds:` list"))
+        try:
+            build(RunConfig, base)
+        except ConfigError as e:
+            probs.append((f"base.{e.path}", e.message))
+
+    seeds = doc.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds:
+        probs.append(("seeds", f"expected a non-empty list of integers, got {seeds!r}"))
+        seeds = [0]
+    else:
+        for i, s in enumerate(seeds):
+            if isinstance(s, bool) or not isinstance(s, int):
+                probs.append((f"seeds[{i}]", f"expected an integer, got {type(s).__name__} {s!r}"))
+        if len(set(map(repr, seeds))) != len(seeds):
+            probs.append(("seeds", f"repeated seeds in {seeds}"))
+
+    suites = doc.get("suites")
+    if suites is not None:
+        if not isinstance(suites, list) or not suites or not all(isinstance(s, str) and s for s in suites):
+            probs.append(("suites", f"expected a non-empty list of task/group names, got {suites!r}"))
+            suites = None
+        elif "eval" in base and isinstance(base["eval"], dict) and "tasks" in base["eval"]:
+            probs.append(("suites", "both `suites:` and `base.eval.tasks` are set; keep one"))
+
+    profile = doc.get("profile", "local")
+    if not isinstance(profile, str) or not profile:
+        probs.append(("profile", f"expected a profile name (slurm/<name>.yaml), got {profile!r}"))
+        profile = "local"
+
+    axes: dict[str, dict[str, list[Any]]] = {}
+    for kind in ("grid", "zip"):
+        sec = doc.get(kind)
+        axes[kind] = {}
+        if sec is None:
+            continue
+        if not isinstance(sec, dict):
+            probs.append((kind, f"expected a mapping of dotted RunConfig paths to value lists, got "
+                                f"{type(sec).__name__}"))
+            continue
+        if not sec:
+            probs.append((kind, "is empty: list at least one axis (path: [values]) or remove the key"))
+        for path, values in sec.items():
+            kp = f"{kind}.{path}"
+            if not isinstance(path, str):
+                probs.append((kp, "axis keys must be dotted RunConfig paths (strings)"))
+                continue
+            if path == "seed":
+                probs.append((kp, "vary seeds with the top-level `seeds:` list"))
+                continue
+            try:
+                check_config_path(path)
+            except ConfigError as e:
+                probs.append((kp, e.message))
+                continue
+            if not isinstance(values, list):
+                probs.append((kp, f"expected a list of values, got {type(values).__name__} {values!r}"))
+                continue
+            if not values:
+                probs.append((kp, "empty list of values: an axis needs at least one"))
+                continue
+            axes[kind][path] = values
+    grid, zp = axes["grid"], axes["zip"]
+    if zp:
+        lens = {p: len(v) for p, v in zp.items()}
+        if len(set(lens.values())) > 1:
+            probs.append(("zip", "paired axes must have the same length, got "
+                                 + ", ".join(f"{p}: {n}" for p, n in lens.items())))
+    all_paths = [*grid, *zp]
+    for p in grid:
+        if p in zp:
+            probs.append((f"zip.{p}", "is also a grid axis; an axis is either grid or zip"))
+    for p in all_paths:
+        for q in all_paths:
+            if p != q and q.startswith(p + "."):
+                probs.append((f"{'grid' if q in grid else 'zip'}.{q}", f"is inside axis {p!r}; axes must not nest"))
+        if p == "eval.tasks" and suites is not None:
+            probs.append((p, "is an axis and `suites:` is set; keep one"))
+
+    # every axis value against the model's validation (base + that one value)
+    if not any(pth.startswith("base") for pth, _ in probs):
+        for kind, sec in (("grid", grid), ("zip", zp)):
+            for path, values in sec.items():
+                for i, v in enumerate(values):
+                    d = copy.deepcopy(base)
+                    try:
+                        _set_value(d, path, v)
+                        build(RunConfig, d)
+                    except ConfigError as e:
+                        where = f" (at {e.path})" if e.path != path else ""
+                        probs.append((f"{kind}.{path}[{i}]", f"{e.message}{where}"))
+
+    labels_in = doc.get("labels") or {}
+    labels = _default_labels(all_paths)
+    if not isinstance(labels_in, dict):
+        probs.append(("labels", f"expected a mapping of axis path -> short name, got {type(labels_in).__name__}"))
+    else:
+        for p, lab in labels_in.items():
+            if p not in all_paths:
+                probs.append((f"labels.{p}", f"not an axis of the study{_did_you_mean(str(p), all_paths)}; "
+                                             f"axes: {', '.join(all_paths) or 'none'}"))
+            elif not isinstance(lab, str) or not lab:
+                probs.append((f"labels.{p}", f"expected a non-empty string, got {lab!r}"))
+            else:
+                labels[p] = lab
+        seen: dict[str, str] = {}
+        for p, lab in labels.items():
+            if lab in seen:
+                probs.append(("labels", f"axes {seen[lab]!r} and {p!r} have the same label {lab!r}"))
+            seen[lab] = p
+
+    report = doc.get("report") or {}
+    if not isinstance(report, dict):
+        probs.append(("report", f"expected a mapping, got {type(report).__name__}"))
+        report = {}
+    elif "x" in report and report["x"] not in labels.values():
+        probs.append(("report.x", f"{report['x']!r} is not an axis label"
+                                  f"{_did_you_mean(str(report['x']), labels.values())}; labels: "
+                                  f"{', '.join(labels.values()) or 'none'}"))
+
+    if probs:
+        raise SpecError(source, probs)
+    spec = StudySpec(study=study, source=source, description=description, base=base, grid=grid, zip=zp,
+                     seeds=list(seeds), suites=list(suites) if suites is not None else None, profile=profile,
+                     labels=labels, report=report, overrides=list(overrides or []))
+    if spec.n_variants == 0:
+        raise SpecError(source, [("grid", "the study has no variants")])
+    return spec
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
+    """Read and validate ``path`` (YAML, safe loader) with ``--set`` ``overrides`` applied."""
+    p = Path(path)
+    source = str(path)
+    if not p.is_file():
+        raise SpecError(source, [("", "no such file")])
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise SpecError(source, [("", f"not valid YAML: {e}")]) from None
+    if doc is None:
+        raise SpecError(source, [("", "the file is empty")])
+    if overrides:
+        if not isinstance(doc, dict):
+            raise SpecError(source, [("", "the spec must be a mapping")])
+        doc = apply_overrides(doc, overrides)
+        source = f"{source} (with --set {' '.join(overrides)})"
+    spec = validate(doc, source, overrides)
+    spec.path = str(path)
+    return spec
