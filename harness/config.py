@@ -365,9 +365,13 @@ class ModelConfig:
     compressor: CompressorConfig = field(default_factory=CompressorConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     projector: str = "mlp2x_gelu"  # linear | mlp2x_gelu
+    # where the visual tokens go when the prompt has no <video> placeholder: "start" (LLaVA style,
+    # before the text) or "before_last_line" (after the question and options, before the instruction)
+    video_position: str = "start"
 
     def __post_init__(self) -> None:
         check_choice("projector", self.projector, PROJECTOR_TYPES)
+        check_choice("video_position", self.video_position, ("start", "before_last_line"))
 
 
 @dataclass

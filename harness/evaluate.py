@@ -56,6 +56,7 @@ def task_families(tasks: Sequence[str]) -> list[str]:
 
     fams: list[str] = []
     for t in tasks:
+        t = t[: -len("_gen")] if t.endswith("_gen") else t
         name = t[4:] if t.startswith("mia_") else t
         if name == "all":
             new = list(FAMILIES)
@@ -162,12 +163,19 @@ def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, pro
 
 
 # ------------------------------------------------------------------------------------------ lmms-eval
+def lmms_task_names(cfg: RunConfig) -> list[str]:
+    """``eval.tasks`` as lmms-eval task names: ``mode: generate`` uses the ``*_gen`` variants."""
+    if cfg.eval.mode == "generate":
+        return [t if t.endswith("_gen") else f"{t}_gen" for t in cfg.eval.tasks]
+    return list(cfg.eval.tasks)
+
+
 def lmms_eval_command(run_dir: Path, cfg: RunConfig, output_path: Path) -> list[str]:
     """The ``lmms-eval`` command line that scores ``run_dir`` on ``cfg.eval.tasks``."""
     exe = Path(sys.executable).with_name("lmms-eval")
-    margs = f"checkpoint={run_dir},batch_size={cfg.eval.batch_size},mode={cfg.eval.mode}"
+    margs = f"checkpoint={run_dir},mode={cfg.eval.mode}"
     cmd = [str(exe) if exe.exists() else "lmms-eval", "--model", "mambamia", "--model_args", margs,
-           "--tasks", ",".join(cfg.eval.tasks), "--include_path", str(TASKS_DIR),
+           "--tasks", ",".join(lmms_task_names(cfg)), "--include_path", str(TASKS_DIR),
            "--batch_size", str(cfg.eval.batch_size), "--output_path", str(output_path)]
     if cfg.eval.limit:
         cmd += ["--limit", str(cfg.eval.limit)]
@@ -189,7 +197,8 @@ def parse_lmms_results(results: dict[str, Any]) -> dict[str, list[bool] | tuple[
     out: dict[str, Any] = {}
     n_samples = results.get("n-samples", {})
     for task, res in results.get("results", {}).items():
-        fam = task[4:] if task.startswith("mia_") else None
+        name = task[: -len("_gen")] if task.endswith("_gen") else task
+        fam = name[4:] if name.startswith("mia_") else None
         if fam not in FAMILIES:
             continue
         acc = next((v for k, v in res.items() if k.split(",")[0] == "acc" and isinstance(v, (int, float))), None)
@@ -212,7 +221,7 @@ def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True) -> 
         env = dict(os.environ)
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env.setdefault("HF_HUB_OFFLINE", "1")
-        env["MAMBAMIA_SUITE"] = str(Path(cfg.data.suite).resolve())
+        env["MIA_SUITE_DIR"] = str(Path(cfg.data.suite).resolve())
         proc = subprocess.run(cmd, env=env, capture_output=not progress, text=True)
         if proc.returncode != 0:
             tail = (proc.stderr or "")[-3000:] if not progress else ""
@@ -222,11 +231,13 @@ def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True) -> 
         from lmms_eval.evaluator import simple_evaluate
         from lmms_eval.tasks import TaskManager
 
+        os.environ["MIA_SUITE_DIR"] = str(Path(cfg.data.suite).resolve())
+
         tm = TaskManager(include_path=str(TASKS_DIR))
         results = simple_evaluate(
             model="mambamia",
-            model_args=f"checkpoint={run_dir},batch_size={cfg.eval.batch_size},mode={cfg.eval.mode}",
-            tasks=list(cfg.eval.tasks), batch_size=cfg.eval.batch_size, limit=cfg.eval.limit or None,
+            model_args=f"checkpoint={run_dir},mode={cfg.eval.mode}",
+            tasks=lmms_task_names(cfg), batch_size=cfg.eval.batch_size, limit=cfg.eval.limit or None,
             task_manager=tm, log_samples=False)
         if results is None:
             raise RuntimeError("lmms-eval returned no results (non-zero rank?)")
@@ -236,22 +247,13 @@ def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True) -> 
     if not per_fam:
         raise RuntimeError(f"lmms-eval results hold no mia_<family> accuracy: {list(results.get('results', {}))}")
     correct = {f: [True] * round(a * n) + [False] * (n - round(a * n)) for f, (a, n) in per_fam.items()}
-    from harness.train import load_model
-
-    model, _ = load_model(run_dir)
-    T, P = cfg.data.n_frames, None
-    try:
-        from harness.data.encoders import build_encoder
-
-        enc = build_encoder(cfg.model.encoder)
-        P = (enc.image_size // getattr(enc, "patch_size", cfg.model.encoder.patch_size)) ** 2
-    except Exception:  # noqa: BLE001 - token counts are informative only
-        P = (cfg.model.encoder.image_size // cfg.model.encoder.patch_size) ** 2
+    stats_path = run_dir / "eval" / "lmms_eval_plugin_stats.json"  # written by the plugin (rank 0)
+    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     return {"metrics": accuracy_metrics(correct),
-            "tokens": {"visual_in": int(T * P), "llm_visual": int(model.count_visual_tokens(T, P))},
+            "tokens": {"visual_in": stats.get("visual_in"), "llm_visual": stats.get("llm_visual")},
             "extra": {"backend": "lmms_eval", "launch": cfg.eval.lmms_eval_launch, "mode": cfg.eval.mode,
-                      "eval_time_s": time.time() - t0, "chance": 0.25, "n_failed": 0,
-                      "lmms_eval_version": results.get("lmms_eval_version")}}
+                      "eval_time_s": time.time() - t0, "chance": 0.25, "n_failed": stats.get("n_failed", 0),
+                      "failed": stats.get("failed", {}), "lmms_eval_version": results.get("lmms_eval_version")}}
 
 
 # ------------------------------------------------------------------------------------------ API / CLI

@@ -517,10 +517,14 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _card(spec: SuiteSpec) -> str:
+    """Dataset card whose ``configs`` make ``datasets.load_dataset(suite_dir[, family])`` work (empty
+    splits are left out: ``datasets`` refuses a split without rows)."""
+
     def cfg(name: str, prefix: str) -> str:
         lines = [f"- config_name: {name}", "  data_files:"]
         for s in SPLITS:
-            lines += [f"  - split: {HF_SPLIT_NAMES[s]}", f"    path: {prefix}{s}.jsonl"]
+            if spec.per_family(s):
+                lines += [f"  - split: {HF_SPLIT_NAMES[s]}", f"    path: {prefix}{s}.jsonl"]
         return "\n".join(lines)
 
     configs = [cfg("default", "")] + [cfg(f, f"annotations/{f}/") for f in spec.families]

@@ -229,9 +229,12 @@ def _to_rgb(frame: av.VideoFrame, hw: tuple[int, int] | None) -> np.ndarray:
     return frame.reformat(width=w, height=h, format="rgb24", interpolation="BILINEAR").to_ndarray()
 
 
-VIDEO_CODECS = {".mp4": ("libx264", {"preset": "veryfast", "crf": "16"}),
-                ".mkv": ("libx264", {"preset": "veryfast", "crf": "16"}),
-                ".webm": ("libvpx", {"deadline": "realtime", "cpu-used": "8", "crf": "6", "b:v": "2M"})}
+# mbtree=0: with macroblock-tree rate control libx264 15.x gave different bytes for identical input from
+# run to run (seen on 32x32 clips); without it the output is reproducible, which the cache keys rely on.
+_X264 = {"preset": "veryfast", "crf": "16", "x264-params": "mbtree=0"}
+VIDEO_CODECS = {".mp4": ("libx264", _X264),
+                ".mkv": ("libx264", _X264),
+                ".webm": ("libvpx", {"deadline": "good", "cpu-used": "5", "crf": "6", "b:v": "2M"})}
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray | torch.Tensor, fps: float = 8.0,
@@ -253,9 +256,14 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | torch.Tensor, fps:
     opts.update(options or {})
     tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp{p.suffix}")
     rate = _as_fraction(fps)
-    with av.open(str(tmp), mode="w") as c:
+    # bitexact: no random segment UID / dates / version strings in the container -> reproducible bytes
+    with av.open(str(tmp), mode="w", options={"fflags": "+bitexact"}) as c:
         s = c.add_stream(codec, rate=rate)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        threads = opts.pop("threads", None)
+        if threads is not None:  # set on the codec context: the options dict alone leaves x264 threaded
+            s.codec_context.thread_count = int(threads)
+            s.codec_context.thread_type = "NONE" if int(threads) == 1 else "AUTO"
         s.options = opts
         for f in arr:
             for pk in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):

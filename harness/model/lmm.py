@@ -7,7 +7,9 @@ same cache. One forward pass:
 1. ``compressor(feats (B, T, P, d_in))`` -> tokens (B, N, d_out) (``enabled=False``: N = T * P)
 2. ``projector`` -> visual embeddings (B, N, H), H = the LLM's hidden size
 3. the prompt's text is split at the literal placeholder ``<video>`` (no placeholder: the video goes
-   first, LLaVA style); the visual embeddings are spliced between the two parts' token embeddings:
+   first, LLaVA style, or with ``video_position: before_last_line`` after the question and options,
+   where a causal LLM lets the visual tokens attend to the question); the visual embeddings are
+   spliced between the two parts' token embeddings:
    ``[bos] + text_before + visual + text_after + continuation``; rows are right-padded.
 4. the LLM's decoder runs on ``inputs_embeds``; the LM head is applied only where a loss or a score is
    needed (a 150k vocabulary over thousands of visual positions would dominate memory otherwise).
@@ -119,6 +121,9 @@ class VideoLMM(nn.Module):
     def _prompt_parts(self, context: str) -> tuple[list[int], list[int]]:
         if VIDEO_PLACEHOLDER in context:
             before, after = context.split(VIDEO_PLACEHOLDER, 1)
+        elif self.cfg.video_position == "before_last_line" and "\n" in context.rstrip("\n"):
+            cut = context.rstrip("\n").rindex("\n")
+            before, after = context[:cut], context[cut:]
         else:
             before, after = "", context
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []

@@ -7,7 +7,7 @@ writes the ``failed`` record itself, with submitit's reason and the job's log pa
 
 * ``local``: ``submitit.LocalExecutor``, one process per run, at most ``max_parallel`` at once
   (submitit's local executor starts every submitted job immediately, so the driver submits a new one
-  only when a slot frees up). Logs: ``<log_dir>/<job id>/``.
+  only when a slot frees up). Logs: ``<log_dir>/<job id>_0_log.{out,err}``.
 * ``slurm``: ``submitit.SlurmExecutor``, the data preparation as one job, then all runs as one job
   array (``--array=0-N%array_parallelism``) with the profile's partition, GPUs, CPUs, memory, time,
   QOS, account, extra ``#SBATCH`` options and setup lines. Jobs are :class:`SweepJob` (checkpointable):
@@ -147,7 +147,7 @@ class LocalExecutor(BaseExecutor):
         return self.max_parallel
 
     def run(self, jobs: list[JobSpec], view: ProgressView) -> None:
-        ex = submitit.LocalExecutor(folder=self.log_dir / "%j")
+        ex = submitit.LocalExecutor(folder=self.log_dir)
         ex.update_parameters(timeout_min=self.profile.time_min)
         pending = deque(jobs)
         active: dict[str, tuple[Any, JobSpec]] = {}
@@ -187,7 +187,7 @@ class SlurmExecutor(BaseExecutor):
 
     def executor(self, job_name: str) -> submitit.SlurmExecutor:
         p = self.profile
-        ex = submitit.SlurmExecutor(folder=self.log_dir / "%j")
+        ex = submitit.SlurmExecutor(folder=self.log_dir)
         params: dict[str, Any] = {
             "job_name": job_name, "time": p.time_min, "cpus_per_task": p.cpus_per_task,
             "mem": f"{max(1, int(round(p.mem_gb * 1024)))}M", "array_parallelism": p.array_parallelism,

@@ -59,12 +59,20 @@ class ProgressView:
         self.n_skipped = n_skipped
         self.t0 = time.time()
         self.enabled = enabled
-        self.bar = tqdm(total=len(jobs), desc="sweep", unit="run", disable=not enabled, file=self.stream,
-                        dynamic_ncols=True, leave=True)
+        # a terminal gets a live bar; a log file (CI, Slurm, nohup) gets a status line when counts change
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.bar = tqdm(total=len(jobs), desc="sweep", unit="run", disable=not (enabled and self.tty),
+                        file=self.stream, dynamic_ncols=True, leave=True)
+        self._last_line = ""
+        self._last_slow = 0.0
 
     def write(self, msg: str) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self.tty:
             self.bar.write(msg, file=self.stream)
+        else:
+            print(msg, file=self.stream, flush=True)
 
     def mark_started(self, run_id: str) -> None:
         """Executors that know a job started (before it wrote its record) may say so."""
@@ -100,7 +108,13 @@ class ProgressView:
         slow = self.slowest_running()
         if slow:
             post += f" | slowest: {slow[0].job.label} s{slow[0].job.seed} {_fmt_s(slow[1])}"
-        self.bar.set_postfix_str(post, refresh=True)
+        if self.tty:
+            self.bar.set_postfix_str(post, refresh=True)
+        else:
+            line = post.split(" | slowest")[0]
+            if line != self._last_line or (slow and time.time() - self._last_slow > 60):
+                self.write(f"[sweep {_fmt_s(time.time() - self.t0)}] {post}")
+                self._last_line, self._last_slow = line, time.time()
         return c
 
     def counts(self) -> dict[str, int]:

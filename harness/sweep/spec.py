@@ -140,8 +140,15 @@ class StudySpec:
 
     def index_meta(self) -> dict[str, Any]:
         """What the study index stores besides the runs (see docs/study-spec.md)."""
+        report = dict(self.report)
+        x = report.get("x")
+        if isinstance(report.get("compare"), list) and x in self.labels.values():
+            # --set may have narrowed the x axis: keep the comparisons whose two values are still in it
+            vals = {str(v) for a in self.axes if a.label == x for v in a.values}
+            report["compare"] = [c for c in report["compare"]
+                                 if isinstance(c, list) and all(str(v) in vals for v in c)]
         return {"description": self.description, "spec_path": self.path or self.source,
-                "axes": {a.label: a.path for a in self.axes}, "report": dict(self.report),
+                "axes": {a.label: a.path for a in self.axes}, "report": report,
                 "seeds": list(self.seeds), "overrides": list(self.overrides)}
 
 
@@ -234,6 +241,18 @@ def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------------- validation
+def check_native_task(task: str) -> str | None:
+    """Why the native scorer would refuse eval task ``task`` (``mia_long``, ``mia_<family>``, ``mia_all``),
+    or None. Mirrors ``harness.evaluate.task_families`` without importing torch."""
+    from harness.data.synthetic import FAMILIES, GROUPS
+
+    name = task[4:] if task.startswith("mia_") else task
+    if name == "all" or name in GROUPS or name in FAMILIES:
+        return None
+    known = ["mia_all"] + [f"mia_{g}" for g in GROUPS] + [f"mia_{f}" for f in FAMILIES]
+    return f"unknown task {task!r}{_did_you_mean(task, known)}; known: {', '.join(known)}"
+
+
 def _default_labels(paths: list[str]) -> dict[str, str]:
     """Last path part, or as many trailing parts as needed to tell two axes apart."""
     out: dict[str, str] = {}
@@ -301,6 +320,14 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None) -> Study
             suites = None
         elif "eval" in base and isinstance(base["eval"], dict) and "tasks" in base["eval"]:
             probs.append(("suites", "both `suites:` and `base.eval.tasks` are set; keep one"))
+
+    if suites is not None and not any(pth.startswith("base") for pth, _ in probs):
+        backend = ((base.get("eval") or {}) if isinstance(base.get("eval"), dict) else {}).get("backend", "native")
+        if backend == "native":
+            for i, t in enumerate(suites):
+                msg = check_native_task(t)
+                if msg:
+                    probs.append((f"suites[{i}]", msg))
 
     profile = doc.get("profile", "local")
     if not isinstance(profile, str) or not profile:

@@ -1,0 +1,185 @@
+"""Study spec validation (harness.sweep.spec): every shipped study loads; bad specs are refused with the
+file and key path, and nothing runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.sweep.plan import plan_study
+from harness.sweep.spec import SpecError, apply_overrides, load_spec, parse_override
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ["block_type", "pooling", "query_period", "token_budget", "gating"]
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_studies_load_and_plan(name: str) -> None:
+    spec = load_spec(ROOT / "ablations" / f"{name}.yaml")
+    assert spec.study == name
+    assert len(spec.seeds) >= 3
+    plan = plan_study(spec)
+    assert len(plan.runs) == spec.n_variants * len(spec.seeds) >= 6
+    assert len({r.run_id for r in plan.runs}) == len(plan.runs)
+    for r in plan.runs:
+        assert r.config["eval"]["tasks"] == ["mia_long", "mia_dense"]
+    if spec.report.get("x"):
+        assert spec.report["x"] in spec.labels.values()
+
+
+def test_block_type_is_four_blocks_three_seeds() -> None:
+    spec = load_spec(ROOT / "ablations" / "block_type.yaml")
+    assert spec.grid == {"model.compressor.block": ["bi_ssm", "uni_ssm", "transformer", "identity"]}
+    assert spec.seeds == [0, 1, 2] and spec.profile == "local"
+
+
+def test_problems_are_collected_with_file_and_key_path(tmp_path: Path) -> None:
+    p = write(tmp_path, """
+study: bad
+grids: {}
+base:
+  train: {stpes: 3}
+grid:
+  model.compressor.blok: [bi_ssm]
+  train.steps: []
+seeds: [0, "a"]
+""")
+    with pytest.raises(SpecError) as ei:
+        load_spec(p)
+    msg = str(ei.value)
+    assert "nothing was run" in msg
+    assert f"{p}: grids: unknown key (did you mean 'grid'?)" in msg
+    assert "base.train.stpes: unknown key (did you mean 'steps'?)" in msg
+    assert "grid.model.compressor.blok: unknown key 'blok' in model.compressor (did you mean 'block'?)" in msg
+    assert "grid.train.steps: empty list of values" in msg
+    assert "seeds[1]: expected an integer, got str 'a'" in msg
+    paths = [k for k, _ in ei.value.problems]
+    assert paths == ["grids", "base.train.stpes", "seeds[1]", "grid.model.compressor.blok", "grid.train.steps"]
+
+
+def test_values_the_model_rejects(tmp_path: Path) -> None:
+    p = write(tmp_path, """
+study: bad
+grid:
+  model.compressor.pooling: [weighted, maxx]
+  train.steps: [10, 0]
+  train.lr: [fast]
+suites: [mia_lnog]
+""")
+    with pytest.raises(SpecError) as ei:
+        load_spec(p)
+    probs = dict(ei.value.problems)
+    assert "did you mean 'max'" in probs["grid.model.compressor.pooling[1]"]
+    assert "must be >= 1, got 0" in probs["grid.train.steps[1]"]
+    assert "expected a number, got str 'fast'" in probs["grid.train.lr[0]"]
+    assert "did you mean 'mia_long'" in probs["suites[0]"]
+
+
+def test_zip_lengths_nesting_labels_and_report_x(tmp_path: Path) -> None:
+    p = write(tmp_path, """
+study: bad
+grid:
+  model.compressor: [{block: conv}]
+  model.compressor.block: [conv]
+zip:
+  model.compressor.spatial.period: [8, 16]
+  model.compressor.budget: [64]
+labels: {train.steps: s}
+report: {x: blokc}
+""")
+    with pytest.raises(SpecError) as ei:
+        load_spec(p)
+    probs = dict(ei.value.problems)
+    assert "same length" in probs["zip"]
+    assert "must not nest" in probs["grid.model.compressor.block"]
+    assert "not an axis" in probs["labels.train.steps"]
+    assert "not an axis label" in probs["report.x"]
+
+
+def test_cross_axis_combination_rejected_at_planning(tmp_path: Path) -> None:
+    # each value alone is fine; transformer with d_model=66 and 4 heads is not
+    p = write(tmp_path, """
+study: combo
+grid:
+  model.compressor.block: [bi_ssm, transformer]
+  model.compressor.d_model: [64, 66]
+""")
+    spec = load_spec(p)
+    with pytest.raises(SpecError) as ei:
+        plan_study(spec)
+    assert ei.value.problems == [("variant block=transformer, d_model=66",
+                                  "model.compressor.n_heads: d_model=66 is not divisible by n_heads=4")]
+
+
+def test_yaml_is_loaded_without_object_construction(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    p = write(tmp_path, f"study: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(p)
+    assert not marker.exists()
+
+
+def test_missing_and_empty_files(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="no such file"):
+        load_spec(tmp_path / "nope.yaml")
+    with pytest.raises(SpecError, match="empty"):
+        load_spec(write(tmp_path, ""))
+    with pytest.raises(SpecError, match="study: required"):
+        load_spec(write(tmp_path, "seeds: [0]\n"))
+    with pytest.raises(SpecError, match="unsafe study name"):
+        load_spec(write(tmp_path, "study: ../escape\n"))
+
+
+def test_overrides(tmp_path: Path) -> None:
+    doc = {"study": "s", "base": {"train": {"steps": 300}},
+           "grid": {"model.compressor.block": ["bi_ssm", "conv"]},
+           "zip": {"model.compressor.spatial.period": [8, 16], "model.compressor.budget": [64, 32]}}
+    out = apply_overrides(doc, ["train.steps=200", "seeds=[0, 5]", "model.compressor.block=conv",
+                                "model.compressor.spatial.period=16", "eval.limit=3", "base.train.lr=0.01"])
+    assert out["base"] == {"train": {"steps": 200, "lr": 0.01}, "eval": {"limit": 3}}
+    assert out["seeds"] == [0, 5]
+    assert out["grid"] == {"model.compressor.block": ["conv"]}
+    assert out["zip"] == {"model.compressor.spatial.period": [16], "model.compressor.budget": [32]}
+    assert doc["base"]["train"]["steps"] == 300  # input untouched
+    out = apply_overrides(doc, ["grid.model.compressor.block=[identity, transformer]"])
+    assert out["grid"]["model.compressor.block"] == ["identity", "transformer"]
+    assert parse_override("profile=debug") == ("profile", "debug")
+    with pytest.raises(SpecError, match="expected KEY=VALUE"):
+        parse_override("train.steps")
+    with pytest.raises(SpecError, match="did you mean 'train'"):
+        apply_overrides(doc, ["trian.steps=3"])
+    with pytest.raises(SpecError, match="not one of the zip values"):
+        apply_overrides(doc, ["model.compressor.budget=7"])
+
+
+def test_overrides_are_validated_and_named(tmp_path: Path) -> None:
+    p = write(tmp_path, "study: s\ngrid:\n  model.compressor.block: [bi_ssm]\n")
+    with pytest.raises(SpecError) as ei:
+        load_spec(p, ["train.steps=-1"])
+    assert "with --set train.steps=-1" in str(ei.value)
+    assert ei.value.problems[0][0] == "base.train.steps"
+    spec = load_spec(p, ["train.steps=7", "seeds=[3]"])
+    assert spec.base == {"train": {"steps": 7}} and spec.seeds == [3]
+    assert spec.path == str(p) and spec.overrides == ["train.steps=7", "seeds=[3]"]
+
+
+def test_default_labels_disambiguate(tmp_path: Path) -> None:
+    p = write(tmp_path, """
+study: s
+grid:
+  model.compressor.spatial.period: [8]
+  model.compressor.temporal.period: [1, 2]
+  model.compressor.block: [conv]
+""")
+    spec = load_spec(p)
+    assert spec.labels == {"model.compressor.spatial.period": "spatial.period",
+                           "model.compressor.temporal.period": "temporal.period",
+                           "model.compressor.block": "block"}
+    assert [a.label for a in spec.axes] == ["spatial.period", "temporal.period", "block"]
