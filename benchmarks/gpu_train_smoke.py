@@ -48,7 +48,8 @@ def train(device: str, steps: int, suite: Path, work: Path, threads: int) -> dic
         import shutil
 
         shutil.rmtree(run_dir)
-    cmd = [sys.executable, "-m", "harness.train", "tiny", f"data.suite={suite}", f"data.cache_dir={work / 'cache'}",
+    cmd = [sys.executable, str(Path(__file__).resolve().parent / "gpu_common.py"), "train", "tiny",
+           f"data.suite={suite}", f"data.cache_dir={work / 'cache'}",
            f"train.steps={steps}", "train.log_every=10", f"train.checkpoint_every={steps}", "--device", device,
            "--run-dir", str(run_dir), "--no-progress"]
     if threads:

@@ -35,13 +35,16 @@ from typing import Any
 
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
-from lmms_eval.models.registry_v2 import ModelManifest
 
 MODEL_ID = "mambamia"
 
 
-def manifest() -> ModelManifest:
-    """Entry-point payload: lmms-eval's registry calls this (see the module docstring)."""
+def manifest():
+    """Entry-point payload: lmms-eval's registry calls this (see the module docstring). Imported
+    lazily: ``lmms_eval.models`` loads the entry points while it initialises, and this module may be
+    the one that triggered that initialisation."""
+    from lmms_eval.models.registry_v2 import ModelManifest
+
     return ModelManifest(model_id=MODEL_ID, simple_class_path="harness.lmms_plugin.MambaMiaLMM")
 
 

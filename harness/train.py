@@ -401,7 +401,7 @@ class Trainer:
             msd = get_model_state_dict(model, options=o)
             osd = get_optimizer_state_dict(model, opt, options=o)
         else:
-            msd = model.state_dict()
+            msd = self._unwrapped.state_dict()  # no DDP "module." prefix
             osd = opt.state_dict()
         mods = saved_modules(self.cfg)
         msd = {k: v.detach().cpu() for k, v in msd.items() if k.split(".", 1)[0] in mods}

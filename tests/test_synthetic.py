@@ -203,7 +203,7 @@ def test_answers_cannot_be_read_from_text_or_file_metadata(tmp_path):
     (size, duration, frame count, resolution), trained on the train split, stays at chance on test. The
     same probe finds an injected leak, so it is able to learn when there is something to learn."""
     out = tmp_path / "leak"
-    make_suite(out, SuiteSpec(seed=11, n_train=960, n_val=0, n_test=480), workers=2, progress=False)
+    make_suite(out, SuiteSpec(seed=11, n_train=720, n_val=0, n_test=480), workers=2, progress=False)
     tr, te = load_items(out, "train"), load_items(out, "test")
     vocab: dict[str, int] = {}
     rows_tr = _blind_features(tr, vocab)
@@ -274,7 +274,7 @@ def test_cli_make_synthetic_and_datasets_load(tmp_path):
     import datasets
 
     ds = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))
-    assert set(ds) == {"train", "validation", "test"} and len(ds["test"]) == 24
+    assert set(ds) == {"train", "test"} and len(ds["test"]) == 24  # empty val split left out
     fam = datasets.load_dataset(str(out), "count", cache_dir=str(tmp_path / "hf"))
     assert set(fam["test"]["family"]) == {"count"}
     row = json.loads((out / "test.jsonl").read_text().splitlines()[0])

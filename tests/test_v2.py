@@ -171,3 +171,180 @@ def test_mamba2_headdim_error_names_the_key():
     with pytest.raises(ConfigError) as e:
         build_compressor(_cfg(d_model=36, ssm={"version": 2, "headdim": 16}))
     assert e.value.path == "model.compressor.ssm.headdim"
+
+
+# ------------------------------------------------------------------------------------ report kinds
+COMPRESSORS = [{"proposed": {"taa": True}}, {"self_attention": {"block": "transformer"}},
+               {"bimba": {"pooling": "query"}}, {"pooling": {"block": "identity"}}, {"vanilla": {"compress": False}}]
+FIVE = [  # compress, block, pooling, taa; accuracy, latency at 8 frames
+    (True, "bi_ssm", "gpa", True, 0.70, 10.0), (True, "transformer", "gpa", False, 0.60, 12.0),
+    (True, "bi_ssm", "query", False, 0.62, 11.0), (True, "identity", "mean", False, 0.50, 5.0),
+    (False, "bi_ssm", "gpa", False, 0.58, 40.0)]
+
+
+def _metrics(acc):
+    return [{"task": t, "metric": "acc", "value": acc, "n": 10} for t in ("mia_long", "mia_dense")]
+
+
+def make_five_way_store(root):
+    from harness.store import ResultsStore
+
+    store = ResultsStore(root)
+    entries = []
+    for frames in (8, 16, 32):
+        for comp, block, pool, taa, acc, lat in FIVE:
+            for seed in (0, 1):
+                variant = {"frames": frames, "compress": comp, "block": block, "pooling": pool, "taa": taa}
+                rid = f"fw-{frames}-{block}-{pool}-{comp}-{taa}-{seed}"
+                entries.append({"run_id": rid, "seed": seed, "variant": variant, "label": rid})
+                rec = {"run_id": rid, "seed": seed, "status": "done", "finished": "2026-11-24T10:00:00",
+                       "config": {"eval": {"tasks": ["mia_long", "mia_dense"]}, "data": {"n_frames": frames}},
+                       "metrics": _metrics(acc + 0.01 * seed), "tokens": {"llm_visual": frames * 8},
+                       "extra": {"ttft_ms": lat * frames / 8, "peak_mem_mb": 100.0 * frames * (4 if not comp else 1),
+                                 "train_train_time_s": 60.0 * frames}}
+                if taa and frames == 16 and seed == 0:
+                    rec["extra"]["taa_trace"] = {"video": "v7", "sampling": "delta", "threshold": 0.5,
+                                                 "step_frames": list(range(10)), "delta": [0.2] * 10,
+                                                 "kept": [2, 4, 7, 9], "n_selected": 4}
+                if not comp and frames == 32:
+                    rec.update(status="failed", reason="torch.OutOfMemoryError: CUDA out of memory", metrics=[],
+                               extra={})
+                store.write_run(rec)
+    store.write_study("five_way", entries, {
+        "description": "five", "axes": {"frames": "data.n_frames", "compress": "model.compressor.enabled",
+                                        "block": "model.compressor.block", "pooling": "model.compressor.pooling",
+                                        "taa": "model.compressor.taa.enabled"},
+        "report": {"x": "frames", "plugins": ["harness.report.figures_v2"], "compressors": COMPRESSORS,
+                   "figures": ["five_way_panels", "cost_bars", "delta_curve"]}})
+    return store
+
+
+def test_five_way_report_kinds(tmp_path):
+    from harness.report import report_study
+    from harness.report.data import load_study
+    from harness.report.figures_v2 import compressor_name, series, variant_oom
+
+    store = make_five_way_store(tmp_path / "store")
+    rep = report_study(store, "five_way", tmp_path / "out", progress=False)
+    kinds = {a.kind: a for a in rep.artifacts}
+    for k in ("figure:five_way_panels", "figure:cost_bars", "figure:delta_curve"):
+        assert k in kinds and all(p.stat().st_size > 1000 for p in kinds[k].files), k
+    assert "Out of memory: vanilla at frames=32" in kinds["figure:five_way_panels"].caption
+    assert "Time to first token" in kinds["figure:five_way_panels"].caption
+    assert "[2, 4, 7, 9]" in kinds["figure:delta_curve"].caption and "v7" in kinds["figure:delta_curve"].caption
+    assert "Paper: MambaMia (proposed)" in kinds["figure:cost_bars"].caption
+    study = load_study(store, "five_way")
+    assert list(series(study)) == ["proposed", "self_attention", "bimba", "pooling", "vanilla"]
+    oom = [compressor_name(study, v) + f"@{v.values['frames']}" for v in study.variants if variant_oom(study, v)]
+    assert oom == ["vanilla@32"]
+
+
+def make_layer_store(root, avg):
+    """The compression-layer study with reproduced mean scores ``avg`` (per paper row id), 3 seeds."""
+    from harness.store import ResultsStore
+
+    rows = {"no_gpa": ("query", False, 2, "bi_ssm"), "gpa": ("gpa", False, 2, "bi_ssm"),
+            "gpa_taa": ("gpa", True, 2, "bi_ssm"), "gpa_taa_mamba1": ("gpa", True, 1, "bi_ssm"),
+            "gpa_taa_uni": ("gpa", True, 2, "uni_ssm")}
+    store = ResultsStore(root)
+    entries = []
+    for rid_, (pool, taa, ssm, block) in rows.items():
+        for seed in (0, 1, 2):
+            rid = f"cl-{rid_}-{seed}"
+            variant = {"pooling": pool, "taa": taa, "ssm": ssm, "block": block}
+            entries.append({"run_id": rid, "seed": seed, "variant": variant, "label": rid})
+            store.write_run({"run_id": rid, "seed": seed, "status": "done", "finished": "2026-11-24T10:00:00",
+                             "config": {"eval": {"tasks": ["mia_long", "mia_dense"]}, "data": {"n_frames": 16},
+                                        "model": {"llm": {"preset": "tiny", "arch": "qwen2", "hidden_size": 64,
+                                                          "n_layers": 2}, "encoder": {"name": "tiny"}}},
+                             "metrics": _metrics(avg[rid_] + 0.002 * seed * (1 if rid_ == "gpa" else -1)),
+                             "tokens": {"llm_visual": 128}})
+    store.write_study("v2_compression_layer", entries, {
+        "axes": {"pooling": "model.compressor.pooling", "taa": "model.compressor.taa.enabled",
+                 "ssm": "model.compressor.ssm.version", "block": "model.compressor.block"},
+        "report": {"x": "pooling", "plugins": ["harness.report.figures_v2"], "reference": "compression_layer",
+                   "figures": []}})
+    return store
+
+
+def test_reported_vs_reproduced_table_and_claims(tmp_path):
+    from harness.report import report_study
+
+    avg = {"no_gpa": 0.40, "gpa": 0.50, "gpa_taa": 0.48, "gpa_taa_mamba1": 0.47, "gpa_taa_uni": 0.45}
+    store = make_layer_store(tmp_path / "store", avg)
+    rep = report_study(store, "v2_compression_layer", tmp_path / "out", progress=False)
+    md = (tmp_path / "out" / "table_reported_vs_reproduced.md").read_text()
+    assert "no GPA (BIMBA-like average-pooled queries), Mamba-2" in md and "frames 64" in md and "frames 16" in md
+    csv_text = (tmp_path / "out" / "table_reported_vs_reproduced.csv").read_text()
+    gpa_line = next(ln for ln in csv_text.splitlines() if ln.startswith('"+GPA, Mamba-2"') or ln.startswith("+GPA, M"))
+    assert "6.78" in gpa_line and "52.22" in gpa_line  # paper: 52.22 - 45.44
+    assert ",10.4000,0.99" in gpa_line  # reproduced, paired per seed: (50.0, 50.2, 50.4) - (40.0, 39.8, 39.6)
+    assert "claim gpa_helps (+GPA beats BIMBA-like average-pooled queries): paper +6.78; reproduced +10.40" in md
+    assert "same direction, CI excludes 0" in md
+    assert "claim taa_helps" in md and "opposite direction" in md  # reproduced 48 < 50
+    assert any(a.kind == "table:reported_vs_reproduced" for a in rep.artifacts)
+
+
+def test_reference_file_validates_and_names_keys(tmp_path):
+    from harness.reference_numbers import ReferenceError, load_reference, main
+
+    ref = load_reference()
+    t = ref.table("compression_layer")
+    assert t.row("gpa").values["avg"] == 52.22 and t.protocol["frames"] == 64 and t.baseline == "no_gpa"
+    assert ref.table("secondary_sampling").row("delta").values == {"lvbench": 44.61, "mlvu": 67.99,
+                                                                     "videomme": 58.26, "avg": 56.95}
+    assert ref.table("cost").row("vanilla").oom == ["peak_mem_gib_256f"]
+    assert [r.id for r in t.rows_for_study("v2_compression_layer")] == [r.id for r in t.rows]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tables:\n  t:\n    protocol: {frames: 8}\n    columns: {a: A}\n"
+                   "    rows:\n      - {id: r, values: {b: 1.0}}\n")
+    with pytest.raises(ReferenceError, match=r"bad.yaml: tables.t.rows\[0\].values.b: not a column"):
+        load_reference(bad)
+    assert main(["cost"]) == 0
+
+
+# ------------------------------------------------------------------------- end to end: the five-way study
+@pytest.mark.slow
+def test_five_way_study_end_to_end(tmp_path):
+    """``python -m harness.sweep ablations/five_way.yaml`` on a small offline suite, shrunk by --set: every
+    compressor trains and scores, and the report draws the three panels and the cost bars."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.data.synthetic import SuiteSpec, make_suite
+    from harness.store import ResultsStore
+
+    root = Path(__file__).resolve().parents[1]
+    suite = tmp_path / "suite"
+    make_suite(suite, SuiteSpec(n_train=16, n_val=0, n_test=12, frames_long=16, frames_dense=16), workers=1,
+               progress=False)
+    res = tmp_path / "res"
+    sets = ["seeds=[0]", "grid.data.n_frames=[4,8]", "train.steps=2", "train.batch_size=4", "train.warmup_steps=1",
+            "train.checkpoint_every=2", "train.log_every=1", "eval.limit=2", f"data.suite={suite}",
+            f"data.cache_dir={tmp_path / 'cache'}"]
+    cmd = [sys.executable, "-m", "harness.sweep", "ablations/five_way.yaml", "--results", str(res), "--no-progress",
+           "--max-parallel", "2"] + [a for s in sets for a in ("--set", s)]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    store = ResultsStore(res / "store")
+    index = store.read_study("five_way")
+    assert len(index["runs"]) == 10
+    tokens = {}
+    for e in index["runs"]:
+        rec = store.read_run(e["run_id"])
+        assert rec["status"] == "done", rec.get("reason")
+        assert {"mia_long", "mia_dense"} <= {m["task"] for m in rec["metrics"]}
+        v = e["variant"]
+        tokens[(v["frames"], v["block"], v["pooling"], v["compress"], v["taa"])] = rec["tokens"]["llm_visual"]
+    # 64 patches per frame, one anchor per row of 8: 8 per frame; the TAA keeps half the frames; vanilla all
+    assert tokens[(8, "bi_ssm", "gpa", True, True)] == 4 * 8
+    assert tokens[(8, "transformer", "gpa", True, False)] == tokens[(8, "bi_ssm", "query", True, False)] == 8 * 8
+    assert tokens[(8, "identity", "mean", True, False)] == 8 * 8
+    assert tokens[(8, "bi_ssm", "gpa", False, False)] == 8 * 64
+    rep = res / "reports" / "five_way"
+    for stem in ("fig_five_way_panels", "fig_cost_bars"):
+        assert (rep / f"{stem}.png").stat().st_size > 1000 and (rep / f"{stem}.pdf").is_file(), stem
+    index_md = (rep / "index.md").read_text()
+    assert "fig_five_way_panels" in index_md and "fig_cost_bars" in index_md
+    assert "taa=True" in (rep / "table_main.md").read_text()

@@ -15,7 +15,9 @@ of its parameters): together they key the feature cache, so changing either inva
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import inspect
 import json
 import math
 from typing import Any
@@ -157,9 +159,15 @@ class HFVisionEncoder(FrozenEncoder):
             model = model_cls.from_pretrained(cfg.name_or_path, **cfg.config)
             source = cfg.name_or_path
         else:
+            known = set(config_cls().to_dict()) | set(inspect.signature(config_cls.__init__).parameters)
+            unknown = sorted(set(cfg.config) - known)
+            if unknown:
+                hints = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
+                detail = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
+                raise ValueError(f"model.encoder.config: unknown {config_cls.__name__} keys: {detail}")
             try:
                 hf_cfg = config_cls(**cfg.config)
-            except TypeError as e:
+            except (TypeError, ValueError) as e:
                 raise ValueError(f"model.encoder.config: not a valid {config_cls.__name__}: {e}") from e
             torch.manual_seed(cfg.seed)
             model = model_cls(hf_cfg)

@@ -154,6 +154,8 @@ class VideoLMM(nn.Module):
 
     def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The LLM decoder's last hidden states (B, L, H) for right-padded rows."""
+        if bool(mask.all()):  # no padding: let SDPA take its causal fast path, no (L, L) mask
+            mask = None
         out = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 

@@ -152,3 +152,27 @@ class TimeAxisAggregator(nn.Module):
         aux = {"delta": delta.detach().float(), "kept": fi[:, :, 0], "kept_steps": kept, "n_selected": n_sel,
                "step_frames": frame_index[:, :, 0]}
         return out, fi, aux
+
+
+@torch.no_grad()
+def taa_trace(compressor: nn.Module, feats: torch.Tensor, video: str = "") -> dict[str, Any] | None:
+    """What the TAA did on one video, as plain JSON for a run record (``extra.taa_trace``) and the report's
+    ``delta_curve`` figure: ``{video, sampling, threshold, step_frames, delta, kept, n_selected}``.
+
+    feats: (T, P, d_in) or (1, T, P, d_in). ``threshold`` is the one applied (relative: sum(delta) / k).
+    Returns None for a compressor without a TAA.
+    """
+    taa = getattr(compressor, "taa", None)
+    if taa is None:
+        return None
+    x = feats if feats.dim() == 4 else feats.unsqueeze(0)
+    p = next(compressor.parameters())
+    out = compressor(x[:1].to(p.device, p.dtype))
+    t = taa.cfg
+    delta = out.aux["delta"][0].double()
+    thr: float | None = None
+    if t.sampling == "delta":
+        thr = float(delta.sum() / budget_count(delta.numel(), t.keep_ratio)) if t.relative else t.threshold
+    return {"video": video, "sampling": t.sampling, "threshold": thr,
+            "step_frames": out.aux["step_frames"][0].tolist(), "delta": [round(float(d), 6) for d in delta],
+            "kept": out.aux["kept"][0].tolist(), "n_selected": int(out.aux["n_selected"][0])}

@@ -138,7 +138,7 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
 
     from harness.sweep.plan import mark_status
 
-    mark_status(plan, store)
+    mark_status(plan, store, retry_failed)
     res.counts = {}
     for r in plan.runs:
         res.counts[r.status] = res.counts.get(r.status, 0) + 1

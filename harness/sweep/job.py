@@ -105,6 +105,11 @@ def set_threads(n: int) -> None:
 
 def _job_info(executor: str) -> dict[str, Any]:
     info: dict[str, Any] = {"executor": executor, "host": socket.gethostname(), "pid": os.getpid()}
+    from harness.sweep.plan import proc_stat
+
+    stat = proc_stat(os.getpid())
+    if stat is not None:
+        info["pid_start"] = stat[1]  # tells this process from a later one with the same pid
     try:
         env = submitit.JobEnvironment()
         info["job_id"] = env.job_id

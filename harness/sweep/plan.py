@@ -204,6 +204,10 @@ def job_alive(job: dict[str, Any] | None) -> bool:
     pid = job.get("pid")
     if job.get("host") != socket.gethostname() or not isinstance(pid, int):
         return False
+    stat = proc_stat(pid)
+    if stat is not None:  # Linux: a zombie is dead; another process with a reused pid started later
+        state, start = stat
+        return state not in ("Z", "X") and (job.get("pid_start") in (None, start))
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -211,6 +215,16 @@ def job_alive(job: dict[str, Any] | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """``(state, start time in clock ticks)`` of a Linux process from /proc, or None if unavailable."""
+    try:
+        text = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None if not os.path.isdir("/proc/self") else ("X", -1)
+    fields = text[text.rindex(")") + 2:].split()
+    return fields[0], int(fields[19])
 
 
 # --------------------------------------------------------------------------------------------- planning

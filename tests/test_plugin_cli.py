@@ -1,0 +1,106 @@
+"""The lmms-eval plugin: entry-point registration, the real ``lmms-eval`` CLI on a trained tiny
+checkpoint, and equality of the lmms-eval and native scorers on the same items."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.config import RunConfig, build
+from harness.data.synthetic import SuiteSpec, make_suite
+
+FAMS = ["needle_what", "needle_when", "count", "location"]  # mia_long = the first three
+
+
+def test_entry_point_registers_mambamia():
+    from importlib.metadata import entry_points
+
+    eps = [ep for ep in entry_points().select(group="lmms_eval.models") if ep.name == "mambamia"]
+    assert eps and eps[0].value == "harness.lmms_plugin:manifest"
+    from lmms_eval.models import get_model
+
+    from harness.lmms_plugin import MambaMiaLMM
+
+    assert get_model("mambamia") is MambaMiaLMM
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[RunConfig, Path]:
+    from harness.train import train_run
+
+    root = tmp_path_factory.mktemp("plugin")
+    make_suite(root / "suite", SuiteSpec(n_train=48, n_val=0, n_test=32, families=FAMS, frames_long=16,
+                                         frames_dense=16), workers=1, progress=False)
+    cfg = build(RunConfig, {
+        "data": {"suite": str(root / "suite"), "cache_dir": str(root / "cache"), "n_frames": 4},
+        "model": {"compressor": {"block": "conv", "spatial": {"period": 16, "n_layers": 1}}},
+        "train": {"steps": 8, "batch_size": 4, "warmup_steps": 2, "lr": 3e-3},
+        "eval": {"tasks": ["mia_long", "mia_location"], "batch_size": 4},
+    })
+    train_run(cfg, root / "run", progress=False)
+    return cfg, root / "run"
+
+
+@pytest.mark.slow
+def test_real_cli_matches_native(trained):
+    from harness.evaluate import evaluate_run, find_results_json, lmms_eval_command
+
+    cfg, run_dir = trained
+    native = evaluate_run(cfg, run_dir, progress=False)
+    cli_cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, backend="lmms_eval",
+                                                                lmms_eval_launch="cli"))
+    cmd = lmms_eval_command(run_dir, cli_cfg, run_dir / "eval" / "lmms_eval")
+    assert cmd[1:5] == ["--model", "mambamia", "--model_args", f"checkpoint={run_dir},mode=loglik"]
+    lm = evaluate_run(cli_cfg, run_dir, progress=False)  # runs the real `lmms-eval` command
+    raw = json.loads(find_results_json(run_dir / "eval" / "lmms_eval").read_text())
+    assert {"mia_long", "mia_needle_what", "mia_needle_when", "mia_count", "mia_location"} <= set(raw["results"])
+    assert raw["n-samples"]["mia_count"]["effective"] == 8
+    assert 0.0 <= raw["results"]["mia_long"]["acc,none"] <= 1.0
+    nat = {m["task"]: (m["value"], m["n"]) for m in native["metrics"]}
+    via = {m["task"]: (m["value"], m["n"]) for m in lm["metrics"]}
+    assert set(nat) == set(via) == {"mia_needle_what", "mia_needle_when", "mia_count", "mia_location",
+                                    "mia_long", "mia_dense", "mia_all"}
+    for task in nat:
+        assert nat[task][1] == via[task][1], task
+        assert nat[task][0] == pytest.approx(via[task][0], abs=1e-9), task
+    # the plugin read the videos through the project's cache and reported the token path
+    assert lm["tokens"] == native["tokens"] == {"visual_in": 4 * 64, "llm_visual": 4 * 4}
+    assert lm["extra"]["n_failed"] == 0
+
+
+def test_plugin_scores_and_generates_in_process(trained):
+    """The plugin's request handling (batched loglikelihood + generate_until) on real task docs."""
+    from lmms_eval.api.instance import Instance
+
+    from harness.data.synthetic import format_prompt, load_items
+    from harness.lmms_plugin import MambaMiaLMM
+
+    cfg, run_dir = trained
+    lm = MambaMiaLMM(checkpoint=str(run_dir), batch_size=3)
+    docs = load_items(cfg.data.suite, "test", ["count"])[:3]
+    lm.task_dict = {"mia_count": {"test": docs}}
+
+    def to_visual(doc):
+        return [doc["video"]]
+
+    reqs = [Instance("loglikelihood", (format_prompt(d), f" {L}", to_visual, i, "mia_count", "test"), idx=k)
+            for i, d in enumerate(docs) for k, L in enumerate("ABCD")]
+    out = lm.loglikelihood(reqs)
+    assert len(out) == 12 and all(loss > 0 for loss, _ in out)
+    # the plugin's losses are the native scorer's negative log-likelihoods
+    from harness.evaluate import score_native
+    from harness.train import load_examples
+
+    ex = {e.id: e for e in load_examples(cfg, "test", progress=False)[0]}
+    vis = lm.model.encode_videos([ex[d["id"]].feats for d in docs])
+    lp = lm.model.option_logprobs(vis, [format_prompt(d) for d in docs])
+    assert [round(-x, 4) for x in lp.flatten().tolist()] == [round(loss, 4) for loss, _ in out]
+    gen = [Instance("generate_until", (format_prompt(d), {"max_new_tokens": 2, "until": ["\n"]}, to_visual, i,
+                                       "mia_count", "test"), idx=0) for i, d in enumerate(docs)]
+    texts = lm.generate_until(gen)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    preds = score_native(lm.model, [ex[d["id"]] for d in docs], mode="generate", progress=False)
+    assert len(preds) == 3

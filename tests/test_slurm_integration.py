@@ -1,0 +1,305 @@
+"""The sweep against a real Slurm scheduler (the single-node cluster of slurm/local/ in CI).
+
+Every test drives the real CLI (``python -m harness.sweep ... --executor slurm --profile localcluster``)
+as a subprocess, the way a user does, on a tiny synthetic suite and a few training steps:
+
+* the block-type study runs as one Slurm job array and gives the same run ids and the same metrics
+  as the local executor;
+* a failing run is recorded as ``failed`` with its Slurm log path, and the other runs finish;
+* ``scontrol requeue`` of a running training job (what preemption does) resumes it from its checkpoint,
+  and the store ends with one completed run, not two;
+* Ctrl-C (SIGINT) on the driver cancels its Slurm jobs, and the same command afterwards resumes them.
+
+The ``slurm_cluster`` fixture (tests/conftest.py) skips these tests where no cluster answers, and fails
+them under CI=true. The profile tests at the bottom need no cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness.config import ComputeProfile, build
+from harness.store import ResultsStore
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "ablations" / "block_type.yaml"
+
+# A few optimizer steps on 4 frames: each run is a few seconds of CPU (most of it Python start-up).
+TINY = ["seeds=[0]", "suites=[mia_long]", "data.n_frames=4", "train.steps=3", "train.batch_size=2",
+        "train.warmup_steps=1", "train.log_every=1", "train.checkpoint_every=1", "eval.batch_size=8"]
+
+
+# --------------------------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def tiny_suite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A 16/4/8-item synthetic suite (two long families, 16 frames of 32 px) and its feature cache dir,
+    shared by the module's sweeps (the first sweep's data job fills the cache)."""
+    root = tmp_path_factory.mktemp("slurm_data")
+    suite = root / "suite"
+    subprocess.run([sys.executable, "-m", "harness.data", "make-synthetic", "--out", str(suite), "--n-train", "16",
+                    "--n-val", "4", "--n-test", "8", "--frames", "16", "--size", "32", "--families",
+                    "needle_what", "count", "--workers", "1", "--quiet"], check=True, capture_output=True,
+                   timeout=180)
+    return {"data.suite": str(suite), "data.cache_dir": str(root / "cache")}
+
+
+def sweep_cmd(results: Path, overrides: list[str], executor: str = "slurm") -> list[str]:
+    cmd = [sys.executable, "-m", "harness.sweep", str(SPEC), "--results", str(results), "--no-report",
+           "--no-progress", "--poll", "1", "--executor", executor]
+    if executor == "slurm":
+        cmd += ["--profile", "localcluster"]
+    for o in overrides:
+        cmd += ["--set", o]
+    return cmd
+
+
+def run_sweep(results: Path, overrides: list[str], executor: str = "slurm", timeout: float = 300,
+              ) -> subprocess.CompletedProcess[str]:
+    """Run the sweep CLI to the end in ``results.parent`` (Slurm's working dir for the jobs)."""
+    return subprocess.run(sweep_cmd(results, overrides, executor), cwd=results.parent, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start_sweep(results: Path, overrides: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start the sweep CLI in the background, its output to ``log``."""
+    fh = open(log, "wb")  # noqa: SIM115 - the child owns it; closed when the test's process ends
+    return subprocess.Popen(sweep_cmd(results, overrides), cwd=results.parent, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def outcome(res: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {res.returncode}\n--- stdout\n{res.stdout[-4000:]}\n--- stderr\n{res.stderr[-4000:]}"
+
+
+def wait_until(cond: Any, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None,
+               log: Path | None = None) -> Any:
+    """Poll ``cond()`` every 0.5 s until it returns something truthy; fail with ``what`` on timeout or if
+    ``proc`` exits first."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = cond()
+        if got:
+            return got
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the sweep exited ({proc.returncode}) before {what}:\n"
+                        f"{log.read_text()[-4000:] if log else ''}")
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{log.read_text()[-4000:] if log else ''}")
+
+
+def records(results: Path) -> dict[str, dict[str, Any]]:
+    store = ResultsStore(results / "store")
+    return {rid: store.read_run(rid) for rid in store.run_ids()}
+
+
+def squeue(job: str) -> list[str]:
+    """States of the jobs (or array tasks) of ``job`` still known to slurmctld's queue."""
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    return out.stdout.split() if out.returncode == 0 else []
+
+
+def sacct_states(job: str) -> list[str]:
+    """Every state sacct recorded for ``job`` (``-D``: requeued attempts too), in order."""
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-j", job, "-o", "State"], capture_output=True,
+                         text=True, timeout=30)
+    return [s.split()[0] for s in out.stdout.split("\n") if s.strip()]
+
+
+def comparable(rec: dict[str, Any]) -> dict[str, Any]:
+    """What must not depend on the executor: status, seed, config, token counts, metrics."""
+    metrics = sorted((m["task"], m["metric"], round(float(m["value"]), 6), m.get("n")) for m in rec["metrics"])
+    return {"status": rec["status"], "seed": rec["seed"], "config": rec["config"], "tokens": rec["tokens"],
+            "metrics": metrics, "label": rec.get("label")}
+
+
+# ------------------------------------------------------------------------------------------ the tests
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_block_type_slurm_array_matches_local(slurm_cluster, tiny_suite, tmp_path):
+    over = TINY + [f"{k}={v}" for k, v in tiny_suite.items()]
+    res = run_sweep(tmp_path / "slurm", over)
+    assert res.returncode == 0, outcome(res)
+    loc = run_sweep(tmp_path / "local", over, executor="local")
+    assert loc.returncode == 0, outcome(loc)
+
+    local, on_slurm = records(tmp_path / "local"), records(tmp_path / "slurm")
+    assert len(local) == 4, f"block_type has 4 blocks x 1 seed; the local store has {sorted(local)}"
+    assert sorted(on_slurm) == sorted(local), "the two executors planned different run ids"
+    for rid, rec in on_slurm.items():
+        assert rec["status"] == "done", f"{rid}: {rec.get('reason')}"
+        assert comparable(rec) == comparable(local[rid]), f"run {rid} differs between slurm and local"
+        assert rec["metrics"] and all(math.isfinite(m["value"]) for m in rec["metrics"])
+        assert (rec["job"]["executor"], local[rid]["job"]["executor"]) == ("slurm", "local")
+        assert Path(rec["job"]["log_out"]).is_file(), rec["job"]
+    # one job array: every run is a task <array id>_<index> of the same submission
+    tasks = sorted(rec["job"]["job_id"] for rec in on_slurm.values())
+    assert all(re.fullmatch(r"\d+_\d+", t) for t in tasks), f"not array tasks: {tasks}"
+    arrays = {t.split("_")[0] for t in tasks}
+    assert len(arrays) == 1, f"the runs were not one job array: {tasks}"
+    assert sorted(int(t.split("_")[1]) for t in tasks) == [0, 1, 2, 3]
+    if slurm_cluster.accounting:  # the scheduler's own account of the array
+        array = arrays.pop()
+        wait_until(lambda: sacct_states(array).count("COMPLETED") == 4, 60, f"sacct: array {array} COMPLETED")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_failed_job_is_recorded_with_its_slurm_log_and_the_sweep_goes_on(slurm_cluster, tiny_suite, tmp_path):
+    # lr=nan passes validation (it is a float) but the loss turns NaN at the second step: a real
+    # failure inside a running Slurm job, next to a healthy run in the same array
+    over = TINY + [f"{k}={v}" for k, v in tiny_suite.items()] + [
+        "grid.model.compressor.block=[bi_ssm]", "grid.train.lr=[0.001,.nan]"]
+    res = run_sweep(tmp_path / "res", over)
+    assert res.returncode == 1, "a failed run must make the sweep exit 1\n" + outcome(res)
+
+    recs = records(tmp_path / "res")
+    by_lr = {rec["config"]["train"]["lr"]: rec for rec in recs.values()}
+    assert set(map(str, by_lr)) == {"0.001", "nan"}, sorted(by_lr)
+    good = by_lr[0.001]
+    bad = next(rec for lr, rec in by_lr.items() if math.isnan(lr))
+    assert good["status"] == "done" and good["metrics"], "the healthy run must finish despite its neighbour"
+    assert bad["status"] == "failed"
+    assert "nan" in bad["reason"].lower(), bad["reason"]
+    # the record names the Slurm log of the array task that ran it
+    log = Path(bad["log_path"])
+    assert log.is_file(), f"log_path {log} does not exist"
+    assert re.fullmatch(r"\d+_\d+", bad["job"]["job_id"]), bad["job"]
+    assert bad["job"]["job_id"] in log.name, f"{log} is not the log of Slurm job {bad['job']['job_id']}"
+    logs = log.read_text() + Path(bad["job"]["log_out"]).read_text()
+    assert bad["run_id"] in logs and "Traceback" in logs, logs[-3000:]
+    assert bad["run_id"] in res.stdout + res.stderr, "the driver must name the failed run"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tiny_suite, tmp_path):
+    steps = 20
+    over = TINY + [f"{k}={v}" for k, v in tiny_suite.items()] + [
+        "grid.model.compressor.block=[bi_ssm]", f"train.steps={steps}"]
+    results, log = tmp_path / "res", tmp_path / "sweep.log"
+    proc = start_sweep(results, over, log)
+    try:
+        def running_with_checkpoint() -> dict[str, Any] | None:
+            for rid, rec in records(results).items():
+                metrics = results / "runs" / rid / "metrics.jsonl"
+                if (rec["status"] == "running" and (results / "runs" / rid / "checkpoint.pt").is_file()
+                        and metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+                    return rec
+            return None
+
+        rec = wait_until(running_with_checkpoint, 240, "a checkpoint of the running job", proc, log)
+        job_id = rec["job"]["job_id"]
+        # what a preemption does: the scheduler kills the job and puts it back in the queue
+        req = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=30)
+        assert req.returncode == 0, f"scontrol requeue {job_id}: {req.stderr}"
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+    assert rc == 0, log.read_text()[-4000:]
+
+    recs = records(results)
+    assert len(recs) == 1, f"one run, one record: {sorted(recs)}"
+    (final,) = recs.values()
+    assert final["status"] == "done", final.get("reason")
+    assert final["job"]["attempt"] == 2, f"expected the job to start twice: {final['job']}"
+    resumed = final["extra"].get("train_resumed_from")
+    assert resumed is not None and 1 <= resumed < steps, f"did not resume from a checkpoint: {final['extra']}"
+    logged = [json.loads(ln)["step"] for ln in (results / "runs" / final["run_id"] / "metrics.jsonl")
+              .read_text().splitlines() if ln.strip()]
+    assert logged == list(range(1, steps + 1)), f"steps repeated or lost across the requeue: {logged}"
+    if slurm_cluster.accounting:
+        # the driver sees the result before slurmctld has finished the job: give sacct a moment
+        wait_until(lambda: sacct_states(job_id)[-1:] == ["COMPLETED"], 60, f"sacct to show {job_id} COMPLETED")
+        states = sacct_states(job_id)
+        assert states[:-1] and set(states[:-1]) == {"REQUEUED"}, f"sacct states of {job_id}: {states}"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_jobs_and_the_rerun_resumes(slurm_cluster, tiny_suite, tmp_path):
+    steps = 20
+    over = TINY + [f"{k}={v}" for k, v in tiny_suite.items()] + [
+        "grid.model.compressor.block=[bi_ssm,uni_ssm]", f"train.steps={steps}"]
+    results, log = tmp_path / "res", tmp_path / "sweep.log"
+    proc = start_sweep(results, over, log)
+    try:
+        def checkpointed_job() -> str | None:
+            for rid, rec in records(results).items():
+                if rec["status"] == "running" and (results / "runs" / rid / "checkpoint.pt").is_file():
+                    return rec["job"]["job_id"]
+            return None
+
+        job_id = wait_until(checkpointed_job, 240, "a running job with a checkpoint", proc, log)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C on the driver
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert rc == 130, f"an interrupted sweep exits 130, got {rc}:\n{log.read_text()[-3000:]}"
+    array = job_id.split("_")[0]
+    # the driver cancelled its array: nothing of it stays in the queue once the kill is through
+    # (tasks show COMPLETING for up to KillWait seconds; a rerun before that sees them as still running)
+    wait_until(lambda: not squeue(array), 60, f"Slurm array {array} to leave the queue")
+    if slurm_cluster.accounting:
+        states = wait_until(lambda: [s for s in sacct_states(array) if s == "CANCELLED"], 30,
+                            f"sacct to record the cancelled tasks of {array}")
+        assert states
+    interrupted = {rid: rec for rid, rec in records(results).items() if rec["status"] != "done"}
+    assert interrupted, "the interrupt came after every run had finished: nothing left to resume"
+
+    res = run_sweep(results, over)  # the same command again
+    assert res.returncode == 0, outcome(res)
+    recs = records(results)
+    assert len(recs) == 2 and all(r["status"] == "done" for r in recs.values()), \
+        {rid: (r["status"], r.get("reason")) for rid, r in recs.items()}
+    resumed = {rid: recs[rid]["extra"].get("train_resumed_from") for rid in interrupted}
+    assert any(v and v >= 1 for v in resumed.values()), f"no interrupted run resumed from its checkpoint: {resumed}"
+    for rid in interrupted:
+        assert recs[rid]["job"]["job_id"].split("_")[0] != array, "the rerun must submit new jobs"
+
+
+# --------------------------------------------------------------------------- profiles (no cluster needed)
+PROFILES = sorted(p.name for p in (REPO / "slurm").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", PROFILES + ["mycluster.yaml.example"])
+def test_profile_files_build_strictly(name):
+    doc = yaml.safe_load((REPO / "slurm" / name).read_text())
+    prof = build(ComputeProfile, doc)
+    assert set(doc) <= {f for f in ComputeProfile.__dataclass_fields__}, name
+    if prof.executor == "slurm":
+        assert prof.partition, f"{name}: a Slurm profile names its partition"
+        assert prof.time_min >= 1 and prof.mem_gb > 0 and prof.array_parallelism >= 1
+
+
+def test_required_profiles_exist_and_describe_their_targets():
+    names = {p.removesuffix(".yaml") for p in PROFILES}
+    assert {"local", "debug", "localcluster", "paper"} <= names
+    load = {n: build(ComputeProfile, yaml.safe_load((REPO / "slurm" / f"{n}.yaml").read_text())) for n in names}
+    assert load["localcluster"].executor == "slurm" and load["localcluster"].gpus_per_task == 0
+    # the local cluster's node has nproc CPUs: its jobs must fit on a 2-core CI machine
+    assert load["localcluster"].cpus_per_task * load["localcluster"].array_parallelism <= 2
+    assert load["paper"].gpus_per_task == 8, "paper: one whole 8-GPU node per run"
+    assert (load["local"].executor, load["debug"].executor) == ("local", "debug")
+
+
+def test_local_cluster_scripts_are_valid_bash():
+    for script in sorted((REPO / "slurm" / "local").glob("*.sh")):
+        res = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert res.returncode == 0, f"{script}: {res.stderr}"
+    for script in ("install.sh", "start.sh", "stop.sh", "status.sh", "wait-idle.sh", "ci-wrap.sh"):
+        assert os.access(REPO / "slurm" / "local" / script, os.X_OK), f"slurm/local/{script} is not executable"
