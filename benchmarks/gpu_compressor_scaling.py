@@ -10,8 +10,9 @@ Variants (``--variants``):
     bi_ssm_cuda          bidirectional Mamba-1 block on mamba-ssm's CUDA selective scan (the paper's block)
     transformer          pre-norm self-attention (SDPA: flash attention in bf16) + MLP, 16 heads
     bi_ssm_torch         the bidirectional block on the project's pure-PyTorch scan (as it is now)
-    bi_ssm_torch_before  the same with the pure-PyTorch scan as it was before the GPU work (frozen copy
-                         below), to show before/after in one run
+    bi_ssm_torch_before  the same with the pure-PyTorch scan and Mamba.forward as they were before the GPU
+                         work (frozen copies below), to show before/after in one run
+    bi_ssm_cuda_before   bi_ssm_cuda with Mamba.forward as it was before (in_proj then a strided transpose)
     identity             no mixing (in_proj + query insertion + pooling + out_proj only): the floor
     *_compiled           any of the above through torch.compile (compile time reported separately)
 
@@ -44,6 +45,7 @@ from common import machine, print_table, write_json  # noqa: E402
 from gpu_common import bf16_pooling_guard  # noqa: E402
 
 from harness.model.compressor import build_compressor  # noqa: E402
+from harness.model.mamba import Mamba  # noqa: E402
 from harness.model.ssm import scan_torch  # noqa: E402
 
 D, PATCHES, PERIOD = 1152, 729, 27
@@ -52,6 +54,7 @@ BASE_VARIANTS = {
     "transformer": ("transformer", "auto"),
     "bi_ssm_torch": ("bi_ssm", "torch"),
     "bi_ssm_torch_before": ("bi_ssm", "torch"),
+    "bi_ssm_cuda_before": ("bi_ssm", "cuda"),
     "identity": ("identity", "auto"),
 }
 
@@ -96,21 +99,34 @@ def make_compressor(variant: str, n_layers: int) -> torch.nn.Module:
     return comp
 
 
-class _ScanSwap:
-    """Context: run the pure-PyTorch scan with its pre-GPU-work implementation (``bi_ssm_torch_before``)."""
+class _Before:
+    """Context: run a ``*_before`` variant with the code as it was before the GPU work of issue 8: the
+    pure-PyTorch scan (``BaselineSelectiveScan``) and ``Mamba.forward`` (``baseline_mamba_forward``)."""
 
-    def __init__(self, active: bool):
-        self.active = active
+    def __init__(self, variant: str):
+        self.active = "_before" in variant
 
     def __enter__(self):
         if self.active:
-            self.saved = scan_torch._SelectiveScan
+            self.saved = scan_torch._SelectiveScan, Mamba.forward
             scan_torch._SelectiveScan = BaselineSelectiveScan
+            Mamba.forward = baseline_mamba_forward
         return self
 
     def __exit__(self, *exc):
         if self.active:
-            scan_torch._SelectiveScan = self.saved
+            scan_torch._SelectiveScan, Mamba.forward = self.saved
+
+
+def baseline_mamba_forward(self: Mamba, x: torch.Tensor) -> torch.Tensor:
+    """Frozen copy of harness.model.mamba.Mamba.forward as of the start of issue 8."""
+    xz = self.in_proj(x).transpose(1, 2)  # (B, 2Di, L), strided along L
+    xs, z = xz.chunk(2, dim=1)
+    y = self.fwd(xs, z)
+    if self.bwd is not None:
+        y_b = self.bwd(xs.flip(-1), z.flip(-1)).flip(-1)
+        y = (y + y_b) * 0.5
+    return self.out_proj(y.transpose(1, 2))
 
 
 def bench_one(variant: str, T: int, n_layers: int, repeat: int) -> dict[str, Any]:
@@ -133,7 +149,7 @@ def bench_one(variant: str, T: int, n_layers: int, repeat: int) -> dict[str, Any
             loss = model(feats).tokens.float().square().mean()
         loss.backward()
 
-    with _ScanSwap(variant.startswith("bi_ssm_torch_before")):
+    with _Before(variant):
         try:
             if variant.endswith("_compiled"):
                 t0 = time.perf_counter()
@@ -165,7 +181,7 @@ def profile_top(variant: str, T: int, n_layers: int, top: int = 15) -> list[dict
         with torch.autocast("cuda", dtype=torch.bfloat16):
             comp(feats).tokens.float().square().mean().backward()
 
-    with _ScanSwap(variant.startswith("bi_ssm_torch_before")):
+    with _Before(variant):
         step()
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -315,7 +331,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     ap.add_argument("--variants", nargs="+",
-                    default=["bi_ssm_cuda", "transformer", "identity", "bi_ssm_torch", "bi_ssm_torch_before"])
+                    default=["bi_ssm_cuda", "bi_ssm_cuda_before", "transformer", "identity", "bi_ssm_torch",
+                             "bi_ssm_torch_before", "bi_ssm_cuda_compiled"])
+    ap.add_argument("--compile-frames", type=int, nargs="+", default=[128],
+                    help="frame counts at which *_compiled variants run (each shape compiles anew)")
     ap.add_argument("--n-layers", type=int, default=1, help="mixing layers in the spatial stage")
     ap.add_argument("--repeat", type=int, default=5, help="timed repeats (median)")
     ap.add_argument("--budget-s", type=float, default=8.0,
@@ -337,6 +356,8 @@ def main() -> None:
     for v in args.variants:
         last = 0.0
         for T in sorted(args.frames):
+            if v.endswith("_compiled") and T not in args.compile_frames:
+                continue
             if last * 2.2 > args.budget_s:
                 rows.append({"variant": v, "frames": T, "skipped": f"previous size took {last:.1f} s"})
                 continue

@@ -7,7 +7,7 @@ and on ``cpu`` for ``--cpu-steps`` steps (all cores). Throughput is the median `
 logged windows after the first (steady state: the first window holds the warm-up), read from each run's
 metrics.jsonl; the summary also keeps the first and last logged loss.
 
-    python benchmarks/gpu_train_smoke.py                     # 300 GPU steps, 40 CPU steps
+    python benchmarks/gpu_train_smoke.py                     # 300 GPU steps, up to 40 CPU steps (240 s)
     python benchmarks/gpu_train_smoke.py --steps 100 --cpu-steps 20 --work /tmp/smoke
 
 Writes results/benchmarks/gpu_train_smoke.json.
@@ -31,18 +31,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table, write_json  # noqa: E402
 
 
-def run(cmd: list[str], log: Path) -> float:
-    """Run ``cmd`` from the repository root, output to ``log``; returns wall seconds; raises on failure."""
+def run(cmd: list[str], log: Path, timeout: float | None = None) -> float:
+    """Run ``cmd`` from the repository root, output to ``log``; returns wall seconds; raises on failure
+    (``subprocess.TimeoutExpired`` after ``timeout`` seconds, the child killed)."""
     t = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
+                              timeout=timeout)
     if proc.returncode:
         tail = log.read_text()[-3000:]
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); end of {log}:\n{tail}")
     return time.perf_counter() - t
 
 
-def train(device: str, steps: int, suite: Path, work: Path, threads: int) -> dict[str, Any]:
+def train(device: str, steps: int, suite: Path, work: Path, threads: int, timeout: float | None = None,
+          log_every: int = 10) -> dict[str, Any]:
+    """One tiny-preset run; with ``timeout`` a run still going is stopped and measured from the windows it
+    logged (``stopped_early`` says so)."""
     run_dir = work / f"run_{device}"
     if run_dir.exists():  # never resume: each smoke run starts from step 0
         import shutil
@@ -50,17 +55,26 @@ def train(device: str, steps: int, suite: Path, work: Path, threads: int) -> dic
         shutil.rmtree(run_dir)
     cmd = [sys.executable, str(Path(__file__).resolve().parent / "gpu_common.py"), "train", "tiny",
            f"data.suite={suite}", f"data.cache_dir={work / 'cache'}",
-           f"train.steps={steps}", "train.log_every=10", f"train.checkpoint_every={steps}", "--device", device,
+           f"train.steps={steps}", f"train.log_every={log_every}", f"train.checkpoint_every={steps}",
+           "--device", device,
            "--run-dir", str(run_dir), "--no-progress"]
     if threads:
         cmd += ["--threads", str(threads)]
-    wall = run(cmd, work / f"train_{device}.log")
-    summary = json.loads((run_dir / "train_summary.json").read_text())
-    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    stopped = False
+    try:
+        wall = run(cmd, work / f"train_{device}.log", timeout)
+    except subprocess.TimeoutExpired:
+        wall, stopped = float(timeout or 0), True
+    mpath = run_dir / "metrics.jsonl"
+    recs = [json.loads(x) for x in mpath.read_text().splitlines() if x.strip()] if mpath.is_file() else []
+    if not recs:
+        raise RuntimeError(f"{device} run logged no step within {wall:.0f} s; see {work / f'train_{device}.log'}")
+    summary = {} if stopped else json.loads((run_dir / "train_summary.json").read_text())
     steady = [r["items_per_s"] for r in recs[1:]] or [r["items_per_s"] for r in recs]
-    return {"device": device, "steps": steps, "wall_s": wall, "train_time_s": summary["train_time_s"],
-            "items_per_s_steady": statistics.median(steady), "items_per_s_overall": summary["items_per_s"],
-            "first_loss": recs[0].get("loss") if recs else None, "final_loss": summary["final_loss"],
+    return {"device": device, "steps": recs[-1]["step"] if stopped else steps, "stopped_early": stopped,
+            "wall_s": wall, "train_time_s": summary.get("train_time_s"),
+            "items_per_s_steady": statistics.median(steady), "items_per_s_overall": summary.get("items_per_s"),
+            "first_loss": recs[0].get("loss"), "final_loss": summary.get("final_loss", recs[-1].get("loss")),
             "visual_tokens_per_item": summary.get("visual_tokens_per_item"), "params": summary.get("params"),
             "metrics": recs}
 
@@ -71,6 +85,8 @@ def main() -> None:
     ap.add_argument("--cpu-steps", type=int, default=40, help="CPU optimizer steps (0: skip the CPU run)")
     ap.add_argument("--suite", default="", help="an existing synthetic suite (default: generate one in --work)")
     ap.add_argument("--work", default="/tmp/gpu_train_smoke", help="scratch folder (suite, cache, runs, logs)")
+    ap.add_argument("--cpu-timeout", type=float, default=240.0,
+                    help="stop the CPU run after this many seconds and measure the windows it logged")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for the CPU run (default: all cores)")
     ap.add_argument("--out", default="results/benchmarks", help="folder for the JSON")
     args = ap.parse_args()
@@ -86,13 +102,17 @@ def main() -> None:
     rows = [train("cuda", args.steps, suite, work, 0)]
     print(f"  cuda: {rows[-1]['items_per_s_steady']:.1f} items/s", flush=True)
     if args.cpu_steps:
-        rows.append(train("cpu", args.cpu_steps, suite, work, args.threads or (os.cpu_count() or 1)))
+        rows.append(train("cpu", args.cpu_steps, suite, work, args.threads or (os.cpu_count() or 1),
+                          timeout=args.cpu_timeout, log_every=5))
         print(f"  cpu: {rows[-1]['items_per_s_steady']:.1f} items/s", flush=True)
     speedup = rows[0]["items_per_s_steady"] / rows[1]["items_per_s_steady"] if len(rows) > 1 else None
     print("\n## Tiny preset training: GPU (bf16 autocast) vs CPU")
     print_table(rows, ["device", "steps", "items_per_s_steady", "train_time_s", "first_loss", "final_loss"])
     print(f"GPU / CPU throughput: {speedup}")
-    write_json("gpu_train_smoke", {"machine": machine(), "suite_generation_s": gen_s, "runs": rows,
+    from harness.model.ssm import have_cuda_kernels
+
+    write_json("gpu_train_smoke", {"machine": machine(), "mamba_ssm_cuda_kernels": have_cuda_kernels(),
+                                   "bf16_autocast_on_gpu": True, "suite_generation_s": gen_s, "runs": rows,
                                    "gpu_over_cpu_items_per_s": speedup}, Path(args.out))
 
 

@@ -52,6 +52,15 @@ def _run(cmd: list[str], timeout: float = 20) -> subprocess.CompletedProcess[str
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+def _pid_alive(pidfile: Path) -> bool:
+    """Whether ``pidfile`` names a live process (as slurm/local/common.sh's pid_alive, without the name)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    return Path(f"/proc/{pid}").is_dir()
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster() -> SlurmCluster:
     """A reachable Slurm cluster with an idle or partly busy node in its default partition (see above)."""
@@ -61,7 +70,13 @@ def slurm_cluster() -> SlurmCluster:
     if not conf and (LOCAL_SLURM_DIR / "etc" / "slurm.conf").is_file():
         conf = str(LOCAL_SLURM_DIR / "etc" / "slurm.conf")
     if conf:
+        if not Path(conf).is_file():
+            _slurm_unavailable(f"SLURM_CONF={conf} does not exist")
         os.environ["SLURM_CONF"] = conf  # for the rest of the session: the sweep and its jobs inherit it
+        # the local cluster's config without its slurmctld: say so now rather than after sinfo's retries
+        pidfile = Path(conf).parent.parent / "run" / "slurmctld.pid"
+        if (Path(conf).parent.parent / "run").is_dir() and not _pid_alive(pidfile):
+            _slurm_unavailable(f"the local cluster of {conf} is not running (slurm/local/status.sh)")
     try:
         # %P partition (default marked '*'), %a availability, %T node state, %N nodes
         res = _run(["sinfo", "-h", "-o", "%P %a %T %N"])

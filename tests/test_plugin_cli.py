@@ -86,7 +86,11 @@ def test_plugin_scores_and_generates_in_process(trained):
     def to_visual(doc):
         return [doc["video"]]
 
-    reqs = [Instance("loglikelihood", (format_prompt(d), f" {L}", to_visual, i, "mia_count", "test"), idx=k)
+    def meta(i):
+        return {"task": "mia_count", "doc_id": i, "repeats": 1}
+
+    reqs = [Instance("loglikelihood", (format_prompt(d), f" {L}", to_visual, i, "mia_count", "test"), idx=k,
+                     metadata=meta(i))
             for i, d in enumerate(docs) for k, L in enumerate("ABCD")]
     out = lm.loglikelihood(reqs)
     assert len(out) == 12 and all(loss > 0 for loss, _ in out)
@@ -99,7 +103,7 @@ def test_plugin_scores_and_generates_in_process(trained):
     lp = lm.model.option_logprobs(vis, [format_prompt(d) for d in docs])
     assert [round(-x, 4) for x in lp.flatten().tolist()] == [round(loss, 4) for loss, _ in out]
     gen = [Instance("generate_until", (format_prompt(d), {"max_new_tokens": 2, "until": ["\n"]}, to_visual, i,
-                                       "mia_count", "test"), idx=0) for i, d in enumerate(docs)]
+                                       "mia_count", "test"), idx=0, metadata=meta(i)) for i, d in enumerate(docs)]
     texts = lm.generate_until(gen)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
     preds = score_native(lm.model, [ex[d["id"]] for d in docs], mode="generate", progress=False)

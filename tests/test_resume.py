@@ -46,7 +46,7 @@ seeds: [0, 1]
 
     # 1. start the sweep in its own process group; kill everything once one run is done and another
     #    has written a checkpoint
-    log = open(tmp_path / "first.log", "w")
+    log = (tmp_path / "first.log").open("w")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 240
     try:

@@ -183,3 +183,17 @@ grid:
                            "model.compressor.temporal.period": "temporal.period",
                            "model.compressor.block": "block"}
     assert [a.label for a in spec.axes] == ["spatial.period", "temporal.period", "block"]
+
+
+def test_mapping_valued_axis_merges_into_the_base(tmp_path: Path) -> None:
+    p = write(tmp_path, """
+study: m
+base: {model: {compressor: {pooling: max, spatial: {period: 8, n_layers: 2}}}}
+grid:
+  model.compressor: [{block: conv}, {block: identity, pooling: mean}]
+""")
+    runs = plan_study(load_spec(p)).runs
+    comp = [r.config["model"]["compressor"] for r in runs]
+    assert [(c["block"], c["pooling"], c["spatial"]["period"]) for c in comp] == [("conv", "max", 8),
+                                                                                   ("identity", "mean", 8)]
+    assert runs[1].label == 'compressor={"block":"identity","pooling":"mean"}'

@@ -13,6 +13,7 @@ done) -> study index in the store -> :mod:`~harness.sweep.prepare` (suite + feat
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 from collections.abc import Callable, Sequence
@@ -47,10 +48,8 @@ def write_index(store: ResultsStore, plan: Any) -> None:
     """Write ``studies/<study>.json`` (keeps ``created`` of an earlier index so reports stay identical)."""
     spec = plan.spec
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    try:
+    with contextlib.suppress(FileNotFoundError):
         created = store.read_study(spec.study).get("created") or created
-    except FileNotFoundError:
-        pass
     store.write_study(spec.study, [r.index_entry() for r in plan.runs], {**spec.index_meta(), "created": created})
 
 

@@ -19,6 +19,7 @@ run's checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib
 import inspect
@@ -97,10 +98,8 @@ def set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set in this process (debug executor)
         torch.set_num_interop_threads(max(1, min(n, 2)))
-    except RuntimeError:  # already set in this process (debug executor)
-        pass
 
 
 def _job_info(executor: str) -> dict[str, Any]:

@@ -220,7 +220,8 @@ def job_alive(job: dict[str, Any] | None) -> bool:
 def proc_stat(pid: int) -> tuple[str, int] | None:
     """``(state, start time in clock ticks)`` of a Linux process from /proc, or None if unavailable."""
     try:
-        text = open(f"/proc/{pid}/stat").read()
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
     except OSError:
         return None if not os.path.isdir("/proc/self") else ("X", -1)
     fields = text[text.rindex(")") + 2:].split()

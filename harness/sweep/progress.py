@@ -60,15 +60,14 @@ class ProgressView:
         self.t0 = time.time()
         self.enabled = enabled
         # a terminal gets a live bar; a log file (CI, Slurm, nohup) gets a status line when counts change
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.bar = tqdm(total=len(jobs), desc="sweep", unit="run", disable=not (enabled and self.tty),
+        # (``enabled=False``, i.e. --no-progress, also gives the plain status lines instead of the bar)
+        self.tty = enabled and bool(getattr(self.stream, "isatty", lambda: False)())
+        self.bar = tqdm(total=len(jobs), desc="sweep", unit="run", disable=not self.tty,
                         file=self.stream, dynamic_ncols=True, leave=True)
         self._last_line = ""
         self._last_slow = 0.0
 
     def write(self, msg: str) -> None:
-        if not self.enabled:
-            return
         if self.tty:
             self.bar.write(msg, file=self.stream)
         else:

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # (variables here are used by the scripts that source it)
 # Shared settings and helpers for slurm/local/*.sh (sourced, not run).
 #
 # Every knob is an environment variable with a default, so a developer VM and CI use the same scripts:

@@ -9,7 +9,12 @@ pass 2 walks the positions again from the right initial states, writing h. That 
 
 Only the superchunk boundary states are kept for the backward pass (a custom autograd Function), which
 recomputes h per superchunk and runs the adjoint recurrence ``lam_t = C_t g_t + a_{t+1} lam_{t+1}`` with the
-same scan in reverse. Memory is O(L (d + n)) plus one superchunk, instead of O(L d n).
+same scan run right-to-left (``_scan_block_rev``: no flipped copies). Memory is O(L (d + n)) plus one
+superchunk, instead of O(L d n).
+
+On a CPU a superchunk is ``SUPERCHUNK`` steps. On a GPU the loop is bound by kernel launches, not by cache,
+so a superchunk grows to ``GPU_SUPERCHUNK_ELEMS`` elements per (S, b, d, n) tensor (at most
+``GPU_SUPERCHUNK_MAX`` steps): fewer, larger launches for the same arithmetic.
 """
 
 from __future__ import annotations
@@ -20,6 +25,19 @@ import torch
 import torch.nn.functional as F
 
 SUPERCHUNK = 512
+GPU_SUPERCHUNK_ELEMS = 1 << 27  # elements of one (S, b, d, n) superchunk tensor on a GPU (512 MiB in fp32)
+GPU_SUPERCHUNK_MAX = 4096
+
+
+def superchunk_for(u: torch.Tensor, n: int) -> int:
+    """Superchunk length for u (L, b, d) and state size n: ``SUPERCHUNK`` on a CPU; on a GPU the largest
+    power of two in [SUPERCHUNK, GPU_SUPERCHUNK_MAX] whose (S, b, d, n) tensors stay within
+    ``GPU_SUPERCHUNK_ELEMS`` elements."""
+    if not u.is_cuda:
+        return SUPERCHUNK
+    per_step = max(1, u.shape[1] * u.shape[2] * n)
+    s = 1 << max(0, (GPU_SUPERCHUNK_ELEMS // per_step).bit_length() - 1)
+    return max(SUPERCHUNK, min(GPU_SUPERCHUNK_MAX, s))
 
 
 def _scan_block(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,6 +69,37 @@ def _scan_block(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> tuple[tor
     return h.view(nc * K, *h.shape[2:])[:S], h_end
 
 
+def _scan_block_rev(c: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same scan right to left: h_t = c_t * h_{t+1} + b_t for t = S-1 .. 0, entering with h_S = h0.
+    c, b: (S, *r); h0: (*r). Returns (h (S, *r), h_0). Padding goes in front (c = 1, b = 0), where it is
+    walked last and touches no real step, so nothing is flipped or copied."""
+    S = c.shape[0]
+    K = 1 << max(0, round(math.log2(max(1.0, math.sqrt(S / 2)))))
+    nc = -(-S // K)
+    pad = nc * K - S
+    if pad:
+        c = torch.cat([c.new_ones((pad, *c.shape[1:])), c])
+        b = torch.cat([b.new_zeros((pad, *b.shape[1:])), b])
+    c = c.view(nc, K, *c.shape[1:])
+    b = b.view(nc, K, *b.shape[1:])
+    # pass 1: every chunk's first-step state from a zero start at its right end, and its total decay
+    s = b[:, K - 1].clone()
+    for k in range(K - 2, -1, -1):
+        torch.addcmul(b[:, k], c[:, k], s, out=s)
+    decay = c.prod(dim=1)
+    carry = torch.empty_like(s)  # state entering each chunk from the right
+    carry[nc - 1] = h0
+    for ch in range(nc - 2, -1, -1):
+        torch.addcmul(s[ch + 1], decay[ch + 1], carry[ch + 1], out=carry[ch])
+    h_first = torch.addcmul(s[0], decay[0], carry[0])
+    # pass 2: the states themselves
+    h = torch.empty_like(b)
+    torch.addcmul(b[:, K - 1], c[:, K - 1], carry, out=h[:, K - 1])
+    for k in range(K - 2, -1, -1):
+        torch.addcmul(b[:, k], c[:, k], h[:, k + 1], out=h[:, k])
+    return h.view(nc * K, *h.shape[2:])[pad:], h_first
+
+
 def _block_inputs(u, dt, A, B, sl):
     """a = exp(dt A), b = dt u B for the steps in ``sl``: (S, b, d, n) each."""
     a = torch.mul(dt[sl].unsqueeze(-1), A).exp_()
@@ -68,13 +117,15 @@ class _SelectiveScan(torch.autograd.Function):
         h = u.new_zeros(bsz, d, A.shape[1])
         y = torch.empty_like(u)
         starts = []
-        for s0 in range(0, L, SUPERCHUNK):
-            sl = slice(s0, min(L, s0 + SUPERCHUNK))
+        S = superchunk_for(u, A.shape[1])
+        for s0 in range(0, L, S):
+            sl = slice(s0, min(L, s0 + S))
             starts.append(h)
             a, bu = _block_inputs(u, dt, A, B, sl)
             hs, h = _scan_block(a, bu, h)
             y[sl] = torch.einsum("sbdn,sbn->sbd", hs, C[sl])
         ctx.save_for_backward(u, dt, A, B, C, torch.stack(starts))
+        ctx.superchunk = S
         return y
 
     @staticmethod
@@ -85,15 +136,15 @@ class _SelectiveScan(torch.autograd.Function):
         gA = torch.zeros_like(A)
         lam_next = torch.zeros_like(starts[0])  # lam at the first step of the superchunk after
         a_next = torch.zeros_like(starts[0])  # a at that step
-        blocks = list(range(0, L, SUPERCHUNK))
+        S = ctx.superchunk
+        blocks = list(range(0, L, S))
         for i in reversed(range(len(blocks))):
-            sl = slice(blocks[i], min(L, blocks[i] + SUPERCHUNK))
+            sl = slice(blocks[i], min(L, blocks[i] + S))
             a, bu = _block_inputs(u, dt, A, B, sl)
             hs, _ = _scan_block(a, bu, starts[i])
             src = gy[sl].unsqueeze(-1) * C[sl].unsqueeze(2)
-            # lam_t = src_t + a_{t+1} lam_{t+1}, run backwards in time as a forward scan
-            a_rev = torch.cat([a_next.unsqueeze(0), a.flip(0)[:-1]])
-            lam = _scan_block(a_rev, src.flip(0), lam_next)[0].flip(0)
+            # lam_t = src_t + a_{t+1} lam_{t+1}: the right-to-left scan with c_t = a_{t+1}
+            lam = _scan_block_rev(torch.cat([a[1:], a_next.unsqueeze(0)]), src, lam_next)[0]
             h_prev = torch.cat([starts[i].unsqueeze(0), hs[:-1]])
             g_dtA = lam * h_prev * a  # d y / d (dt A), through the exp
             dtu = dt[sl] * u[sl]

@@ -1,0 +1,81 @@
+"""GPU parity: mamba-ssm's CUDA selective scan vs the project's pure-PyTorch scan, and the bidirectional
+block on both backends, forward and every gradient, fp32 (< 1e-4) and bf16 (< 1e-2), on fresh random inputs.
+
+Runs only where CUDA and mamba-ssm (with its compiled extension) are present; skipped with the reason
+otherwise. The checks themselves live in benchmarks/gpu_parity.py (the same code writes
+results/benchmarks/gpu_parity.json).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.model.ssm import have_cuda_kernels
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or not have_cuda_kernels(),
+    reason="needs a CUDA GPU and mamba-ssm with its CUDA extension (bash benchmarks/gpu_build_mamba.sh)"
+    if torch.cuda.is_available() else "needs a CUDA GPU (and mamba-ssm)",
+)
+
+
+def _parity_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_parity.py"
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location("gpu_parity", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def parity():
+    return _parity_module()
+
+
+def _seed() -> int:
+    return int.from_bytes(os.urandom(4), "little")
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("shape", [(2, 64, 16, 300, True), (1, 256, 16, 2048, False), (1, 768, 16, 4096, True)])
+def test_scan_parity(parity, dtype, shape):
+    b, d, n, L, dz = shape
+    seed = _seed()
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    row = parity.check_scan(dtype, b, d, n, L, gen, dz)
+    assert row["pass"], f"seed {seed}: {row['errors']}"
+    # the errors are real numbers, not NaN, and the reference itself is close to both paths
+    assert row["max_cuda_vs_f64"] < 5 * parity.TOL[dtype], f"seed {seed}: {row['errors']}"
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_bidirectional_block_parity(parity, dtype):
+    seed = _seed()
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    row = parity.check_block(dtype, 2, 128, 1500, gen, seed % 2**31)
+    assert row["pass"], f"seed {seed}: {row['errors']}"
+
+
+def test_parity_detects_a_wrong_kernel(parity, monkeypatch):
+    """The check can fail: a scan that drops the D skip term must not pass."""
+    import harness.model.ssm as ssm
+
+    real = ssm.cuda_selective_scan_fn()
+
+    def broken(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+        return real(u, delta, A, B, C, None, z, delta_bias, delta_softplus)
+
+    monkeypatch.setattr(ssm, "cuda_selective_scan_fn", lambda: broken)
+    gen = torch.Generator(device="cuda").manual_seed(_seed())
+    row = parity.check_scan("fp32", 1, 64, 16, 256, gen, True)
+    assert not row["pass"]
