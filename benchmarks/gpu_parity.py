@@ -40,8 +40,10 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
-def rel(x: torch.Tensor, ref: torch.Tensor) -> float:
-    """||x - ref|| / ||ref|| in float64 (inf when x has a NaN)."""
+def rel(x: torch.Tensor | None, ref: torch.Tensor) -> float:
+    """||x - ref|| / ||ref|| in float64 (inf when x has a NaN or is missing, e.g. a gradient never computed)."""
+    if x is None:
+        return float("inf")
     x, ref = x.detach().double(), ref.detach().double()
     if not torch.isfinite(x).all():
         return float("inf")
@@ -79,7 +81,7 @@ def run_scan(inputs: dict[str, Any], gy: torch.Tensor, backend: str, dtype: torc
         leaves[k] = t.requires_grad_()
     y = selective_scan(*(leaves[k] for k in SCAN_ARGS), delta_softplus=True, backend=backend)
     y.backward(gy.to(y.dtype))
-    return y.detach(), {k: v.grad for k, v in leaves.items() if v is not None}
+    return y.detach(), {k: v.grad for k, v in leaves.items() if v is not None}  # a grad may be None
 
 
 def check_scan(dtype_name: str, b: int, d: int, n: int, L: int, gen: torch.Generator, with_dz: bool) -> dict:

@@ -368,9 +368,12 @@ class ModelConfig:
     # where the visual tokens go when the prompt has no <video> placeholder: "start" (LLaVA style,
     # before the text) or "before_last_line" (after the question and options, before the instruction)
     video_position: str = "start"
+    # learned absolute time/slot embeddings added to the visual tokens (harness.model.projector)
+    visual_pos: str = "time_slot"  # time_slot | none
 
     def __post_init__(self) -> None:
         check_choice("projector", self.projector, PROJECTOR_TYPES)
+        check_choice("visual_pos", self.visual_pos, ("none", "time_slot"))
         check_choice("video_position", self.video_position, ("start", "before_last_line"))
 
 

@@ -60,6 +60,7 @@ def test_local_sweep_end_to_end(tmp_path: Path, suite: Path) -> None:
     res = tmp_path / "res"
     r = sweep_cli(str(spec), "--results", str(res), "--max-parallel", "2")
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "4 submit" in r.stdout, r.stdout
     store = ResultsStore(res / "store")
     index = store.read_study("mini")
     assert index["axes"] == {"block": "model.compressor.block"} and index["spec_path"] == str(spec)
@@ -88,7 +89,7 @@ def test_local_sweep_end_to_end(tmp_path: Path, suite: Path) -> None:
     before = {p.name: p.read_text() for p in (res / "store" / "runs").iterdir()}
     r2 = sweep_cli(str(spec), "--results", str(res), "--no-report")
     assert r2.returncode == 0, r2.stderr
-    assert "4 skip" in r2.stdout and "nothing to run" in r2.stdout
+    assert "4 skip" in r2.stdout and "nothing to run" in r2.stdout, r2.stdout + r2.stderr
     assert before == {p.name: p.read_text() for p in (res / "store" / "runs").iterdir()}
 
 

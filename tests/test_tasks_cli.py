@@ -156,3 +156,18 @@ def test_missing_suite_error_names_the_path(tmp_path, monkeypatch):
     assert mod.parse_letter("B") == "B"
     assert mod.parse_letter("A red circle") == "A"
     assert mod.parse_letter("none") is None
+
+
+def test_multiple_choice_scorer_reads_stringified_losses():
+    """lmms-eval 0.7.3 hands process_results str(model output); a failed video's loss is inf."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mia_task_utils2", REPO / "tasks" / "mia" / "utils.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    doc = {"answer_index": 2}
+    assert mod.mia_process_multiple_choice(doc, ["(1.5, False)", "(0.9, False)", "(0.2, True)", "(inf, False)"]) \
+        == {"acc": 1.0}
+    assert mod.mia_process_multiple_choice(doc, [(0.1, True), (0.9, False), (0.2, False), (3.0, False)]) \
+        == {"acc": 0.0}
+    assert mod.mia_process_multiple_choice(doc, ["(inf, False)"] * 4) == {"acc": 0.0}  # ties: first letter

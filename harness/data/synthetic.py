@@ -470,8 +470,9 @@ def make_suite(out: str | os.PathLike, spec: SuiteSpec | None = None, workers: i
     else:
         import multiprocessing as mp
 
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        # spawn, not fork: forking a process that already runs threads (torch, FFmpeg, tqdm, a test
+        # runner) can leave a child blocked forever on a lock that was held at fork time
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
             items = []
             for it in ex.map(_make_one, jobs, chunksize=16):
                 items.append(it)

@@ -5,7 +5,8 @@ feature cache (:mod:`harness.data.features`); the lmms-eval plugin computes miss
 same cache. One forward pass:
 
 1. ``compressor(feats (B, T, P, d_in))`` -> tokens (B, N, d_out) (``enabled=False``: N = T * P)
-2. ``projector`` -> visual embeddings (B, N, H), H = the LLM's hidden size
+2. ``projector`` -> visual embeddings (B, N, H), H = the LLM's hidden size; with
+   ``model.visual_pos: time_slot`` plus learned time-bucket and in-frame-slot embeddings
 3. the prompt's text is split at the literal placeholder ``<video>`` (no placeholder: the video goes
    first, LLaVA style, or with ``video_position: before_last_line`` after the question and options,
    where a causal LLM lets the visual tokens attend to the question); the visual embeddings are
@@ -63,7 +64,7 @@ class VideoLMM(nn.Module):
         self.llm = llm
         self.tokenizer = tokenizer
         hidden = llm.config.hidden_size
-        self.projector = build_projector(cfg.projector, cfg.compressor.d_out, hidden)
+        self.projector = build_projector(cfg.projector, cfg.compressor.d_out, hidden, cfg.visual_pos)
         self.projector.to(dtype=next(llm.parameters()).dtype)
         self._id_cache: dict[str, list[int]] = {}
 
@@ -92,7 +93,8 @@ class VideoLMM(nn.Module):
         p = next(self.compressor.parameters(), None)
         feats = feats.to(self.device, dtype=p.dtype if p is not None else feats.dtype)
         out = self.compressor(feats)
-        emb = self.projector(out.tokens.to(next(self.projector.parameters()).dtype))
+        emb = self.projector(out.tokens.to(next(self.projector.parameters()).dtype), out.frame_index,
+                             feats.shape[1])
         return emb, out
 
     def encode_videos(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -267,7 +267,7 @@ def cost_bars(study: StudyData, spec: dict[str, Any]) -> FigureResult:
             elif val is not None:
                 ax.bar(i, val / div, color=style.color(i), hatch=style.hatch(i))
                 ax.text(i, val / div, f"{val / div:.3g}", ha="center", va="bottom", fontsize=6)
-            else:
+            elif ok:
                 ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=6)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=25, ha="right", fontsize=6)
@@ -276,6 +276,8 @@ def cost_bars(study: StudyData, spec: dict[str, Any]) -> FigureResult:
         ax.set_ylim(0, top * 1.25)
         if not ok:
             notes.append(f"{key} not recorded")
+            ax.text(0.5, 0.5, f"{key} not recorded", transform=ax.transAxes, ha="center", va="center",
+                    fontsize=7, color="0.4")
     fig.tight_layout()
     caption = (f"{study.name}: training time at {x}={train_frames:g} and peak inference memory at "
                f"{x}={mem_frames:g} per compressor (mean over seeds; hatched 'OOM': out of memory).")

@@ -8,7 +8,6 @@ only the tasks that need it, with a message saying how to create it.
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 from pathlib import Path
@@ -75,8 +74,9 @@ def _loss(r: Any) -> float:
     """One loglikelihood response -> its loss. lmms-eval 0.7.3 stores non-string model outputs as
     ``str(output)`` (api/instance.py ``unwrap_generation_output``), so a ``(loss, is_greedy)`` tuple
     arrives here as the string ``"(0.7, False)"``; both forms are accepted."""
-    if isinstance(r, str):
-        r = ast.literal_eval(r)
+    if isinstance(r, str):  # "(0.7, False)", "(inf, False)" (a failed video): not all literal_eval-able
+        r = r.strip().strip("()[]").split(",")[0]
+        return float(r)
     if isinstance(r, (tuple, list)):
         r = r[0]
     return float(r)
