@@ -46,7 +46,7 @@ def bench_scan(lengths: list[int], ref_max: int, d: int, n: int) -> list[dict]:
         ga = scan_inputs(L, d, n, requires_grad=True)
         t_fast_bwd = timeit(lambda a=ga: selective_scan_torch(*a, delta_softplus=True).sum().backward(), repeat=3)
         row = {"tokens": L, "chunked_fwd_ms": 1e3 * t_fast, "chunked_fwd_bwd_ms": 1e3 * t_fast_bwd}
-        if L <= ref_max:
+        if ref_max >= L:
             t_ref = timeit(lambda a=args: selective_scan_ref(*a, delta_softplus=True), repeat=1, warmup=0)
             row.update(ref_fwd_ms=1e3 * t_ref, speedup=t_ref / t_fast)
         rows.append(row)
@@ -71,9 +71,9 @@ def bench_blocks(lengths: list[int], d_model: int, budget_s: float) -> list[dict
                 continue
             x = torch.randn(1, T, P, d_model)
             with torch.no_grad():
-                t_f = timeit(lambda x=x: comp(x), repeat=3 if L <= 16384 else 1)
+                t_f = timeit(lambda x=x, comp=comp: comp(x), repeat=3 if L <= 16384 else 1)
 
-            def fb(x=x):
+            def fb(x=x, comp=comp):
                 comp.zero_grad(set_to_none=True)
                 comp(x).tokens.square().mean().backward()
 

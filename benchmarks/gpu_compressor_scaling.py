@@ -42,7 +42,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table, write_json  # noqa: E402
-from gpu_common import bf16_pooling_guard  # noqa: E402
 
 from harness.model.compressor import build_compressor  # noqa: E402
 from harness.model.mamba import Mamba  # noqa: E402
@@ -350,8 +349,7 @@ def main() -> None:
                      "(each optionally with _compiled)")
     torch.backends.cuda.matmul.allow_tf32 = True  # what training would use (bf16 autocast anyway)
     info = machine()
-    guard = bf16_pooling_guard()
-    print(f"machine: {info}; bf16 pooling guard applied: {guard}")
+    print(f"machine: {info}")
     rows = []
     for v in args.variants:
         last = 0.0
@@ -382,7 +380,7 @@ def main() -> None:
                       for v, s in summary["linearity"].items() if s["fwd_slope"] is not None))
     print(f"targets: {summary['target']}")
     write_json("gpu_compressor_scaling", {
-        "machine": info, "mamba_ssm": _mamba_version(), "bf16_pooling_guard_applied": guard,
+        "machine": info, "mamba_ssm": _mamba_version(),
         "setup": {"d_model": D, "patches_per_frame": PATCHES, "period": PERIOD, "n_layers": args.n_layers,
                   "batch": 1, "precision": "bf16 autocast, fp32 weights", "transformer_heads": 16,
                   "pooling": "weighted", "repeat": args.repeat, "timing": "median of CUDA-event times"},

@@ -34,7 +34,6 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table, write_json  # noqa: E402
-from gpu_common import bf16_pooling_guard  # noqa: E402
 
 from harness.model.compressor import build_compressor  # noqa: E402
 
@@ -128,8 +127,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("gpu_e2e_prefill.py: no CUDA device")
     info = machine()
-    guard = bf16_pooling_guard()
-    print(f"machine: {info}; bf16 pooling guard applied: {guard}")
+    print(f"machine: {info}")
     llm = build_llm(args.layers)
     weights_gib = sum(p.numel() * p.element_size() for p in llm.parameters()) / 2**30
     print(f"LLM: {sum(p.numel() for p in llm.parameters()) / 1e9:.2f}B params, {weights_gib:.1f} GiB")
@@ -164,7 +162,7 @@ def main() -> None:
     target = {"bi_ssm_ttft_x_at_64": at64, "target_x": 10.0}
     print(f"target: {target}")
     write_json("gpu_e2e_prefill", {
-        "machine": info, "bf16_pooling_guard_applied": guard,
+        "machine": info,
         "llm": {"shape": "Qwen2-7B", "layers": args.layers, "weights_gib": weights_gib,
                                  "attn": "sdpa", "dtype": "bfloat16", "text_tokens": N_TEXT},
         "compressor": {"d_model": D_ENC, "period": PERIOD, "tokens_per_frame": PATCHES // PERIOD,

@@ -98,6 +98,10 @@ def main() -> None:
               f"{verdict(t['bi_ssm_cuda_min_fwd_x_at_128plus'], 5.0)}",
               f"- same, forward+backward: {verdict(t['bi_ssm_cuda_min_fwd_bwd_x_at_128plus'], 5.0)}",
               f"- linear in frames (slope <= 1.1): {verdict(t['bi_ssm_cuda_fwd_bwd_slope'], 1.1, higher=False)}"]
+        for c in sc["summary"]["speedup_vs_transformer"]:
+            if c["variant"] == "bi_ssm_cuda_compiled":
+                L += [f"- with torch.compile (bi_ssm_cuda_compiled, {c['frames']} frames, eager Transformer): "
+                      f"forward {verdict(c['fwd_x'], 5.0)}; forward+backward {verdict(c['fwd_bwd_x'], 5.0)}"]
         by = {(r["variant"], r["frames"]): r for r in sc["rows"]}
         pairs = [("bi_ssm_cuda", "bi_ssm_cuda_before"), ("bi_ssm_torch", "bi_ssm_torch_before")]
         ba = []

@@ -53,7 +53,7 @@ def train(device: str, steps: int, suite: Path, work: Path, threads: int, timeou
         import shutil
 
         shutil.rmtree(run_dir)
-    cmd = [sys.executable, str(Path(__file__).resolve().parent / "gpu_common.py"), "train", "tiny",
+    cmd = [sys.executable, "-m", "harness.train", "tiny",
            f"data.suite={suite}", f"data.cache_dir={work / 'cache'}",
            f"train.steps={steps}", f"train.log_every={log_every}", f"train.checkpoint_every={steps}",
            "--device", device,

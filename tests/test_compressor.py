@@ -135,3 +135,12 @@ def test_build_from_dict_round_trips():
     cfg = build(CompressorConfig, {"block": "transformer", "pooling": "mean", "budget": 8})
     assert cfg.block == "transformer" and cfg.spatial.period == 16
     assert build_compressor(cfg).cfg is cfg
+
+
+@pytest.mark.parametrize("pooling", POOLING_TYPES)
+def test_masked_pooling_runs_under_bf16_autocast(pooling):
+    """Mask fills must fit the autocast dtype (a float32 minimum overflows bfloat16)."""
+    comp = build_compressor(_cfg(block="conv", pooling=pooling, spatial={"period": 5, "n_layers": 1}))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = comp(torch.randn(1, 2, 12, 24))  # ragged: periods of 5, 5, 2
+    assert torch.isfinite(out.tokens.float()).all()

@@ -185,9 +185,11 @@ def test_failed_job_is_recorded_with_its_slurm_log_and_the_sweep_goes_on(slurm_c
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tiny_suite, tmp_path):
-    steps = 24
+    # submitit ignores the SIGTERM of a requeue, so the job trains on for KillWait (2 s) until SIGKILL:
+    # enough steps of 4 items that it cannot finish in that grace and must really resume
+    steps = 60
     over = TINY + [f"{k}={v}" for k, v in tiny_suite.items()] + [
-        "grid.model.compressor.block=[bi_ssm]", f"train.steps={steps}"]
+        "grid.model.compressor.block=[bi_ssm]", f"train.steps={steps}", "train.batch_size=4"]
     results, log = tmp_path / "res", tmp_path / "sweep.log"
     proc = start_sweep(results, over, log)
     try:
@@ -214,7 +216,9 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tiny_suite, tmp
     assert len(recs) == 1, f"one run, one record: {sorted(recs)}"
     (final,) = recs.values()
     assert final["status"] == "done", final.get("reason")
-    assert final["job"]["attempt"] == 2, f"expected the job to start twice: {final['job']}"
+    job_log = Path(final["job"]["log_out"]).read_text()[-2000:]
+    assert final["job"]["attempt"] == 2, \
+        f"expected the job to start twice: {final['job']}; sacct: {sacct_states(job_id)}; log:\n{job_log}"
     resumed = final["extra"].get("train_resumed_from")
     assert resumed is not None and 1 <= resumed < steps, f"did not resume from a checkpoint: {final['extra']}"
     logged = [json.loads(ln)["step"] for ln in (results / "runs" / final["run_id"] / "metrics.jsonl")

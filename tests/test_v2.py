@@ -337,10 +337,11 @@ def test_five_way_study_end_to_end(tmp_path):
         assert {"mia_long", "mia_dense"} <= {m["task"] for m in rec["metrics"]}
         v = e["variant"]
         tokens[(v["frames"], v["block"], v["pooling"], v["compress"], v["taa"])] = rec["tokens"]["llm_visual"]
-    # 64 patches per frame, one anchor per row of 8: 8 per frame; the TAA keeps half the frames; vanilla all
+    # 64 patches per frame, one anchor per row of 8: 8 per frame; the TAA keeps half the frames, pooling
+    # averages frame pairs; vanilla keeps every patch
     assert tokens[(8, "bi_ssm", "gpa", True, True)] == 4 * 8
     assert tokens[(8, "transformer", "gpa", True, False)] == tokens[(8, "bi_ssm", "query", True, False)] == 8 * 8
-    assert tokens[(8, "identity", "mean", True, False)] == 8 * 8
+    assert tokens[(8, "identity", "mean", True, False)] == 4 * 8
     assert tokens[(8, "bi_ssm", "gpa", False, False)] == 8 * 64
     rep = res / "reports" / "five_way"
     for stem in ("fig_five_way_panels", "fig_cost_bars"):

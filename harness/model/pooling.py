@@ -23,7 +23,10 @@ import torch.nn.functional as F
 
 from ..config import POOLING_TYPES, CompressorConfig, check_choice
 
-NEG = torch.finfo(torch.float32).min
+
+def _neg(t: torch.Tensor) -> float:
+    """The most negative value of ``t``'s dtype: a mask fill that fits bf16/fp16 under autocast too."""
+    return torch.finfo(t.dtype).min
 
 
 def _with_query(q: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +44,8 @@ class WeightedPool(nn.Module):
 
     def forward(self, q, x, mask):
         allv, m = _with_query(q, x, mask)
-        s = self.score(self.norm(allv)).squeeze(-1).masked_fill(~m, NEG)  # (B, G, Q, 1 + p)
+        s = self.score(self.norm(allv)).squeeze(-1)
+        s = s.masked_fill(~m, _neg(s))  # (B, G, Q, 1 + p)
         return (s.softmax(-1).unsqueeze(-1) * allv).sum(-2)
 
 
@@ -55,7 +59,7 @@ class MeanPool(nn.Module):
 class MaxPool(nn.Module):
     def forward(self, q, x, mask):
         allv, m = _with_query(q, x, mask)
-        return allv.masked_fill(~m[..., None], NEG).amax(-2)
+        return allv.masked_fill(~m[..., None], _neg(allv)).amax(-2)
 
 
 class QueryPool(nn.Module):
@@ -78,7 +82,8 @@ class AttentionPool(nn.Module):
         dh = D // self.h
         qq = self.q(self.norm(q)).view(B * G * Q, 1, self.h, dh).transpose(1, 2)
         k, v = self.kv(self.norm(allv)).view(B * G * Q, P, 2, self.h, dh).permute(2, 0, 3, 1, 4)
-        bias = torch.zeros(Q, P, dtype=allv.dtype, device=allv.device).masked_fill(~m, NEG)
+        bias = torch.zeros(Q, P, dtype=allv.dtype, device=allv.device)
+        bias = bias.masked_fill(~m, _neg(bias))
         bias = bias.expand(B * G, Q, P).reshape(B * G * Q, 1, 1, P)
         y = F.scaled_dot_product_attention(qq, k, v, attn_mask=bias)  # (BGQ, h, 1, dh)
         return q + self.out(y.reshape(B, G, Q, D))
@@ -92,7 +97,8 @@ class GatedPatchAggregation(nn.Module):
         self.gate = nn.Linear(d, 1)
 
     def forward(self, q, x, mask):
-        w = self.weights(q)[..., : x.shape[-2]].masked_fill(~mask, NEG).softmax(-1)  # (B, G, Q, p)
+        w = self.weights(q)[..., : x.shape[-2]]
+        w = w.masked_fill(~mask, _neg(w)).softmax(-1)  # (B, G, Q, p)
         pooled = (w.unsqueeze(-1) * x).sum(-2)
         g = torch.sigmoid(self.gate(q))
         return g * q + (1 - g) * pooled

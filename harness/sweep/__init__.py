@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,9 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
     ex_name = executor or prof.executor
     if ex_name not in EXECUTORS:
         raise ValueError(f"--executor {ex_name!r}: choose one of {', '.join(EXECUTORS)}")
+    if ex_name == "slurm" and not dry_run and shutil.which("sbatch") is None:
+        raise ValueError("--executor slurm: `sbatch` is not on PATH (run on a Slurm login node, or start the "
+                         "local cluster: slurm/local/start.sh; docs/slurm.md)")
     results = Path(results)
     store = ResultsStore(results / "store")
     runs_root = results / "runs"

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                         log_dir=a.log_dir, dry_run=a.dry_run, retry_failed=a.retry_failed,
                         max_parallel=a.max_parallel, report=not a.no_report, progress=not a.no_progress,
                         pdb=a.pdb, body=a.job, show=a.show, poll_s=a.poll)
-    except (SpecError, ConfigError) as e:
+    except (SpecError, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
