@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import types
@@ -223,11 +224,24 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     return value
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)  # evaluating annotations is most of a build's cost: once per class
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def build(cls: type[T], data: dict[str, Any] | None, _prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a nested dict, strictly. Errors name the dotted key path."""
+    """Build dataclass ``cls`` from a nested dict, strictly. Errors name the dotted key path.
+
+    A partial mapping for a nested dataclass field is laid over that field's *own* default, so
+    ``{"spatial": {"period": 8}}`` keeps the compressor's default ``spatial.n_layers``."""
     data = dict(data or {})
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints = _hints(cls)
+    names = list(_field_names(cls))
     for key in data:
         if key not in names:
             hint = difflib.get_close_matches(key, names, n=1)
@@ -238,7 +252,11 @@ def build(cls: type[T], data: dict[str, Any] | None, _prefix: str = "") -> T:
     for f in dataclasses.fields(cls):
         if f.name in data:
             p = f"{_prefix}.{f.name}" if _prefix else f.name
-            kwargs[f.name] = _coerce(hints[f.name], data[f.name], p)
+            value = data[f.name]
+            if (isinstance(value, dict) and dataclasses.is_dataclass(hints[f.name])
+                    and f.default_factory is not dataclasses.MISSING):
+                value = deep_merge(to_dict(f.default_factory()), value)
+            kwargs[f.name] = _coerce(hints[f.name], value, p)
     try:
         return cls(**kwargs)
     except ConfigError as e:
@@ -248,7 +266,7 @@ def build(cls: type[T], data: dict[str, Any] | None, _prefix: str = "") -> T:
 def to_dict(obj: Any) -> Any:
     """Dataclass tree -> plain JSON-able dict (lists stay lists)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {name: to_dict(getattr(obj, name)) for name in _field_names(type(obj))}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

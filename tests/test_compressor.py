@@ -144,3 +144,8 @@ def test_masked_pooling_runs_under_bf16_autocast(pooling):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = comp(torch.randn(1, 2, 12, 24))  # ragged: periods of 5, 5, 2
     assert torch.isfinite(out.tokens.float()).all()
+
+
+def test_partial_stage_override_keeps_the_fields_own_defaults():
+    cfg = build(CompressorConfig, {"spatial": {"period": 8}})
+    assert cfg.spatial.period == 8 and cfg.spatial.n_layers == CompressorConfig().spatial.n_layers == 2
