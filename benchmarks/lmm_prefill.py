@@ -131,9 +131,9 @@ def measure(scale: str, frames: int, compress: bool, device: torch.device, repea
         model = build_lmm(scale, compress, device, llm_layers)
         rec["llm_visual_tokens"] = model.count_visual_tokens(frames, s["P"])
         feats = torch.randn(1, frames, s["P"], s["D"], device=device)
-        ttft(model, feats, device)  # warm-up
         times = []
         if device.type == "cuda":
+            ttft(model, feats, device)  # warm-up
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
@@ -142,9 +142,10 @@ def measure(scale: str, frames: int, compress: bool, device: torch.device, repea
             rec["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             rec["activation_peak_gib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**30
         else:
+            # the CPU allocator keeps freed pages, so the peak is taken on the first (warm-up) run
             with PeakRSS() as pk:
-                times.append(ttft(model, feats, device))
-            for _ in range(repeats - 1):
+                ttft(model, feats, device)
+            for _ in range(repeats):
                 times.append(ttft(model, feats, device))
             rec["activation_peak_gib"] = (pk.peak - pk.base) / 2**30
             rec["peak_mem_gib"] = pk.peak / 2**30

@@ -234,6 +234,19 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
+@functools.cache
+def _default_overlay(cls: type, name: str) -> dict[str, Any]:
+    """Where field ``cls.name``'s default differs from its class's own defaults (e.g. the compressor's
+    ``spatial`` stage has 2 layers, a bare StageConfig 1): the keys a partial mapping must inherit.
+    Read-only: shared between builds."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if not dataclasses.is_dataclass(default):
+        return {}
+    mine, bare = to_dict(default), to_dict(type(default)())
+    return {k: v for k, v in mine.items() if bare.get(k) != v}
+
+
 def build(cls: type[T], data: dict[str, Any] | None, _prefix: str = "") -> T:
     """Build dataclass ``cls`` from a nested dict, strictly. Errors name the dotted key path.
 
@@ -253,9 +266,10 @@ def build(cls: type[T], data: dict[str, Any] | None, _prefix: str = "") -> T:
         if f.name in data:
             p = f"{_prefix}.{f.name}" if _prefix else f.name
             value = data[f.name]
-            if (isinstance(value, dict) and dataclasses.is_dataclass(hints[f.name])
-                    and f.default_factory is not dataclasses.MISSING):
-                value = deep_merge(to_dict(f.default_factory()), value)
+            if isinstance(value, dict) and dataclasses.is_dataclass(hints[f.name]):
+                overlay = _default_overlay(cls, f.name)
+                if overlay:
+                    value = deep_merge(overlay, value)
             kwargs[f.name] = _coerce(hints[f.name], value, p)
     try:
         return cls(**kwargs)

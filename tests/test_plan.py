@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -73,7 +72,8 @@ seeds: [0, 1]
     assert "duplicate point(s) collapsed" in plan.describe()
 
 
-def test_planning_10000_runs_is_fast(tmp_path: Path) -> None:
+def test_planning_a_10000_run_grid(tmp_path: Path) -> None:
+    """Correctness of a large plan; its speed is measured by benchmarks/plan_speed.py."""
     p = spec_file(tmp_path, """
 study: big
 grid:
@@ -84,11 +84,8 @@ grid:
   model.compressor.budget: [0, 16, 32, 64]
 seeds: [0, 1, 2, 3, 4]
 """)
-    t0 = time.perf_counter()
     plan = plan_study(load_spec(p), ResultsStore(tmp_path / "store"))
-    dt = time.perf_counter() - t0
-    assert len(plan.runs) == 10_000
-    assert dt < 2.0, f"planning 10,000 runs took {dt:.2f} s"
+    assert len(plan.runs) == len({r.run_id for r in plan.runs}) == 10_000
 
 
 def _record(store: ResultsStore, run_id: str, status: str, **kw: object) -> None:
