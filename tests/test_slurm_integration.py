@@ -234,8 +234,9 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tiny_suite, tmp
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_jobs_and_the_rerun_resumes(slurm_cluster, tiny_suite, tmp_path):
-    # as in the requeue test: long enough that the jobs cannot finish in the kill grace (KillWait)
-    steps = 60
+    # as in the requeue test, long enough that the jobs cannot finish between the Ctrl-C and their
+    # SIGKILL (driver poll + scancel + KillWait: measured 30-45 steps of 4 items go by)
+    steps = 100
     over = TINY + [f"{k}={v}" for k, v in tiny_suite.items()] + [
         "grid.model.compressor.block=[bi_ssm,uni_ssm]", f"train.steps={steps}", "train.batch_size=4"]
     results, log = tmp_path / "res", tmp_path / "sweep.log"
