@@ -155,6 +155,9 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     info = _job_info(job.executor)
     prev = store.read_run(job.run_id) or {}
+    if prev.get("status") == "done" and prev.get("config") == job.config:
+        # A requeued attempt of a job that finished during its kill grace: the result stands.
+        return prev
     started = now()
     attempts = int((prev.get("job") or {}).get("attempt", 0)) + 1
     info["attempt"] = attempts

@@ -132,6 +132,10 @@ class Plan:
 
 
 # ------------------------------------------------------------------------------------ liveness of jobs
+SLURM_ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
+                       "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT"}
+
+
 def job_alive(job: dict[str, Any] | None) -> bool:
     """Whether the job that wrote a ``running`` record still runs (same host + live pid, or a Slurm job
     still in the queue). Unknown means not alive: the run is resumed, which never duplicates a result."""
@@ -145,7 +149,8 @@ def job_alive(job: dict[str, Any] | None) -> bool:
                                  text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             return False
-        return out.returncode == 0 and bool(out.stdout.strip())
+        # COMPLETING (a cancelled job being torn down) is not alive: a rerun right after Ctrl-C resumes it.
+        return out.returncode == 0 and bool(set(out.stdout.split()) & SLURM_ACTIVE_STATES)
     pid = job.get("pid")
     if job.get("host") != socket.gethostname() or not isinstance(pid, int):
         return False
