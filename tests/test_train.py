@@ -149,9 +149,9 @@ def test_trained_beats_untrained_on_same_items(tmp_path_factory):
                                          frames_long=16, frames_dense=16, noise=0, clutter=0, event_len=2),
                workers=2, progress=False)
     cfg = build(RunConfig, {
-        "data": {"suite": str(root / "suite"), "cache_dir": str(root / "cache"), "n_frames": 16},
+        "data": {"suite": str(root / "suite"), "cache_dir": str(root / "cache"), "n_frames": 8},
         "model": {"compressor": {"block": "transformer", "spatial": {"period": 16, "n_layers": 1}}},
-        "train": {"steps": 300, "batch_size": 8, "lr": 3e-3, "warmup_steps": 10, "checkpoint_every": 300},
+        "train": {"steps": 200, "batch_size": 8, "lr": 3e-3, "warmup_steps": 10, "checkpoint_every": 200},
     })
     train_run(cfg, root / "run", progress=False)
     trained, _ = load_model(root / "run")

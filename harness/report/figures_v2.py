@@ -483,14 +483,16 @@ def claim_notes(study: StudyData, ref: Any, tables: list[Any]) -> list[str]:
         if not s.n:
             out.append(f"claim {c['id']} ({c['text']}): paper {reported:+.2f}; reproduced: no paired seeds yet.")
             continue
+        if abs(s.mean) < 1e-9:
+            direction = "no difference"
+        else:
+            direction = "same direction" if (s.mean > 0) == (reported > 0) else "opposite direction"
         if s.n >= 2 and math.isfinite(s.half):
             sig = s.lo > 0 or s.hi < 0
-            agree = "same direction" if (s.mean > 0) == (reported > 0) else "opposite direction"
-            verdict = f"{agree}, {'CI excludes 0' if sig else 'CI includes 0 (not resolved)'}"
+            verdict = f"{direction}, {'CI excludes 0' if sig else 'CI includes 0 (not resolved)'}"
             rep = f"{s.mean:+.2f} ± {s.half:.2f} (n={s.n}, p={p.p_value:.3g})"
         else:
-            verdict = ("same direction" if (s.mean > 0) == (reported > 0) else "opposite direction") + \
-                ", one seed: no interval"
+            verdict = f"{direction}, one seed: no interval"
             rep = f"{s.mean:+.2f} (n={s.n})"
         out.append(f"claim {c['id']} ({c['text']}): paper {reported:+.2f}; reproduced {rep}: {verdict}.")
     return out
