@@ -134,27 +134,30 @@ class _SelectiveScan(torch.autograd.Function):
         L = u.shape[0]
         gu, gdt, gB, gC = (torch.empty_like(t) for t in (u, dt, B, C))
         gA = torch.zeros_like(A)
-        lam_next = torch.zeros_like(starts[0])  # lam at the first step of the superchunk after
-        a_next = torch.zeros_like(starts[0])  # a at that step
+        kappa_next = torch.zeros_like(starts[0])  # a_t lam_t at the first step of the superchunk after
         S = ctx.superchunk
         blocks = list(range(0, L, S))
         for i in reversed(range(len(blocks))):
             sl = slice(blocks[i], min(L, blocks[i] + S))
             a, bu = _block_inputs(u, dt, A, B, sl)
             hs, _ = _scan_block(a, bu, starts[i])
-            src = gy[sl].unsqueeze(-1) * C[sl].unsqueeze(2)
-            # lam_t = src_t + a_{t+1} lam_{t+1}: the right-to-left scan with c_t = a_{t+1}
-            lam = _scan_block_rev(torch.cat([a[1:], a_next.unsqueeze(0)]), src, lam_next)[0]
-            h_prev = torch.cat([starts[i].unsqueeze(0), hs[:-1]])
-            g_dtA = lam * h_prev * a  # d y / d (dt A), through the exp
+            lam = gy[sl].unsqueeze(-1) * C[sl].unsqueeze(2)  # the direct term C_t g_t, made lam in place
+            # kappa_t = a_t lam_t obeys kappa_t = a_t kappa_{t+1} + a_t (C_t g_t): a right-to-left scan with
+            # the same coefficients as the forward one, so nothing is shifted or copied
+            kappa = _scan_block_rev(a, a * lam, kappa_next)[0]
+            lam[:-1] += kappa[1:]  # lam_t = C_t g_t + kappa_{t+1}
+            lam[-1] += kappa_next
+            kappa_next = kappa[0].clone()
+            g_dtA = kappa  # d y / d (dt A) = lam_t a_t h_{t-1}, in place
+            g_dtA[1:] *= hs[:-1]
+            g_dtA[0] *= starts[i]
             dtu = dt[sl] * u[sl]
             g_dtu = torch.einsum("sbdn,sbn->sbd", lam, B[sl])
             gC[sl] = torch.einsum("sbd,sbdn->sbn", gy[sl], hs)
             gB[sl] = torch.einsum("sbdn,sbd->sbn", lam, dtu)
             gu[sl] = g_dtu * dt[sl]
-            gdt[sl] = g_dtu * u[sl] + torch.einsum("sbdn,dn->sbd", g_dtA, A)
-            gA += torch.einsum("sbdn,sbd->dn", g_dtA, dt[sl])
-            lam_next, a_next = lam[0], a[0]
+            gdt[sl] = g_dtu * u[sl] + (g_dtA * A).sum(-1)
+            gA += (g_dtA * dt[sl].unsqueeze(-1)).sum((0, 1))
         return gu, gdt, gA, gB, gC
 
 
