@@ -134,35 +134,5 @@ def test_cli_overrides_errors_and_model_dir(suite, tmp_path, capsys):
     assert main([str(tmp_path / "missing.yaml")]) == 2
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="open: within a few hundred CPU steps the tiny LMM stays at chance on the "
-                   "suite's localized events (see docs/lmm.md, 'Signal'); XPASS once it learns")
-def test_trained_beats_untrained_on_same_items(tmp_path_factory):
-    """Signal, not noise: after a short CPU training the tiny LMM should beat its own untrained
-    initialisation (same seed, same test items) on the easiest family of an easy suite."""
-    from harness.evaluate import score_native
-    from harness.model.tokenizer import load_tokenizer
-    from harness.train import build_model, load_examples
-
-    root = tmp_path_factory.mktemp("signal")
-    make_suite(root / "suite", SuiteSpec(n_train=400, n_val=0, n_test=80, families=["needle_when"],
-                                         frames_long=16, frames_dense=16, noise=0, clutter=0, event_len=2),
-               workers=2, progress=False)
-    cfg = build(RunConfig, {
-        "data": {"suite": str(root / "suite"), "cache_dir": str(root / "cache"), "n_frames": 8},
-        "model": {"compressor": {"block": "transformer", "spatial": {"period": 16, "n_layers": 1}}},
-        "train": {"steps": 200, "batch_size": 8, "lr": 3e-3, "warmup_steps": 10, "checkpoint_every": 200},
-    })
-    train_run(cfg, root / "run", progress=False)
-    trained, _ = load_model(root / "run")
-    examples, _ = load_examples(cfg, "test", progress=False)
-    acc_trained = sum(p["correct"] for p in score_native(trained, examples, progress=False)) / len(examples)
-    torch.manual_seed(cfg.seed)
-    untrained = build_model(cfg, load_tokenizer(root / "run" / "model")).eval()
-    acc_untrained = sum(p["correct"] for p in score_native(untrained, examples, progress=False)) / len(examples)
-    assert len(examples) == 80
-    assert acc_trained >= 0.5 and acc_trained >= acc_untrained + 0.2, (acc_trained, acc_untrained)
-
-
 def test_trainer_device_default():
     assert Trainer(build(RunConfig, {}), "/tmp/x", progress=False).device.type in ("cpu", "cuda")
