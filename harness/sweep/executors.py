@@ -74,6 +74,20 @@ class BaseExecutor:
     def run(self, jobs: list[JobSpec], view: ProgressView) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def reap(self, active: dict[str, tuple[Any, JobSpec]], view: ProgressView) -> None:
+        """One poll of the submitted jobs: drop finished ones from ``active`` (recording as failed any
+        that died without writing their own record), refresh the view, and wait ``poll_s`` if any remain."""
+        for rid, (job, spec) in list(active.items()):
+            if job.done():
+                view.refresh_one(rid)
+                if view.states[rid].status not in ("done", "failed"):
+                    reason, log = _job_failure(job)
+                    self.finalize(spec, view, reason, log)
+                del active[rid]
+        view.update()
+        if active:
+            time.sleep(self.poll_s)
+
     def finalize(self, spec: JobSpec, view: ProgressView, reason: str, log_path: str | None) -> None:
         """Write a ``failed`` record for a job that ended without writing its own final record."""
         st = view.refresh_one(spec.run_id)
@@ -156,16 +170,7 @@ class LocalExecutor(BaseExecutor):
                 while pending and len(active) < self.max_parallel:
                     spec = pending.popleft()
                     active[spec.run_id] = (ex.submit(run_job, spec), spec)
-                for rid, (job, spec) in list(active.items()):
-                    if job.done():
-                        view.refresh_one(rid)
-                        if view.states[rid].status not in ("done", "failed"):
-                            reason, log = _job_failure(job)
-                            self.finalize(spec, view, reason, log)
-                        del active[rid]
-                view.update()
-                if active:
-                    time.sleep(self.poll_s)
+                self.reap(active, view)
         except BaseException:
             for job, _ in active.values():
                 job.cancel()
@@ -228,16 +233,7 @@ class SlurmExecutor(BaseExecutor):
         active = {spec.run_id: (j, spec) for j, spec in zip(sjobs, jobs)}
         try:
             while active:
-                for rid, (job, spec) in list(active.items()):
-                    if job.done():
-                        view.refresh_one(rid)
-                        if view.states[rid].status not in ("done", "failed"):
-                            reason, log = _job_failure(job)
-                            self.finalize(spec, view, reason, log)
-                        del active[rid]
-                view.update()
-                if active:
-                    time.sleep(self.poll_s)
+                self.reap(active, view)
         except BaseException:
             for job, _ in active.values():
                 job.cancel(check=False)
