@@ -155,11 +155,55 @@ def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, pro
     with open(out_dir / f"native_{cfg.eval.mode}_predictions.jsonl", "w") as fh:
         fh.writelines(json.dumps(p) + "\n" for p in preds)
     T, P = examples[0].feats.shape[:2]
+    extra = {"backend": "native", "mode": cfg.eval.mode, "split": cfg.eval.split,
+             "n_failed": len(failed), "failed": dict(list(failed.items())[:20]),
+             "eval_time_s": time.time() - t0, "chance": 0.25}
+    extra.update(measure_costs(model, examples[0].feats.float(), examples[0].prompt))
+    from harness.model.taa import taa_trace
+
+    trace = taa_trace(model.compressor, examples[0].feats.float().to(model.device), examples[0].id)
+    if trace is not None:
+        extra["taa_trace"] = trace
     return {"metrics": accuracy_metrics(correct),
             "tokens": {"visual_in": int(T * P), "llm_visual": int(model.count_visual_tokens(T, P))},
-            "extra": {"backend": "native", "mode": cfg.eval.mode, "split": cfg.eval.split,
-                      "n_failed": len(failed), "failed": dict(list(failed.items())[:20]),
-                      "eval_time_s": time.time() - t0, "chance": 0.25}}
+            "extra": extra}
+
+
+def measure_costs(model: Any, feats: torch.Tensor, prompt: str, repeats: int = 5) -> dict[str, Any]:
+    """Batch-1 inference costs of one video (T, P, D): ``compressor_ms``, ``ttft_ms`` (compress + project +
+    prefill + first token), ``peak_mem_mb`` on a GPU, and ``oom`` (out of memory is a result, not a crash)."""
+    dev = model.device
+    cuda = dev.type == "cuda"
+
+    def timed(fn) -> float:
+        fn()
+        if cuda:
+            torch.cuda.synchronize(dev)
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            if cuda:
+                torch.cuda.synchronize(dev)
+            ts.append(1e3 * (time.perf_counter() - t))
+        return sorted(ts)[len(ts) // 2]
+
+    x = feats.unsqueeze(0).to(dev)
+    try:
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
+        with torch.no_grad():
+            out = {"compressor_ms": timed(lambda: model.compressor(x)),
+                   "ttft_ms": timed(lambda: model.generate(model.encode_videos([feats]), [prompt], max_new_tokens=1)),
+                   "oom": False}
+        if cuda:
+            out["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        return out
+    except torch.OutOfMemoryError as e:
+        if cuda:
+            torch.cuda.empty_cache()
+        return {"oom": True, "oom_reason": str(e)[:200]}
 
 
 # ------------------------------------------------------------------------------------------ lmms-eval

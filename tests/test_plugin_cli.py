@@ -108,3 +108,13 @@ def test_plugin_scores_and_generates_in_process(trained):
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
     preds = score_native(lm.model, [ex[d["id"]] for d in docs], mode="generate", progress=False)
     assert len(preds) == 3
+
+
+def test_native_eval_records_inference_costs(trained):
+    """compressor_ms / ttft_ms come with every native evaluation (the v2 latency figures read them)."""
+    from harness.evaluate import evaluate_native
+
+    cfg, run_dir = trained
+    extra = evaluate_native(cfg, run_dir, progress=False)["extra"]
+    assert extra["oom"] is False
+    assert extra["compressor_ms"] > 0 and extra["ttft_ms"] > 0
