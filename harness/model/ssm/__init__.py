@@ -11,10 +11,9 @@ import functools
 
 import torch
 
+from .backends import BACKENDS, resolve
 from .reference import selective_scan_ref
 from .scan_torch import selective_scan_torch
-
-BACKENDS = ("auto", "torch", "cuda", "ref")
 
 
 @functools.cache
@@ -32,13 +31,7 @@ def have_cuda_kernels() -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"ssm backend {backend!r} unknown; allowed: {', '.join(BACKENDS)}")
-    if backend == "auto":
-        return "cuda" if device.type == "cuda" and cuda_selective_scan_fn() is not None else "torch"
-    if backend == "cuda" and (device.type != "cuda" or cuda_selective_scan_fn() is None):
-        raise RuntimeError("ssm backend 'cuda' needs mamba-ssm (pip install -e '.[cuda]') and tensors on a GPU")
-    return backend
+    return resolve(backend, device, cuda_selective_scan_fn, "ssm")
 
 
 def selective_scan(

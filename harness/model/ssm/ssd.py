@@ -19,9 +19,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from .backends import resolve
 from .ssd_reference import expand_groups, ssd_ref
-
-BACKENDS = ("auto", "torch", "cuda", "ref")
 
 
 @functools.cache
@@ -36,13 +35,7 @@ def cuda_ssd_fn():
 
 def resolve_ssd_backend(backend: str, device: torch.device) -> str:
     """``auto`` -> ``cuda`` when the tensors are on a GPU and mamba-ssm imports, else ``torch``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"ssd backend {backend!r} unknown; allowed: {', '.join(BACKENDS)}")
-    if backend == "auto":
-        return "cuda" if device.type == "cuda" and cuda_ssd_fn() is not None else "torch"
-    if backend == "cuda" and (device.type != "cuda" or cuda_ssd_fn() is None):
-        raise RuntimeError("ssd backend 'cuda' needs mamba-ssm (pip install -e '.[cuda]') and tensors on a GPU")
-    return backend
+    return resolve(backend, device, cuda_ssd_fn, "ssd")
 
 
 def segsum(a: torch.Tensor) -> torch.Tensor:
