@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from harness.store import atomic_write_text
+
 OUT_DIR = Path("results/benchmarks")
 
 
@@ -68,8 +70,6 @@ def print_table(rows: list[dict[str, Any]], cols: list[str]) -> None:
 def write_json(name: str, payload: dict[str, Any], out_dir: Path = OUT_DIR) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=1, default=str) + "\n")
     print(f"wrote {path}")
     return path

@@ -50,6 +50,7 @@ from harness.config import (
     set_by_path,
     to_dict,
 )
+from harness.store import atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_DIR = "model"
@@ -121,12 +122,6 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to ``path`` through a temporary file and os.replace (never a half-written file)."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
     os.replace(tmp, path)
 
 

@@ -18,7 +18,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -27,6 +26,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from harness.store import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -95,17 +96,7 @@ class FeatureCache:
         if isinstance(key, FeatureKey):
             md.setdefault("key", json.dumps(asdict(key), sort_keys=True))
         blob = st_save({"features": tensor.detach().to("cpu").contiguous()}, metadata=md or None)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.stem[:16]}.", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(p, blob)
         self._count("writes")
         return p
 
