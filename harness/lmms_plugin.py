@@ -151,6 +151,15 @@ class MambaMiaLMM(lmms):
         except OSError:
             pass
 
+    def _encode_chunk(self, requests: list[Instance]):
+        """Request args, video paths, {path: visual embeddings or None if the video failed}, and the
+        indices of the requests whose video encoded."""
+        chunk = [r.args for r in requests]
+        paths = [self._doc_visual(a[2], a[4], a[5], a[3]) for a in chunk]
+        embs = self._encode(paths)
+        rows = [j for j, p in enumerate(paths) if embs[p] is not None]
+        return chunk, paths, embs, rows
+
     # ---------------------------------------------------------------- lmms API
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         import torch
@@ -161,10 +170,7 @@ class MambaMiaLMM(lmms):
         pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="mambamia loglikelihood")
         with torch.no_grad():
             for i in range(0, len(requests), bs):
-                chunk = [r.args for r in requests[i: i + bs]]
-                paths = [self._doc_visual(a[2], a[4], a[5], a[3]) for a in chunk]
-                embs = self._encode(paths)
-                rows = [j for j, p in enumerate(paths) if embs[p] is not None]
+                chunk, paths, embs, rows = self._encode_chunk(requests[i: i + bs])
                 scores: dict[int, tuple[float, bool]] = {}
                 if rows:
                     conts = []
@@ -194,10 +200,7 @@ class MambaMiaLMM(lmms):
         pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="mambamia generate")
         with torch.no_grad():
             for i in range(0, len(requests), bs):
-                chunk = [r.args for r in requests[i: i + bs]]
-                paths = [self._doc_visual(a[2], a[4], a[5], a[3]) for a in chunk]
-                embs = self._encode(paths)
-                rows = [j for j, p in enumerate(paths) if embs[p] is not None]
+                chunk, paths, embs, rows = self._encode_chunk(requests[i: i + bs])
                 texts: dict[int, str] = {}
                 # rows with the same generation kwargs go together
                 groups: dict[str, list[int]] = {}
