@@ -136,6 +136,7 @@ class CompressorConfig:
     block: str = "bi_ssm"
     gated: bool = True
     pooling: str = "weighted"
+    gpa_gate: bool = True  # pooling: gpa; false: fixed equal mix of query and pooled neighbours
     query_init: str = "learned"
     n_heads: int = 4
     spatial: StageConfig = field(default_factory=lambda: StageConfig(period=16, n_layers=2))
@@ -365,6 +366,10 @@ class LLMConfig:
     intermediate_size: int = 128
     vocab_size: int = 0  # 0: the tokenizer's size
     max_position_embeddings: int = 8192
+    # tiny: std of the random init (transformers' initializer_range). Its default, 0.02, suits widths of
+    # ~1-4K; at width 64 attention stays uniform and the answer blind to the video for hundreds of steps
+    # (measured: 0.02 -> colour learned after ~150 steps x 16; 0.1 -> after ~40).
+    init_std: float = 0.1
     dtype: str = "float32"  # float32 | bfloat16 | float16
     attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2
     random_init: bool = False  # paper preset: random weights (speed/memory benchmarks, no download)
@@ -377,6 +382,8 @@ class LLMConfig:
         for name in ("hidden_size", "n_layers", "n_heads", "intermediate_size", "max_position_embeddings"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.init_std <= 0:
+            raise ConfigError("init_std", f"must be > 0, got {self.init_std}")
         if self.hidden_size % self.n_heads:
             raise ConfigError("n_heads", f"hidden_size={self.hidden_size} is not divisible by "
                               f"n_heads={self.n_heads}")
@@ -429,7 +436,8 @@ class DataConfig:
             raise ConfigError("fps", f"must be > 0, got {self.fps}")
         if self.max_train_items < 0:
             raise ConfigError("max_train_items", f"must be >= 0 (0 = all), got {self.max_train_items}")
-        allowed = ("needle_what", "needle_when", "count", "order", "direction", "location", "long", "dense")
+        allowed = ("needle_what", "needle_when", "count", "order", "direction", "location", "colour", "long",
+                   "dense")
         for i, f in enumerate(self.families):
             check_choice(f"families[{i}]", f, allowed)
 

@@ -134,6 +134,10 @@ def test_pixels_carry_the_answer(suite):
             assert ev[0]["place"] == answer_text
             x, y = ev[0]["x"] + s / 2, ev[0]["y"] + s / 2
             assert PLACES[(y >= 16) * 2 + (x >= 16)] == answer_text
+        elif fam == "colour":
+            assert ev[0]["object"].split()[0] == answer_text and ev[0]["end"] - ev[0]["start"] == T // 2
+            mid = (ev[0]["start"] + ev[0]["end"]) // 2  # the object's colour is on screen
+            assert (np.abs(frames[mid] - np.array(COLOURS[answer_text])).max(-1) < 30).sum() >= 4
 
 
 def test_chance_level_models_score_a_quarter(suite):
@@ -236,7 +240,7 @@ def test_prompt_lists_options_with_letters(suite):
 
 def test_spec_validation_names_the_knob(tmp_path):
     for bad, key in [({"frames_long": 8}, "frames_long"), ({"frames_dense": 2048}, "frames_dense"),
-                     ({"size": 33}, "size"), ({"families": ["colour"]}, "families"),
+                     ({"size": 33}, "size"), ({"families": ["color"]}, "families"),
                      ({"event_len": 5}, "event_len"), ({"format": "avi"}, "format"), ({"clutter": -1}, "clutter")]:
         with pytest.raises(ValueError, match=key):
             make_suite(tmp_path / "x", SuiteSpec(**bad), progress=False)
@@ -267,14 +271,14 @@ def test_cli_make_synthetic_and_datasets_load(tmp_path):
                         "--n-val", "0", "--n-test", "12", "--frames", "16", "--size", "32", "--quiet"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "wrote 48 items" in r.stdout  # 12 -> 2 per family -> rounded to 4 per family
+    assert "wrote 56 items" in r.stdout  # 12 -> 2 per family (7 families) -> rounded to 4 per family
     r = subprocess.run([sys.executable, "-m", "harness.data", "make-synthetic", "--out", str(out)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "already exists" in r.stderr
     import datasets
 
     ds = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))
-    assert set(ds) == {"train", "test"} and len(ds["test"]) == 24  # empty val split left out
+    assert set(ds) == {"train", "test"} and len(ds["test"]) == 28  # empty val split left out
     fam = datasets.load_dataset(str(out), "count", cache_dir=str(tmp_path / "hf"))
     assert set(fam["test"]["family"]) == {"count"}
     row = json.loads((out / "test.jsonl").read_text().splitlines()[0])

@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 LMMS = shutil.which("lmms-eval", path=str(Path(sys.executable).parent)) or shutil.which("lmms-eval")
 pytestmark = pytest.mark.skipif(LMMS is None, reason="lmms-eval CLI not installed")
 
-MIA_TASKS = ["mia_needle_what", "mia_needle_when", "mia_count", "mia_order", "mia_direction", "mia_location"]
+MIA_TASKS = ["mia_needle_what", "mia_needle_when", "mia_count", "mia_order", "mia_direction", "mia_location",
+             "mia_colour"]
 GROUPS = ["mia_long", "mia_dense", "mia_all", "paper_long", "paper_dense"]
 
 ORACLE = textwrap.dedent('''

@@ -139,6 +139,25 @@ def test_no_gpa_is_one_config_away():
     assert no_gpa(x).tokens.shape == gpa(x).tokens.shape == gpa_taa(x).tokens.shape == (2, 16, 40)
 
 
+def test_gpa_gate_switch():
+    """``gpa_gate: false`` drops the sigmoid gate: the output is the fixed mean of query and pooled."""
+    from harness.model.pooling import build_pooling
+
+    torch.manual_seed(0)
+    q, x = torch.randn(2, 1, 3, D), torch.randn(2, 1, 3, 4, D)
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    gated = build_pooling(build(CompressorConfig, {**GPA, "d_in": D, "d_out": D}), 4)
+    plain = build_pooling(build(CompressorConfig, {**GPA, "d_in": D, "d_out": D, "gpa_gate": False}), 4)
+    assert plain.gate is None and isinstance(gated.gate, torch.nn.Linear)
+    plain.weights.load_state_dict(gated.weights.state_dict())
+    w = gated.weights(q).softmax(-1)
+    pooled = (w.unsqueeze(-1) * x).sum(-2)
+    torch.testing.assert_close(plain(q, x, mask), 0.5 * (q + pooled))
+    g = torch.sigmoid(gated.gate(q))
+    torch.testing.assert_close(gated(q, x, mask), g * q + (1 - g) * pooled)
+    assert build_compressor(_cfg(gpa_gate=False))(torch.randn(2, 4, 16, 24)).tokens.shape == (2, 16, 40)
+
+
 def test_taa_delta_is_the_mixers_step_size():
     torch.manual_seed(1)
     comp = build_compressor(_cfg(taa={"enabled": True, "layout": "slot"}))

@@ -29,7 +29,9 @@ from torch import nn
 from harness.config import EncoderConfig, check_choice
 
 ENCODER_NAMES = ("tiny", "siglip", "clip")
-_TINY_CONFIG_KEYS = ("pos_scale",)
+_TINY_CONFIG_KEYS = ("pos_scale", "features")
+TINY_FEATURES = ("objects", "pixels")
+_HUE_BINS = 6
 
 
 class FrozenEncoder(nn.Module):
@@ -107,35 +109,66 @@ def _tensor_hash(tensors: dict[str, torch.Tensor], extra: dict[str, Any] | None 
 
 
 class TinyPatchEncoder(FrozenEncoder):
-    """Deterministic patch features (see module docstring). Output ``(T, (S/p)^2, D)``."""
+    """Deterministic patch features (see module docstring). Output ``(T, (S/p)^2, D)``.
+
+    ``features="objects"`` (default) stands in for a pretrained encoder, whose patch features make
+    "what object is here" linearly readable: per patch, a saturation-weighted soft hue histogram
+    (``_HUE_BINS`` dims, growing with the part of the patch that hue covers; zero on grey), ``tanh`` of a
+    fixed random projection of the patch's map of vivid pixels (the shape; zero where nothing is vivid)
+    and two tone dims (mean and spread of luminance: grey objects and texture). ``features="pixels"``:
+    mean colour and a random projection of raw RGB pixels (no notion of objects: the constant
+    background dominates every dimension).
+    """
 
     def __init__(self, image_size: int = 64, patch_size: int = 8, dim: int = 64, seed: int = 0,
-                 pos_scale: float = 0.25, batch_size: int = 256, device: str = "cpu"):
+                 pos_scale: float = 0.25, features: str = "objects", batch_size: int = 256,
+                 device: str = "cpu"):
         super().__init__(batch_size, device)
+        check_choice("model.encoder.config.features", features, TINY_FEATURES)
         if image_size % patch_size:
             raise ValueError(f"encoder.image_size={image_size} is not divisible by patch_size={patch_size}")
-        if dim < 8:
-            raise ValueError(f"encoder.dim must be >= 8 for the tiny encoder, got {dim}")
-        self.image_size, self.patch_size, self.dim = image_size, patch_size, dim
+        if dim < 8 + _HUE_BINS:
+            raise ValueError(f"encoder.dim must be >= {8 + _HUE_BINS} for the tiny encoder, got {dim}")
+        self.image_size, self.patch_size, self.dim, self.features = image_size, patch_size, dim, features
         self.grid = image_size // patch_size
         self.num_patches = self.grid * self.grid
         g = torch.Generator().manual_seed(seed)
-        n_in = patch_size * patch_size * 3
-        self.register_buffer("proj", torch.randn(n_in, dim - 3, generator=g) / math.sqrt(n_in))
+        n_in = patch_size * patch_size * (3 if features == "pixels" else 1)
+        n_out = dim - (3 if features == "pixels" else _HUE_BINS + 2)
+        self.register_buffer("proj", torch.randn(n_in, n_out, generator=g) / math.sqrt(n_in))
         self.register_buffer("pos", _sincos_2d(self.grid, dim) * pos_scale)
         self.requires_grad_(False)
-        self.encoder_id = f"tiny-s{image_size}-p{patch_size}-d{dim}"
+        suffix = "" if features == "pixels" else "-obj"
+        self.encoder_id = f"tiny-s{image_size}-p{patch_size}-d{dim}{suffix}"
         self.weights_hash = _tensor_hash({"proj": self.proj, "pos": self.pos})
         self.to(self._device)
 
+    def _patches(self, x: torch.Tensor) -> torch.Tensor:
+        """(T, C, S, S) -> (T, P, C, p*p)."""
+        T, C = x.shape[:2]
+        p = self.patch_size
+        return F.unfold(x, kernel_size=p, stride=p).transpose(1, 2).reshape(T, self.num_patches, C, p * p)
+
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         T = x.shape[0]
-        p = self.patch_size
-        patches = F.unfold(x * 2 - 1, kernel_size=p, stride=p)  # (T, 3*p*p, P) in [-1, 1]
-        patches = patches.transpose(1, 2)  # (T, P, 3*p*p), channel-major inside a patch
-        mean_rgb = patches.view(T, self.num_patches, 3, p * p).mean(-1)  # (T, P, 3)
-        proj = torch.tanh(patches @ self.proj)  # (T, P, D-3)
-        return torch.cat([mean_rgb, proj], -1) + self.pos
+        if self.features == "pixels":
+            patches = self._patches(x * 2 - 1)  # (T, P, 3, p*p) in [-1, 1]
+            mean_rgb = patches.mean(-1)  # (T, P, 3)
+            proj = torch.tanh(patches.reshape(T, self.num_patches, -1) @ self.proj)  # (T, P, D-3)
+            return torch.cat([mean_rgb, proj], -1) + self.pos
+        # HSV per pixel: value, saturation, hue angle
+        mx, mn = x.max(1).values, x.min(1).values  # (T, S, S)
+        sat = (mx - mn) / mx.clamp(min=1e-6)
+        r, g_, b = x.unbind(1)
+        hue = torch.atan2(math.sqrt(3) * (g_ - b), 2 * r - g_ - b)  # (T, S, S), radians, red = 0
+        vivid = (sat - 0.3).clamp(min=0) / 0.7 * mx  # ~0 on the grey background and grey clutter
+        centres = torch.arange(_HUE_BINS, device=x.device, dtype=x.dtype) * (2 * math.pi / _HUE_BINS)
+        soft = torch.cos(hue[:, None] - centres[None, :, None, None]).clamp(min=0) ** 4  # (T, bins, S, S)
+        hist = self._patches(soft * vivid[:, None]).mean(-1) * 4  # (T, P, bins), ~2.5 for a full patch
+        shape = torch.tanh(self._patches(vivid[:, None])[:, :, 0] @ self.proj)  # (T, P, D-bins-2); 0: nothing vivid
+        luma = self._patches((0.299 * r + 0.587 * g_ + 0.114 * b)[:, None])[:, :, 0]  # (T, P, p*p)
+        tone = torch.stack([luma.mean(-1) * 4 - 1, luma.std(-1) * 4], -1)  # (T, P, 2): grey blobs, texture
+        return torch.cat([hist, shape, tone], -1) + self.pos
 
 
 _HF_MEAN_STD = {
@@ -215,6 +248,7 @@ def build_encoder(cfg: EncoderConfig) -> FrozenEncoder:
             raise ValueError("model.encoder.name_or_path: the tiny encoder has no weights to load")
         return TinyPatchEncoder(cfg.image_size, cfg.patch_size, cfg.dim, seed=cfg.seed,
                                 pos_scale=float(cfg.config.get("pos_scale", 0.25)),
+                                features=str(cfg.config.get("features", "objects")),
                                 batch_size=cfg.batch_size, device=device)
     return HFVisionEncoder(cfg, device=device)
 

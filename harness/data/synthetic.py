@@ -11,7 +11,13 @@ count          long     how many times did the <obj> flash ?   (one .. four, amo
 order          dense    what appeared right after the <obj> ?  (4 flashes in sequence)
 direction      dense    which way did the <obj> move ?          (left / right / up / down)
 location       dense    where did the <obj> appear ?            (top left .. bottom right quadrant)
+colour         dense    what colour was the <shape> ?           (red / green / blue / yellow)
 =============  =======  ===========================================================================
+
+The families form a ladder. ``colour`` is perception only: one coloured object drifts across half the
+video, so the answer survives any pooling (the floor a working pipeline must clear). ``needle_when``
+asks for temporal localisation of a brief event; ``count``, ``order``, ``direction``, ``location`` and
+``needle_what`` also need the object named in the question bound to what is seen.
 
 Objects are 4 colours x 4 shapes drawn on a drifting noise texture with grey moving blobs ("clutter");
 long families also carry ``clutter`` persistent coloured objects. Knobs (:class:`SuiteSpec`): frames per
@@ -53,7 +59,7 @@ SPLITS = ("train", "val", "test")
 HF_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 FAMILIES: dict[str, str] = {
     "needle_what": "long", "needle_when": "long", "count": "long",
-    "order": "dense", "direction": "dense", "location": "dense",
+    "order": "dense", "direction": "dense", "location": "dense", "colour": "dense",
 }
 GROUPS = {"long": [f for f, g in FAMILIES.items() if g == "long"],
           "dense": [f for f, g in FAMILIES.items() if g == "dense"]}
@@ -75,6 +81,7 @@ QUESTIONS = {
     "order": "what appeared right after the {obj} ?",
     "direction": "which way did the {obj} move ?",
     "location": "where did the {obj} appear ?",
+    "colour": "what colour was the {shape} ?",
 }
 
 
@@ -398,6 +405,16 @@ def _gen_item(spec: SuiteSpec, family: str, T: int, pos: int, rng: np.random.Gen
             flash(o, int(rng.integers(a, max(a, b) + 1)), region=region)
             events[-1]["place"] = PLACES[q]
         options, question = list(PLACES), QUESTIONS[family].format(obj=obj_name(objs[0]))
+    elif family == "colour":
+        target = (list(COLOURS)[pos], str(rng.choice(SHAPES)))
+        M = T // 2  # visible for half the video, drifting slowly
+        start = int(rng.integers(0, T - M + 1))
+        x, y = placer.place((0.2, 0.2, 0.8, 0.8))
+        v = rng.uniform(-0.3, 0.3, size=2)
+        xy = np.array([x, y], np.float64) + v[None] * (np.arange(T)[:, None] - start)
+        sprites.append(_sprite(spec, target, start, start + M, xy))
+        events.append({"object": obj_name(target), "start": start, "end": start + M})
+        options, question = list(COLOURS), QUESTIONS[family].format(shape=target[1])
     else:  # pragma: no cover - validated before
         raise ValueError(family)
     assert len(options) == 4 and len(set(options)) == 4, (family, options)

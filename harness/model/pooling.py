@@ -12,7 +12,8 @@ returns the pooled tokens (B, G, Q, D):
     attention  the query attends to {query, its tokens} (multi-head, learned q/k/v), added to the query
     gpa        MambaMia v2 Gated Patch Aggregation: weights from the query alone (softmax of a linear map
                of the query over the p positions), and a scalar sigmoid gate mixing the query with the
-               pooled neighbours: out = g q + (1 - g) sum_i w_i x_i
+               pooled neighbours: out = g q + (1 - g) sum_i w_i x_i (``gpa_gate: false``: g = 1/2 fixed,
+               the gate ablation)
 """
 
 from __future__ import annotations
@@ -90,16 +91,18 @@ class AttentionPool(nn.Module):
 
 
 class GatedPatchAggregation(nn.Module):
-    def __init__(self, d: int, period: int):
+    def __init__(self, d: int, period: int, gated: bool = True):
         super().__init__()
         self.period = period
         self.weights = nn.Linear(d, period)
-        self.gate = nn.Linear(d, 1)
+        self.gate = nn.Linear(d, 1) if gated else None
 
     def forward(self, q, x, mask):
         w = self.weights(q)[..., : x.shape[-2]]
         w = w.masked_fill(~mask, _neg(w)).softmax(-1)  # (B, G, Q, p)
         pooled = (w.unsqueeze(-1) * x).sum(-2)
+        if self.gate is None:
+            return 0.5 * (q + pooled)
         g = torch.sigmoid(self.gate(q))
         return g * q + (1 - g) * pooled
 
@@ -113,5 +116,5 @@ def build_pooling(cfg: CompressorConfig, period: int) -> nn.Module:
         "max": MaxPool,
         "query": QueryPool,
         "attention": lambda: AttentionPool(d, cfg.n_heads),
-        "gpa": lambda: GatedPatchAggregation(d, period),
+        "gpa": lambda: GatedPatchAggregation(d, period, cfg.gpa_gate),
     }[cfg.pooling]()

@@ -44,6 +44,7 @@ def tiny_llm_config(cfg: LLMConfig, vocab_size: int, pad_id: int | None = None, 
         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
         num_key_value_heads=cfg.n_kv_heads or cfg.n_heads, intermediate_size=cfg.intermediate_size,
         max_position_embeddings=cfg.max_position_embeddings, tie_word_embeddings=True,
+        initializer_range=cfg.init_std,
         pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id,
     )
 
