@@ -32,10 +32,17 @@ def test_tiny_encoder_shapes_and_determinism():
     c = build_encoder(EncoderConfig(seed=1))
     assert c.weights_hash != a.weights_hash and not torch.allclose(c.encode(frames), fa)
     assert not any(p.requires_grad for p in a.parameters())
-    # mean-colour channels: a pure red frame gives (1, -1, -1) in dims 0..2 (before the position code)
+    # "objects" features: dims 0..5 are the saturation-gated hue histogram; a pure red frame fills the
+    # red bin in every patch, a grey one leaves the histogram empty (before the position code)
     red = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
     red[..., 0] = 255
-    f = a.encode(red)[0] - a.pos
+    hue = (a.encode(red)[0] - a.pos)[:, :6]
+    assert (hue.argmax(1) == 0).all() and torch.allclose(hue[:, 0], torch.full((64,), 4.0))
+    grey = torch.full((1, 64, 64, 3), 128, dtype=torch.uint8)
+    assert torch.allclose((a.encode(grey)[0] - a.pos)[:, :6], torch.zeros(64, 6), atol=1e-6)
+    # "pixels" features: mean colour in dims 0..2, a red frame gives (1, -1, -1)
+    px = build_encoder(EncoderConfig(config={"features": "pixels"}))
+    f = px.encode(red)[0] - px.pos
     assert torch.allclose(f[:, :3], torch.tensor([1.0, -1.0, -1.0]).expand(64, 3), atol=1e-5)
     # other sizes resize; patch grid follows the config
     e = build_encoder(EncoderConfig(image_size=32, patch_size=4, dim=16))
@@ -212,6 +219,6 @@ def test_families_and_train_cap(small_suite, tmp_path):
                       max_train_items=6)
     fs = ensure_features(data, EncoderConfig(), progress=False, workers=1)
     fams = [fs.items[i]["family"] for i in fs.splits["train"]]
-    assert len(fams) == 6 and set(fams) == {"order", "direction", "location"}
+    assert len(fams) == 6 and set(fams) == {"order", "direction", "location", "colour"}
     assert {fs.items[i]["group"] for i in fs} == {"dense"}
     assert os.path.isdir(data.cache_dir)
