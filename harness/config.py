@@ -436,8 +436,9 @@ class DataConfig:
             raise ConfigError("fps", f"must be > 0, got {self.fps}")
         if self.max_train_items < 0:
             raise ConfigError("max_train_items", f"must be >= 0 (0 = all), got {self.max_train_items}")
-        allowed = ("needle_what", "needle_when", "count", "order", "direction", "location", "colour", "long",
-                   "dense")
+        from harness.data.synthetic import FAMILIES, GROUPS  # the suite's own list (no import cycle here)
+
+        allowed = (*FAMILIES, *GROUPS)
         for i, f in enumerate(self.families):
             check_choice(f"families[{i}]", f, allowed)
 

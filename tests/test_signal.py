@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.config import RunConfig, build
+from harness.config import RunConfig, build, deep_merge
 from harness.data.synthetic import SuiteSpec, make_suite
 from harness.model.presets import RUN_PRESETS
 
@@ -16,11 +16,10 @@ def test_trained_beats_untrained_on_same_items(tmp_path):
 
     make_suite(tmp_path / "suite", SuiteSpec(n_train=192, n_val=0, n_test=48, families=["colour"],
                                              frames_dense=16), workers=1, progress=False)
-    cfg = build(RunConfig, {**RUN_PRESETS["tiny"],
-                            "data": {"suite": str(tmp_path / "suite"), "cache_dir": str(tmp_path / "cache"),
-                                     "n_frames": 8},
-                            "train": {"steps": 100, "batch_size": 16, "warmup_steps": 5, "checkpoint_every": 100},
-                            "eval": {"tasks": ["mia_colour"]}})
+    cfg = build(RunConfig, deep_merge(RUN_PRESETS["tiny"], {
+        "data": {"suite": str(tmp_path / "suite"), "cache_dir": str(tmp_path / "cache"), "n_frames": 8},
+        "train": {"steps": 100, "batch_size": 16, "warmup_steps": 5, "checkpoint_every": 100},
+        "eval": {"tasks": ["mia_colour"]}}))
     train_run(cfg, tmp_path / "run", progress=False)
     trained, _ = load_model(tmp_path / "run")
     torch.manual_seed(cfg.seed)

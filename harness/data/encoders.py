@@ -164,7 +164,7 @@ class TinyPatchEncoder(FrozenEncoder):
         vivid = (sat - 0.3).clamp(min=0) / 0.7 * mx  # ~0 on the grey background and grey clutter
         centres = torch.arange(_HUE_BINS, device=x.device, dtype=x.dtype) * (2 * math.pi / _HUE_BINS)
         soft = torch.cos(hue[:, None] - centres[None, :, None, None]).clamp(min=0) ** 4  # (T, bins, S, S)
-        hist = self._patches(soft * vivid[:, None]).mean(-1) * 4  # (T, P, bins), ~2.5 for a full patch
+        hist = self._patches(soft * vivid[:, None]).mean(-1) * 4  # (T, P, bins), 4 for a patch of one vivid hue
         shape = torch.tanh(self._patches(vivid[:, None])[:, :, 0] @ self.proj)  # (T, P, D-bins-2); 0: nothing vivid
         luma = self._patches((0.299 * r + 0.587 * g_ + 0.114 * b)[:, None])[:, :, 0]  # (T, P, p*p)
         tone = torch.stack([luma.mean(-1) * 4 - 1, luma.std(-1) * 4], -1)  # (T, P, 2): grey blobs, texture
