@@ -450,12 +450,15 @@ TRAIN_MODULES = ("compressor", "projector", "llm")
 class TrainStage:
     """One training stage: from optimizer step ``start_step`` (inclusive) to the next stage's start (or
     ``train.steps``), only ``train_modules`` get gradients; each stage has its own AdamW, warm-up and
-    cosine decay. ``lr`` 0 and ``warmup_steps`` -1 inherit ``train.lr`` / ``train.warmup_steps``."""
+    cosine decay. ``lr`` 0 and ``warmup_steps`` -1 inherit ``train.lr`` / ``train.warmup_steps``.
+    ``families`` (names or groups, a subset of ``data.families``) restricts the stage's training items,
+    as LLaVA-style recipes change data between stages; empty: all of the run's training items."""
 
     start_step: int = 0
     train_modules: list[str] = field(default_factory=lambda: ["compressor", "projector"])
     lr: float = 0.0
     warmup_steps: int = -1
+    families: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.start_step < 0:
@@ -466,6 +469,10 @@ class TrainStage:
             check_choice(f"train_modules[{i}]", m, TRAIN_MODULES)
         if self.lr < 0:
             raise ConfigError("lr", f"must be >= 0 (0 = train.lr), got {self.lr}")
+        from harness.data.synthetic import FAMILIES, GROUPS
+
+        for i, f in enumerate(self.families):
+            check_choice(f"families[{i}]", f, (*FAMILIES, *GROUPS))
 
 
 @dataclass

@@ -193,6 +193,42 @@ class DataOrder:
         return [int(self._perm(p // self.n)[p % self.n]) for p in range(start, start + self.bs)]
 
 
+class SubsetOrder:
+    """A stage's stream over a subset of the items (``train.stages[i].families``): a
+    :class:`DataOrder` over ``indices``, counted from the stage's first step and seeded by the stage
+    index, so it resumes like the full stream."""
+
+    def __init__(self, indices: Sequence[int], first_step: int, stage: int, seed: int, batch_size: int,
+                 grad_accum: int, world_size: int = 1):
+        self.indices, self.first_step = list(indices), first_step
+        self.order = DataOrder(len(self.indices), seed + 7919 * stage, batch_size, grad_accum, world_size)
+
+    def batch(self, step: int, micro: int, rank: int) -> list[int]:
+        return [self.indices[i] for i in self.order.batch(step - self.first_step, micro, rank)]
+
+
+def stage_orders(cfg: RunConfig, stages: Sequence[TrainStage], examples: Sequence[Example],
+                 world_size: int = 1) -> list[DataOrder | SubsetOrder]:
+    """One item stream per stage: the run's full stream, or for a stage with ``families`` the stream of
+    its items. Errors name the stage whose families have no training items."""
+    from harness.data.synthetic import expand_families
+
+    t = cfg.train
+    full = DataOrder(len(examples), cfg.seed, t.batch_size, t.grad_accum, world_size)
+    out: list[DataOrder | SubsetOrder] = []
+    for i, st in enumerate(stages):
+        if not st.families:
+            out.append(full)
+            continue
+        want = expand_families(st.families)
+        idx = [j for j, e in enumerate(examples) if e.family in want]
+        if not idx:
+            raise ValueError(f"train.stages[{i}].families={st.families}: no training items of these families "
+                             f"(data.families={cfg.data.families or 'all'})")
+        out.append(SubsetOrder(idx, st.start_step, i, cfg.seed, t.batch_size, t.grad_accum, world_size))
+    return out
+
+
 # ------------------------------------------------------------------------------------------ model I/O
 def build_model(cfg: RunConfig, tokenizer: Any) -> nn.Module:
     from harness.model.lmm import VideoLMM
@@ -468,7 +504,7 @@ class Trainer:
             if unexpected:
                 raise ValueError(f"{self.run_dir / CHECKPOINT}: unexpected keys {unexpected[:5]}")
             start = int(state["step"])
-        order = DataOrder(len(examples), cfg.seed, t.batch_size, t.grad_accum, self.world)
+        orders = stage_orders(cfg, stages, examples, self.world)
         metrics_path = self.run_dir / "metrics.jsonl"
         if self.is_main and metrics_path.exists():  # drop lines past the resumed step
             keep = [ln for ln in metrics_path.read_text().splitlines() if ln.strip()
@@ -514,7 +550,7 @@ class Trainer:
             wrapped.train()
             loss_sum = torch.zeros((), device=self.device)
             for micro in range(t.grad_accum):
-                batch = [examples[i] for i in order.batch(step, micro, self.rank)]
+                batch = [examples[i] for i in orders[si].batch(step, micro, self.rank)]
                 feats = torch.stack([b.feats for b in batch]).to(self.device, torch.float32)
                 sync = (micro == t.grad_accum - 1 or self.world == 1 or not hasattr(wrapped, "no_sync"))
                 ctx = nullcontext() if sync else wrapped.no_sync()

@@ -72,8 +72,13 @@ def test_data_order_is_a_function_of_the_step():
     assert DataOrder(10, seed=4, batch_size=4, grad_accum=1).batch(0, 0, 0) != a.batch(0, 0, 0)
 
 
-def test_resume_after_kill_is_exact(suite, tmp_path, monkeypatch):
-    cfg = _cfg(suite)
+CURRICULUM = [{"start_step": 0, "families": ["colour"], "train_modules": ["compressor", "projector", "llm"]},
+              {"start_step": 2, "train_modules": ["compressor", "projector", "llm"]}]
+
+
+@pytest.mark.parametrize("stages", [[], CURRICULUM], ids=["one_stage", "curriculum"])
+def test_resume_after_kill_is_exact(suite, tmp_path, monkeypatch, stages):
+    cfg = _cfg(suite, stages=stages)
     train_run(cfg, tmp_path / "full", progress=False)
 
     calls = {"n": 0}
@@ -101,6 +106,28 @@ def test_resume_after_kill_is_exact(suite, tmp_path, monkeypatch):
     assert steps == [1, 2, 3, 4, 5, 6]
     # a finished run started again does nothing and keeps its weights
     assert train_run(cfg, tmp_path / "killed", progress=False)["resumed_from"] == 6
+
+
+def test_curriculum_stage_trains_only_its_families(suite, tmp_path, monkeypatch):
+    real = train_mod.compute_loss
+    seen: list[list[str]] = []
+
+    def record(model, feats, prompts, answers):
+        seen.append([p.split("\n", 1)[0] for p in prompts])
+        return real(model, feats, prompts, answers)
+
+    monkeypatch.setattr(train_mod, "compute_loss", record)
+    train_run(_cfg(suite, stages=CURRICULUM, batch_size=8), tmp_path / "run", progress=False)
+    assert len(seen) == 6
+    assert all(q.startswith("what colour was the") for step in seen[:2] for q in step)  # stage 1: colour only
+    later = {q.split(" ")[0] + " " + q.split(" ")[1] for step in seen[2:] for q in step}
+    assert len(later) > 2, later  # stage 2: the whole suite again
+    with pytest.raises(ConfigError, match="stages\\[0\\].families\\[0\\]"):
+        _cfg(suite, stages=[{"start_step": 0, "families": ["colr"]}])
+    bad = _cfg(suite, stages=[{"start_step": 0, "families": ["colour"]}])
+    bad.data.families = ["long"]
+    with pytest.raises(ValueError, match="train.stages\\[0\\].families"):
+        train_run(bad, tmp_path / "bad", progress=False)
 
 
 def test_nan_loss_stops_with_failure_record(suite, tmp_path, monkeypatch):

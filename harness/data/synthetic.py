@@ -561,6 +561,19 @@ def load_meta(suite_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
+def expand_families(names: Iterable[str]) -> set[str]:
+    """Family names and group names ("long" / "dense") -> the set of family names."""
+    want: set[str] = set()
+    for f in names:
+        if f in GROUPS:
+            want.update(GROUPS[f])
+        elif f in FAMILIES:
+            want.add(f)
+        else:
+            raise ValueError(f"families: unknown {f!r}; allowed: {', '.join([*FAMILIES, *GROUPS])}")
+    return want
+
+
 def load_items(suite_dir: str | os.PathLike, split: str, families: Iterable[str] | None = None
                ) -> list[dict[str, Any]]:
     """Items of ``split`` ("train" | "val" | "test"; "validation" is accepted) with ``video`` made
@@ -572,16 +585,7 @@ def load_items(suite_dir: str | os.PathLike, split: str, families: Iterable[str]
     p = root / f"{split}.jsonl"
     if not p.is_file():
         raise FileNotFoundError(f"{p}: missing; run `python -m harness.data make-synthetic --out {suite_dir}`")
-    want: set[str] | None = None
-    if families:
-        want = set()
-        for f in families:
-            if f in GROUPS:
-                want.update(GROUPS[f])
-            elif f in FAMILIES:
-                want.add(f)
-            else:
-                raise ValueError(f"families: unknown {f!r}; allowed: {', '.join([*FAMILIES, *GROUPS])}")
+    want = expand_families(families) if families else None
     out = []
     with open(p) as fh:
         for ln, line in enumerate(fh, 1):
@@ -598,5 +602,5 @@ def load_items(suite_dir: str | os.PathLike, split: str, families: Iterable[str]
     return out
 
 
-__all__ = ["SuiteSpec", "make_suite", "load_items", "load_meta", "FAMILIES", "GROUPS", "LETTERS", "SPLITS",
-           "OBJECTS", "QUESTIONS", "item_seed", "render", "format_prompt", "POST_PROMPT"]
+__all__ = ["SuiteSpec", "make_suite", "load_items", "expand_families", "load_meta", "FAMILIES", "GROUPS",
+           "LETTERS", "SPLITS", "OBJECTS", "QUESTIONS", "item_seed", "render", "format_prompt", "POST_PROMPT"]

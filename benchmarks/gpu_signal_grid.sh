@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The three rounds of benchmarks/gpu_signal_grid.py behind docs/lmm.md's "Signal" section, on one GPU
+# machine (a fresh one: PyAV and mamba-ssm are installed from git-ignored folders carried with the tree,
+# .wheels/av-*.whl and .mamba/, see benchmarks/gpu_build_mamba.sh). From the repository root:
+#
+#     bash benchmarks/gpu_signal_grid.sh r1    # 8 settings, 1000 steps of 16, no curriculum
+#     bash benchmarks/gpu_signal_grid.sh r2    # curriculum, pooling, period, depth, batch, 2500 steps
+#     bash benchmarks/gpu_signal_grid.sh r3    # the CPU-sized curriculum (100 + 100..500 steps) per block
+#
+# Each writes results/benchmarks/gpu_signal_grid_<round>.json (or $OUT/ when set).
+set -euo pipefail
+round=${1:?usage: gpu_signal_grid.sh r1|r2|r3}
+export OMP_NUM_THREADS=2 PYTHONPATH=$PWD
+out=${OUT:-results/benchmarks}
+python3 -c "import av" 2>/dev/null || python3 -m pip install -q --no-deps .wheels/av-*.whl
+(python3 -c "import mamba_ssm" 2>/dev/null || bash benchmarks/gpu_build_mamba.sh > /tmp/mb.log 2>&1; tail -1 /tmp/mb.log) &
+W=/tmp/gpu_signal_grid
+mkdir -p $W
+[ -f $W/suite/meta.json ] || python3 -m harness.data make-synthetic --out $W/suite --quiet > $W/make.log 2>&1
+for n in 16 8; do python3 -m harness.data features --suite $W/suite --n-frames $n --cache-dir $W/cache --quiet; done
+wait
+M="train_modules: [compressor, projector, llm]"
+cur() { echo "'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: $1, $M}]'"; }
+grid=(python3 benchmarks/gpu_signal_grid.py --parallel 8 --out "$out" --tag "_$round")
+case $round in
+r1) "${grid[@]}" --steps 1000 --timeout 330 ;;
+r2) "${grid[@]}" --steps 1000 --timeout 430 --only cur100 \
+      --point "cur300:$(cur 300)" \
+      --point "cur100_transformer:$(cur 100) model.compressor.block=transformer" \
+      --point "base2500:train.steps=2500" \
+      --point "pool_max:model.compressor.pooling=max" \
+      --point "period8:model.compressor.spatial.period=8" \
+      --point "llm_l4:model.llm.n_layers=4" \
+      --point "bs64:train.batch_size=64 train.lr=2e-3" ;;
+r3) "${grid[@]}" --steps 300 --timeout 400 --only-extra --common "$(cur 100)" \
+      --point "f16:" --point "f8:data.n_frames=8" --point "f16_s200:train.steps=200" \
+      --point "f8_s200:data.n_frames=8 train.steps=200" \
+      --point "f16_mamba2:model.compressor.ssm.version=2" \
+      --point "f16_transformer:model.compressor.block=transformer" \
+      --point "f8_bs8_s400:data.n_frames=8 train.batch_size=8 train.steps=400" \
+      --point "f16_s600:train.steps=600" ;;
+*) echo "unknown round $round" >&2; exit 2 ;;
+esac
