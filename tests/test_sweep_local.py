@@ -4,7 +4,9 @@ executors), the failure path, dry runs, compute profiles and the Slurm job scrip
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ from harness.config import ConfigError
 from harness.data.synthetic import SuiteSpec, make_suite
 from harness.store import ResultsStore
 from harness.sweep import run_sweep
-from harness.sweep.executors import SlurmExecutor, parse_sbatch_options
+from harness.sweep.executors import SlurmExecutor, local_gpu_parameters, parse_sbatch_options
 from harness.sweep.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,3 +180,29 @@ def test_slurm_sweep_localcluster(tmp_path: Path, suite: Path, slurm_cluster: ob
     assert [x["status"] for x in recs] == ["done", "done"]
     assert all(x["job"]["executor"] == "slurm" and x["job"]["job_id"] for x in recs)
     assert json.dumps(recs)
+
+
+@pytest.mark.parametrize(("gpus", "parent", "seen"), [(0, "3,5", ""), (1, "3,5", "3"), (2, None, "0,1")])
+def test_local_runs_see_the_profiles_gpus(tmp_path, monkeypatch, gpus, parent, seen):
+    """A local job's CUDA_VISIBLE_DEVICES, through the real submitit LocalExecutor: the "local" profile
+    hides GPUs (jobs train on the CPU), "localgpu" shows the first one (of the driver's, when set)."""
+    import submitit
+
+    if parent is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", parent)
+    prof = load_profile("localgpu")
+    prof.gpus_per_task = gpus
+    ex = submitit.LocalExecutor(folder=tmp_path)
+    ex.update_parameters(timeout_min=2, **local_gpu_parameters(prof))
+    # os.getenv is pickled by reference, so it reads the job process's environment
+    assert ex.submit(functools.partial(os.getenv, "CUDA_VISIBLE_DEVICES", "<unset>")).result() == seen
+
+
+def test_local_gpu_profile_checks_the_drivers_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    prof = load_profile("localgpu")
+    prof.gpus_per_task = 2
+    with pytest.raises(ConfigError, match="gpus_per_task"):
+        local_gpu_parameters(prof)

@@ -27,7 +27,7 @@ from typing import Any
 
 import submitit
 
-from harness.config import ComputeProfile
+from harness.config import ComputeProfile, ConfigError
 from harness.store import ResultsStore
 from harness.sweep.job import JobSpec, SweepJob, now, run_job
 from harness.sweep.progress import ProgressView
@@ -147,6 +147,22 @@ class DebugExecutor(BaseExecutor):
             view.update()
 
 
+def local_gpu_parameters(profile: ComputeProfile) -> dict[str, Any]:
+    """submitit LocalExecutor parameters for ``profile.gpus_per_task``. submitit sets every job's
+    ``CUDA_VISIBLE_DEVICES`` to its first ``gpus_per_node`` GPUs (none when 0, which hides the GPUs);
+    all jobs get the same ones, so parallel runs share them. A ``CUDA_VISIBLE_DEVICES`` of the driver
+    (numeric ids) is kept as the list the jobs' GPUs are taken from."""
+    n = profile.gpus_per_task
+    if not n:
+        return {"gpus_per_node": 0}
+    parent = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    ids = [int(x) for x in parent.split(",") if x.strip().isdigit()]
+    if ids and len(ids) < n:
+        raise ConfigError("gpus_per_task", f"the profile asks for {n} GPU(s) per run but CUDA_VISIBLE_DEVICES="
+                          f"{parent} shows {len(ids)}")
+    return {"gpus_per_node": n, **({"visible_gpus": ids} if ids else {})}
+
+
 class LocalExecutor(BaseExecutor):
     """One submitit local process per run, at most ``max_parallel`` at a time."""
 
@@ -162,7 +178,7 @@ class LocalExecutor(BaseExecutor):
 
     def run(self, jobs: list[JobSpec], view: ProgressView) -> None:
         ex = submitit.LocalExecutor(folder=self.log_dir)
-        ex.update_parameters(timeout_min=self.profile.time_min)
+        ex.update_parameters(timeout_min=self.profile.time_min, **local_gpu_parameters(self.profile))
         pending = deque(jobs)
         active: dict[str, tuple[Any, JobSpec]] = {}
         try:
