@@ -524,11 +524,12 @@ class Trainer:
         for step in range(start, t.steps):
             si = stage_index(stages, step)
             if si != stage_i:
-                params = self._set_trainable(stages[si])
+                self._set_trainable(stages[si])
                 if wrapped is model or self._parallel() != "fsdp":  # FSDP shards once; DDP re-wraps
                     wrapped = None  # drop the old DDP (and its gradient hooks) before re-wrapping
                     wrapped = self._wrap(model)
-                opt = self._optimizer(params)
+                # collected after wrapping: fully_shard replaces the parameters with sharded ones
+                opt = self._optimizer([p for p in model.parameters() if p.requires_grad])
                 if state is not None and state["stage"] == si and step == start:
                     if self._parallel() == "fsdp" and self.world > 1:
                         from torch.distributed.checkpoint.state_dict import (
