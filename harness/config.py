@@ -572,6 +572,11 @@ class ComputeProfile:
     max_parallel_local: int = 0  # 0: os.cpu_count() // cpus_per_task
     additional_sbatch: list[str] = field(default_factory=list)  # extra "#SBATCH ..." option strings
     setup: list[str] = field(default_factory=list)  # shell lines run before each job (module load ...)
+    # slurm: processes per run (--ntasks-per-node); > 1 trains with torch.distributed (DDP / FSDP), one
+    # process per GPU, rank 0 evaluates and writes the record
+    tasks_per_node: int = 1
 
     def __post_init__(self) -> None:
         check_choice("executor", self.executor, ("local", "slurm", "debug"))
+        if self.tasks_per_node < 1:
+            raise ConfigError("tasks_per_node", f"must be >= 1, got {self.tasks_per_node}")

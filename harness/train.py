@@ -369,8 +369,9 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = True, device: str | None = None):
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         self.rank, self.world, self.local_rank = _dist_env()
-        if device is None:
-            device = f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
+        if device is None:  # one GPU per local rank; a task that sees one GPU (Slurm binding) uses it
+            n_gpu = torch.cuda.device_count()
+            device = f"cuda:{self.local_rank if self.local_rank < n_gpu else 0}" if n_gpu else "cpu"
         self.device = torch.device(device)
         self.is_main = self.rank == 0
         self.model: nn.Module | None = None

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from harness.config import ComputeProfile, build
@@ -233,6 +234,30 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tiny_suite, tmp
 
 @pytest.mark.slurm
 @pytest.mark.slow
+def test_two_task_run_trains_with_torch_distributed(slurm_cluster, tiny_suite, tmp_path):
+    # a profile with tasks_per_node: 2 (the paper profile has 8, one per GPU): both tasks of the array
+    # task train one run together over gloo, rank 0 evaluates and writes the one record
+    prof = yaml.safe_load((REPO / "slurm" / "localcluster.yaml").read_text())
+    prof.update(tasks_per_node=2, array_parallelism=1)
+    pdir = tmp_path / "profiles"
+    pdir.mkdir()
+    (pdir / "two_tasks.yaml").write_text(yaml.safe_dump(prof))
+    over = TINY + [f"{k}={v}" for k, v in tiny_suite.items()] + ["grid.model.compressor.block=[conv]"]
+    cmd = sweep_cmd(tmp_path / "res", over)
+    cmd[cmd.index("localcluster")] = "two_tasks"
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "MAMBAMIA_PROFILES": str(pdir)})
+    assert res.returncode == 0, outcome(res)
+    recs = records(tmp_path / "res")
+    assert len(recs) == 1, sorted(recs)
+    (rec,) = recs.values()
+    assert rec["status"] == "done", rec.get("reason")
+    assert rec["extra"]["train_world_size"] == 2, rec["extra"]
+    assert {m["task"] for m in rec["metrics"]} >= {"mia_long"}
+    state = torch.load(tmp_path / "res" / "runs" / rec["run_id"] / "checkpoint.pt", weights_only=True)
+    assert state["world_size"] == 2 and state["step"] == 3
+
+
 def test_ctrl_c_cancels_the_jobs_and_the_rerun_resumes(slurm_cluster, tiny_suite, tmp_path):
     # as in the requeue test, long enough that the jobs cannot finish between the Ctrl-C and their
     # SIGKILL (driver poll + scancel + KillWait: measured 30-45 steps of 4 items go by)
@@ -299,7 +324,9 @@ def test_required_profiles_exist_and_describe_their_targets():
     assert load["localcluster"].executor == "slurm" and load["localcluster"].gpus_per_task == 0
     # the local cluster's node has nproc CPUs: its jobs must fit on a 2-core CI machine
     assert load["localcluster"].cpus_per_task * load["localcluster"].array_parallelism <= 2
-    assert load["paper"].gpus_per_task == 8, "paper: one whole 8-GPU node per run"
+    paper = load["paper"]
+    assert paper.gpus_per_task * paper.tasks_per_node == 8, "paper: one whole 8-GPU node per run"
+    assert paper.tasks_per_node == 8, "paper: one training process per GPU"
     assert (load["local"].executor, load["debug"].executor) == ("local", "debug")
 
 

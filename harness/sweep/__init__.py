@@ -103,7 +103,8 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
     else:
         ex_kw["study"] = spec.study
     ex = EXECUTORS[ex_name](prof, store, logs, **ex_kw)
-    log(plan.describe(prof.cpus_per_task, prof.gpus_per_task, ex.parallel, max_lines=show))
+    log(plan.describe(prof.cpus_per_task, prof.gpus_per_task, ex.parallel, max_lines=show,
+                      tasks=prof.tasks_per_node if prof.executor == "slurm" else 1))
     log(f"executor: {ex_name} (profile {profile or spec.profile}, {ex.parallel} at a time, "
         f"{prof.cpus_per_task} cpu(s) per run); results: {results}; logs: {logs}")
     res = SweepResult(spec.study, plan)

@@ -206,13 +206,16 @@ class SlurmExecutor(BaseExecutor):
     def parallel(self) -> int:
         return self.profile.array_parallelism
 
-    def executor(self, job_name: str) -> submitit.SlurmExecutor:
+    def executor(self, job_name: str, tasks: int | None = None) -> submitit.SlurmExecutor:
+        """A submitit SlurmExecutor from the profile; ``tasks`` overrides ``tasks_per_node`` (the data job
+        is one process)."""
         p = self.profile
         ex = submitit.SlurmExecutor(folder=self.log_dir)
         params: dict[str, Any] = {
             "job_name": job_name, "time": p.time_min, "cpus_per_task": p.cpus_per_task,
             "mem": f"{max(1, int(round(p.mem_gb * 1024)))}M", "array_parallelism": p.array_parallelism,
             "setup": list(p.setup), "signal_delay_s": 120 if p.time_min > 10 else 30,
+            "ntasks_per_node": tasks or p.tasks_per_node,
         }
         if p.partition:
             params["partition"] = p.partition
@@ -231,7 +234,7 @@ class SlurmExecutor(BaseExecutor):
     def prepare(self, configs: list[dict[str, Any]], progress: bool = True) -> None:
         from harness.sweep.prepare import prepare_data
 
-        job = self.executor(f"{self.study}-data").submit(prepare_data, configs, False)
+        job = self.executor(f"{self.study}-data", tasks=1).submit(prepare_data, configs, False)
         print(f"[sweep] data preparation: Slurm job {job.job_id} (log {job.paths.stdout})", flush=True)
         try:
             while not job.done():

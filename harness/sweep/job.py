@@ -127,13 +127,30 @@ def load_body(body: str) -> Any:
     return getattr(importlib.import_module(mod), fn)
 
 
+def task_rank() -> tuple[int, int]:
+    """(global rank, number of tasks) of this process in its submitit job; (0, 1) outside one."""
+    try:
+        env = submitit.JobEnvironment()
+        return env.global_rank, env.num_tasks
+    except RuntimeError:  # not inside a submitit job
+        return 0, 1
+
+
 def train_and_evaluate(cfg: Any, run_dir: Path, progress: bool = False) -> dict[str, Any]:
     """The default body: ``train_run`` (resumes from ``run_dir/checkpoint.pt``), then ``evaluate_run``.
-    Returns evaluate_run's ``{"metrics", "tokens", "extra"}`` with the training summary in ``extra.train``."""
+    Returns evaluate_run's ``{"metrics", "tokens", "extra"}`` with the training summary in ``extra.train``.
+    In a multi-task job every rank trains; rank 0 alone evaluates (the others return ``{}``)."""
     from harness.evaluate import evaluate_run
     from harness.train import train_run
 
     train_info = train_run(cfg, run_dir, progress=progress) or {}
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:
+            return {}
     out = dict(evaluate_run(cfg, run_dir, progress=progress) or {})
     extra = dict(out.get("extra") or {})
     for k, v in train_info.items():
@@ -149,6 +166,11 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
     from harness.config import RunConfig, build
 
     os.environ.update(job.env)
+    rank, n_tasks = task_rank()
+    if n_tasks > 1:  # profile tasks_per_node > 1: one process per GPU, torch.distributed over env://
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        if rank != 0:
+            return _worker_rank(job)
     store = ResultsStore(job.store_root)
     run_dir = Path(job.run_dir)
     safe_name(run_dir.name, "run dir")
@@ -195,6 +217,17 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
         if reraise:
             raise
         return rec
+
+
+def _worker_rank(job: JobSpec) -> dict[str, Any]:
+    """A rank > 0 of a multi-task run: trains in step with rank 0 and writes nothing to the store (rank 0
+    writes the record; a failure here surfaces there as a failed collective, and in this task's log)."""
+    from harness.config import RunConfig, build
+
+    set_threads(job.cpus)
+    fn = load_body(job.body)
+    fn(build(RunConfig, job.config), Path(job.run_dir))
+    return {"run_id": job.run_id, "status": "worker"}
 
 
 class SweepJob(submitit.helpers.Checkpointable):

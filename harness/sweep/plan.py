@@ -99,7 +99,7 @@ class Plan:
         return tot / len(todo), f"from {len(done)} finished run(s) of this study"
 
     def describe(self, cpus_per_task: int = 1, gpus_per_task: int = 0, parallel: int = 1,
-                 max_lines: int = 60) -> str:
+                 max_lines: int = 60, tasks: int = 1) -> str:
         """The plan as text: one line per run (capped at ``max_lines``) and a summary with the cost."""
         c = self.counts()
         lines = [f"study {self.spec.study!r} ({self.spec.source}): {self.spec.n_variants} variant(s) x "
@@ -123,9 +123,9 @@ class Plan:
                 lines.append(f"estimated cost: unknown ({why})")
             else:
                 waves = -(-n // max(1, parallel))
-                cost = f"{n * est * cpus_per_task / 3600:.2f} core-h"
+                cost = f"{n * est * cpus_per_task * tasks / 3600:.2f} core-h"
                 if gpus_per_task:
-                    cost += f", {n * est * gpus_per_task / 3600:.2f} GPU-h"
+                    cost += f", {n * est * gpus_per_task * tasks / 3600:.2f} GPU-h"
                 lines.append(f"estimated cost: ~{est / 60:.1f} min per run, {cost}, ~{waves * est / 60:.1f} min wall "
                              f"at {parallel} in parallel ({why})")
         return "\n".join(lines)
