@@ -13,6 +13,7 @@ import difflib
 import functools
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -452,13 +453,17 @@ class TrainStage:
     ``train.steps``), only ``train_modules`` get gradients; each stage has its own AdamW, warm-up and
     cosine decay. ``lr`` 0 and ``warmup_steps`` -1 inherit ``train.lr`` / ``train.warmup_steps``.
     ``families`` (names or groups, a subset of ``data.families``) restricts the stage's training items,
-    as LLaVA-style recipes change data between stages; empty: all of the run's training items."""
+    as LLaVA-style recipes change data between stages; empty: all of the run's training items.
+    ``start_frac`` (>= 0) places the start at ``ceil(start_frac * train.steps)`` instead."""
 
     start_step: int = 0
     train_modules: list[str] = field(default_factory=lambda: ["compressor", "projector"])
     lr: float = 0.0
     warmup_steps: int = -1
     families: list[str] = field(default_factory=list)
+    # >= 0: start at this fraction of train.steps (replaces start_step), so that shortening a run with
+    # train.steps=... keeps the stages' proportions
+    start_frac: float = -1.0
 
     def __post_init__(self) -> None:
         if self.start_step < 0:
@@ -469,6 +474,8 @@ class TrainStage:
             check_choice(f"train_modules[{i}]", m, TRAIN_MODULES)
         if self.lr < 0:
             raise ConfigError("lr", f"must be >= 0 (0 = train.lr), got {self.lr}")
+        if self.start_frac != -1.0 and not 0 <= self.start_frac < 1:
+            raise ConfigError("start_frac", f"must be in [0, 1) (or -1: use start_step), got {self.start_frac}")
         from harness.data.synthetic import FAMILIES, GROUPS
 
         for i, f in enumerate(self.families):
@@ -510,6 +517,9 @@ class TrainConfig:
         for i, m in enumerate(self.train_modules):
             check_choice(f"train_modules[{i}]", m, TRAIN_MODULES)
         check_choice("parallel", self.parallel, ("auto", "ddp", "fsdp"))
+        for st in self.stages:
+            if st.start_frac >= 0:
+                st.start_step = math.ceil(st.start_frac * self.steps)
         if self.stages:
             starts = [s.start_step for s in self.stages]
             if starts[0] != 0:

@@ -61,6 +61,12 @@ def test_stages_and_schedule():
     assert stages_of(paper)[0].train_modules == ["compressor", "projector"]
     with pytest.raises(ConfigError, match="stages\\[1\\].start_step"):
         build(RunConfig, {"train": {"steps": 10, "stages": [{"start_step": 0}, {"start_step": 10}]}})
+    # start_frac scales with train.steps
+    frac = [{"start_step": 0}, {"start_frac": 0.5}]
+    assert [s.start_step for s in build(RunConfig, {"train": {"steps": 200, "stages": frac}}).train.stages] == [0, 100]
+    assert [s.start_step for s in build(RunConfig, {"train": {"steps": 3, "stages": frac}}).train.stages] == [0, 2]
+    with pytest.raises(ConfigError, match="stages\\[1\\].start_frac"):
+        build(RunConfig, {"train": {"steps": 10, "stages": [{"start_step": 0}, {"start_frac": 1.5}]}})
 
 
 def test_data_order_is_a_function_of_the_step():
