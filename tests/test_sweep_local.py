@@ -160,10 +160,14 @@ def test_slurm_job_script_from_profile(tmp_path: Path) -> None:
     ex = SlurmExecutor(prof, ResultsStore(tmp_path), tmp_path / "logs", study="bt").executor("bt")
     ex.parameters["map_count"] = 10
     text = ex._make_submission_file_text("python -u -m submitit.core._submit x", "uid")
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-task=8", "#SBATCH --cpus-per-task=64",
-                 "#SBATCH --array=0-9%4", "#SBATCH --exclusive", "#SBATCH --time=2880", "#SBATCH --qos=normal",
-                 "export NCCL_ASYNC_ERROR_HANDLING=1"):
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-task=1", "#SBATCH --ntasks-per-node=8",
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --array=0-9%4", "#SBATCH --exclusive", "#SBATCH --time=2880",
+                 "#SBATCH --qos=normal", "export NCCL_ASYNC_ERROR_HANDLING=1"):
         assert line in text, line
+    # the data-preparation job is one process
+    one = SlurmExecutor(prof, ResultsStore(tmp_path), tmp_path / "logs", study="bt").executor("bt-data", tasks=1)
+    one.parameters["map_count"] = 1
+    assert "#SBATCH --ntasks-per-node=1" in one._make_submission_file_text("python x", "uid")
 
 
 @pytest.mark.slurm
