@@ -307,13 +307,20 @@ def _reference_cost_caption(study: StudyData) -> str:
 
 
 def _find_trace(study: StudyData, run_id: str | None) -> tuple[RunInfo, dict[str, Any]]:
+    """The TAA trace of run ``run_id``, else of the first run that samples by delta, else of the first
+    run with a trace."""
+    first = None
     for v in study.variants:
         for r in v.runs:
             if run_id and r.run_id != run_id:
                 continue
             tr = (run_record(study, r.run_id).get("extra") or {}).get("taa_trace")
             if r.status == "done" and isinstance(tr, dict) and tr.get("delta"):
-                return r, tr
+                if run_id or tr.get("sampling") == "delta":
+                    return r, tr
+                first = first or (r, tr)
+    if first is not None:
+        return first
     if run_id:
         raise SkipFigure(f"run {run_id} has no extra.taa_trace")
     raise SkipFigure("no run recorded extra.taa_trace (harness.model.taa.taa_trace, logged by the evaluation)")
