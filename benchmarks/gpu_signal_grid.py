@@ -135,7 +135,8 @@ def main() -> None:
         grid[name] = ov
     # fill the feature cache once (train + test) so parallel runs do not all extract the same features
     rc, s = sh([sys.executable, "-m", "harness.train", "tiny", f"data.suite={args.suite}",
-                f"data.cache_dir={work / 'cache'}", "train.steps=1", "--device", "cuda",
+                f"data.cache_dir={work / 'cache'}", "train.steps=1",
+                *[t for t in shlex.split(args.common) if t.startswith("data.")], "--device", "cuda",
                 "--run-dir", str(work / "runs" / "_warm"), "--no-progress", "--eval"], work / "warm.log")
     print(f"feature cache filled in {s:.0f} s (rc {rc})", flush=True)
     t0 = time.perf_counter()

@@ -6,22 +6,28 @@
 #     bash benchmarks/gpu_signal_grid.sh r1    # 8 settings, 1000 steps of 16, no curriculum
 #     bash benchmarks/gpu_signal_grid.sh r2    # curriculum, pooling, period, depth, batch, 2500 steps
 #     bash benchmarks/gpu_signal_grid.sh r3    # the CPU-sized curriculum (100 + 100..500 steps) per block
+#     bash benchmarks/gpu_signal_grid.sh r4    # the binding families: 6x the training items, 1500 steps,
+#                                              # ladders, single-family runs, no compression, a wider LLM
 #
 # Each writes results/benchmarks/gpu_signal_grid_<round>.json (or $OUT/ when set).
 set -euo pipefail
-round=${1:?usage: gpu_signal_grid.sh r1|r2|r3}
+round=${1:?usage: gpu_signal_grid.sh r1|r2|r3|r4}
 export OMP_NUM_THREADS=2 PYTHONPATH=$PWD
 out=${OUT:-results/benchmarks}
 python3 -c "import av" 2>/dev/null || python3 -m pip install -q --no-deps .wheels/av-*.whl
 (python3 -c "import mamba_ssm" 2>/dev/null || bash benchmarks/gpu_build_mamba.sh > /tmp/mb.log 2>&1; tail -1 /tmp/mb.log) &
 W=/tmp/gpu_signal_grid
 mkdir -p $W
-[ -f $W/suite/meta.json ] || python3 -m harness.data make-synthetic --out $W/suite --quiet > $W/make.log 2>&1
-for n in 16 8; do python3 -m harness.data features --suite $W/suite --n-frames $n --cache-dir $W/cache --quiet; done
+suite=$W/suite suite_args=() frames=(16 8)
+if [ "$round" = r4 ]; then suite=$W/suite_big suite_args=(--n-train 12000 --workers 16) frames=(8); fi
+[ -f $suite/meta.json ] || python3 -m harness.data make-synthetic --out $suite "${suite_args[@]}" --quiet > $W/make.log 2>&1
+for n in "${frames[@]}"; do python3 -m harness.data features --suite $suite --n-frames $n --cache-dir $W/cache --quiet; done
 wait
+[ -z "${PREP_ONLY:-}" ] || exit 0  # PREP_ONLY=1: stop after the suite, features and mamba-ssm build
 M="train_modules: [compressor, projector, llm]"
 cur() { echo "'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: $1, $M}]'"; }
-grid=(python3 benchmarks/gpu_signal_grid.py --parallel 8 --out "$out" --tag "_$round")
+only() { echo "'train.stages=[{start_step: 0, families: [$1], $M}]'"; }
+grid=(python3 benchmarks/gpu_signal_grid.py --parallel 8 --out "$out" --tag "_$round" --suite "$suite")
 case $round in
 r1) "${grid[@]}" --steps 1000 --timeout 330 ;;
 r2) "${grid[@]}" --steps 1000 --timeout 430 --only cur100 \
@@ -39,5 +45,14 @@ r3) "${grid[@]}" --steps 300 --timeout 400 --only-extra --common "$(cur 100)" \
       --point "f16_transformer:model.compressor.block=transformer" \
       --point "f8_bs8_s400:data.n_frames=8 train.batch_size=8 train.steps=400" \
       --point "f16_s600:train.steps=600" ;;
+r4) "${grid[@]}" --steps 1500 --timeout 480 --only-extra --common "data.n_frames=8" \
+      --point "big_cur:$(cur 100)" \
+      --point "big_cur_vanilla:$(cur 100) model.compressor.enabled=false" \
+      --point "big_ladder:'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: 100, families: [colour, location, direction], $M}, {start_step: 600, $M}]'" \
+      --point "big_cur_llm128x4:$(cur 100) model.llm.hidden_size=128 model.llm.n_layers=4 model.llm.intermediate_size=256" \
+      --point "big_location_only:$(only location)" \
+      --point "big_location_only_vanilla:$(only location) model.compressor.enabled=false" \
+      --point "big_when_only:$(only needle_when)" \
+      --point "big_count_only_vanilla:$(only count) model.compressor.enabled=false" ;;
 *) echo "unknown round $round" >&2; exit 2 ;;
 esac
