@@ -8,10 +8,11 @@
 #     bash benchmarks/gpu_signal_grid.sh r3    # the CPU-sized curriculum (100 + 100..500 steps) per block
 #     bash benchmarks/gpu_signal_grid.sh r4    # the binding families: 6x the training items, 1500 steps,
 #                                              # ladders, single-family runs, no compression, a wider LLM
+#     bash benchmarks/gpu_signal_grid.sh r5    # r4's single-family runs on a clean suite (no clutter, no noise)
 #
 # Each writes results/benchmarks/gpu_signal_grid_<round>.json (or $OUT/ when set).
 set -euo pipefail
-round=${1:?usage: gpu_signal_grid.sh r1|r2|r3|r4}
+round=${1:?usage: gpu_signal_grid.sh r1|r2|r3|r4|r5}
 export OMP_NUM_THREADS=2 PYTHONPATH=$PWD
 out=${OUT:-results/benchmarks}
 python3 -c "import av" 2>/dev/null || python3 -m pip install -q --no-deps .wheels/av-*.whl
@@ -20,6 +21,7 @@ W=/tmp/gpu_signal_grid
 mkdir -p $W
 suite=$W/suite suite_args=() frames=(16 8)
 if [ "$round" = r4 ]; then suite=$W/suite_big suite_args=(--n-train 12000 --workers 16) frames=(8); fi
+if [ "$round" = r5 ]; then suite=$W/suite_clean suite_args=(--n-train 12000 --clutter 0 --noise 0 --workers 16) frames=(8); fi
 [ -f $suite/meta.json ] || python3 -m harness.data make-synthetic --out $suite "${suite_args[@]}" --quiet > $W/make.log 2>&1
 for n in "${frames[@]}"; do python3 -m harness.data features --suite $suite --n-frames $n --cache-dir $W/cache --quiet; done
 wait
@@ -54,5 +56,14 @@ r4) "${grid[@]}" --steps 1500 --timeout 480 --only-extra --common "data.n_frames
       --point "big_location_only_vanilla:$(only location) model.compressor.enabled=false" \
       --point "big_when_only:$(only needle_when)" \
       --point "big_count_only_vanilla:$(only count) model.compressor.enabled=false" ;;
+r5) "${grid[@]}" --steps 1500 --timeout 480 --only-extra --common "data.n_frames=8" \
+      --point "clean_cur:$(cur 100)" \
+      --point "clean_cur_vanilla:$(cur 100) model.compressor.enabled=false" \
+      --point "clean_location_only:$(only location)" \
+      --point "clean_location_only_vanilla:$(only location) model.compressor.enabled=false" \
+      --point "clean_direction_only_vanilla:$(only direction) model.compressor.enabled=false" \
+      --point "clean_when_only_vanilla:$(only needle_when) model.compressor.enabled=false" \
+      --point "clean_count_only_vanilla:$(only count) model.compressor.enabled=false" \
+      --point "clean_location_only_vanilla_llm128x4:$(only location) model.compressor.enabled=false model.llm.hidden_size=128 model.llm.n_layers=4 model.llm.intermediate_size=256" ;;
 *) echo "unknown round $round" >&2; exit 2 ;;
 esac
