@@ -9,10 +9,12 @@
 #     bash benchmarks/gpu_signal_grid.sh r4    # the binding families: 6x the training items, 1500 steps,
 #                                              # ladders, single-family runs, no compression, a wider LLM
 #     bash benchmarks/gpu_signal_grid.sh r5    # r4's single-family runs on a clean suite (no clutter, no noise)
+#     bash benchmarks/gpu_signal_grid.sh r6    # clean suite: the learnable families through each compressor block
+#     bash benchmarks/gpu_signal_grid.sh r7    # clean suite, needle_when only: 4 blocks x 3 seeds
 #
 # Each writes results/benchmarks/gpu_signal_grid_<round>.json (or $OUT/ when set).
 set -euo pipefail
-round=${1:?usage: gpu_signal_grid.sh r1|r2|r3|r4|r5}
+round=${1:?usage: gpu_signal_grid.sh r1|r2|r3|r4|r5|r6|r7}
 export OMP_NUM_THREADS=2 PYTHONPATH=$PWD
 out=${OUT:-results/benchmarks}
 python3 -c "import av" 2>/dev/null || python3 -m pip install -q --no-deps .wheels/av-*.whl
@@ -21,7 +23,7 @@ W=/tmp/gpu_signal_grid
 mkdir -p $W
 suite=$W/suite suite_args=() frames=(16 8)
 if [ "$round" = r4 ]; then suite=$W/suite_big suite_args=(--n-train 12000 --workers 16) frames=(8); fi
-if [ "$round" = r5 ]; then suite=$W/suite_clean suite_args=(--n-train 12000 --clutter 0 --noise 0 --workers 16) frames=(8); fi
+if [ "$round" = r5 ] || [ "$round" = r6 ] || [ "$round" = r7 ]; then suite=$W/suite_clean suite_args=(--n-train 12000 --clutter 0 --noise 0 --workers 16) frames=(8); fi
 [ -f $suite/meta.json ] || python3 -m harness.data make-synthetic --out $suite "${suite_args[@]}" --quiet > $W/make.log 2>&1
 for n in "${frames[@]}"; do python3 -m harness.data features --suite $suite --n-frames $n --cache-dir $W/cache --quiet; done
 wait
@@ -65,5 +67,19 @@ r5) "${grid[@]}" --steps 1500 --timeout 480 --only-extra --common "data.n_frames
       --point "clean_when_only_vanilla:$(only needle_when) model.compressor.enabled=false" \
       --point "clean_count_only_vanilla:$(only count) model.compressor.enabled=false" \
       --point "clean_location_only_vanilla_llm128x4:$(only location) model.compressor.enabled=false model.llm.hidden_size=128 model.llm.n_layers=4 model.llm.intermediate_size=256" ;;
+r6) B=model.compressor.block
+    "${grid[@]}" --steps 1500 --timeout 480 --only-extra --common "data.n_frames=8" \
+      --point "clean_direction_only:$(only direction)" \
+      --point "clean_direction_only_transformer:$(only direction) $B=transformer" \
+      --point "clean_direction_only_uni:$(only direction) $B=uni_ssm" \
+      --point "clean_direction_only_identity:$(only direction) $B=identity" \
+      --point "clean_when_only:$(only needle_when)" \
+      --point "clean_when_only_transformer:$(only needle_when) $B=transformer" \
+      --point "clean_ladder:'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: 100, families: [colour, direction, needle_when], $M}, {start_step: 700, $M}]'" \
+      --point "clean_ladder_vanilla:'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: 100, families: [colour, direction, needle_when], $M}, {start_step: 700, $M}]' model.compressor.enabled=false" ;;
+r7) pts=()
+    for b in bi_ssm uni_ssm transformer identity; do for s in 0 1 2; do
+      pts+=(--point "when_${b}_s$s:$(only needle_when) model.compressor.block=$b seed=$s"); done; done
+    "${grid[@]}" --steps 1500 --timeout 560 --parallel 12 --only-extra --common "data.n_frames=8" "${pts[@]}" ;;
 *) echo "unknown round $round" >&2; exit 2 ;;
 esac
