@@ -11,10 +11,12 @@
 #     bash benchmarks/gpu_signal_grid.sh r5    # r4's single-family runs on a clean suite (no clutter, no noise)
 #     bash benchmarks/gpu_signal_grid.sh r6    # clean suite: the learnable families through each compressor block
 #     bash benchmarks/gpu_signal_grid.sh r7    # clean suite, needle_when only: 4 blocks x 3 seeds
+#     bash benchmarks/gpu_signal_grid.sh r8    # r7's Transformer with sin-cos positions (pos_embed), 3 seeds
+#     bash benchmarks/gpu_signal_grid.sh r9    # the Transformer compressor with a plain residual (gated: false)
 #
 # Each writes results/benchmarks/gpu_signal_grid_<round>.json (or $OUT/ when set).
 set -euo pipefail
-round=${1:?usage: gpu_signal_grid.sh r1|r2|r3|r4|r5|r6|r7}
+round=${1:?usage: gpu_signal_grid.sh r1|r2|r3|r4|r5|r6|r7|r8|r9}
 export OMP_NUM_THREADS=2 PYTHONPATH=$PWD
 out=${OUT:-results/benchmarks}
 python3 -c "import av" 2>/dev/null || python3 -m pip install -q --no-deps .wheels/av-*.whl
@@ -23,7 +25,7 @@ W=/tmp/gpu_signal_grid
 mkdir -p $W
 suite=$W/suite suite_args=() frames=(16 8)
 if [ "$round" = r4 ]; then suite=$W/suite_big suite_args=(--n-train 12000 --workers 16) frames=(8); fi
-if [ "$round" = r5 ] || [ "$round" = r6 ] || [ "$round" = r7 ]; then suite=$W/suite_clean suite_args=(--n-train 12000 --clutter 0 --noise 0 --workers 16) frames=(8); fi
+if [ "$round" = r5 ] || [ "$round" = r6 ] || [ "$round" = r7 ] || [ "$round" = r8 ] || [ "$round" = r9 ]; then suite=$W/suite_clean suite_args=(--n-train 12000 --clutter 0 --noise 0 --workers 16) frames=(8); fi
 [ -f $suite/meta.json ] || python3 -m harness.data make-synthetic --out $suite "${suite_args[@]}" --quiet > $W/make.log 2>&1
 for n in "${frames[@]}"; do python3 -m harness.data features --suite $suite --n-frames $n --cache-dir $W/cache --quiet; done
 wait
@@ -81,5 +83,21 @@ r7) pts=()
     for b in bi_ssm uni_ssm transformer identity; do for s in 0 1 2; do
       pts+=(--point "when_${b}_s$s:$(only needle_when) model.compressor.block=$b seed=$s"); done; done
     "${grid[@]}" --steps 1500 --timeout 560 --parallel 12 --only-extra --common "data.n_frames=8" "${pts[@]}" ;;
+r8) B=model.compressor.block P=model.compressor.pos_embed pts=()
+    for s in 0 1 2; do pts+=(--point "when_transformer_pos_s$s:$(only needle_when) $B=transformer $P=sincos seed=$s"); done
+    pts+=(--point "when_transformer_nopos_s0:$(only needle_when) $B=transformer $P=none")
+    pts+=(--point "when_bi_ssm_pos_s0:$(only needle_when) $P=sincos")
+    pts+=(--point "clean_ladder_transformer_pos:'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: 100, families: [colour, direction, needle_when], $M}, {start_step: 700, $M}]' $B=transformer $P=sincos")
+    pts+=(--point "clean_ladder_transformer_nopos:'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: 100, families: [colour, direction, needle_when], $M}, {start_step: 700, $M}]' $B=transformer $P=none")
+    "${grid[@]}" --steps 1500 --timeout 560 --only-extra --common "data.n_frames=8" "${pts[@]}" ;;
+r9) B=model.compressor.block G=model.compressor.gated pts=()
+    L="'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: 100, families: [colour, direction, needle_when], $M}, {start_step: 700, $M}]'"
+    for s in 0 1 2; do pts+=(--point "when_transformer_plain_s$s:$(only needle_when) $B=transformer $G=false seed=$s"); done
+    pts+=(--point "when_bi_ssm_plain_s0:$(only needle_when) $G=false")
+    pts+=(--point "colour_transformer_s0:$(only colour) $B=transformer")
+    pts+=(--point "colour_transformer_plain_s0:$(only colour) $B=transformer $G=false")
+    pts+=(--point "clean_ladder_transformer_plain:$L $B=transformer $G=false")
+    pts+=(--point "clean_ladder_bi_ssm_plain:$L $G=false")
+    "${grid[@]}" --steps 1500 --timeout 560 --only-extra --common "data.n_frames=8" "${pts[@]}" ;;
 *) echo "unknown round $round" >&2; exit 2 ;;
 esac

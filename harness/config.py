@@ -79,6 +79,7 @@ class StageConfig:
 BLOCK_TYPES = ("bi_ssm", "uni_ssm", "transformer", "conv", "identity")
 POOLING_TYPES = ("weighted", "mean", "max", "query", "attention", "gpa")
 QUERY_INITS = ("learned", "mean")
+POS_EMBEDS = ("auto", "none", "sincos")
 SAMPLING_TYPES = ("uniform", "delta", "none")
 
 
@@ -128,6 +129,9 @@ class CompressorConfig:
     every ``temporal.period`` frames at each spatial slot (period 1 with 0 layers: no temporal stage).
     ``budget`` (0 = none) is met exactly by uniform token selection after the stages.
     ``block: none`` style "no compression" is ``enabled: false`` (tokens are only projected).
+    ``pos_embed`` adds a 1-D sin-cos code of each position in the flattened sequence before mixing:
+    ``auto`` does so for the Transformer block only (attention is blind to order; an SSM scan and a
+    convolution are not), ``none`` / ``sincos`` force it off / on for any block.
     """
 
     enabled: bool = True
@@ -139,6 +143,7 @@ class CompressorConfig:
     pooling: str = "weighted"
     gpa_gate: bool = True  # pooling: gpa; false: fixed equal mix of query and pooled neighbours
     query_init: str = "learned"
+    pos_embed: str = "auto"  # auto | none | sincos
     n_heads: int = 4
     spatial: StageConfig = field(default_factory=lambda: StageConfig(period=16, n_layers=2))
     temporal: StageConfig = field(default_factory=lambda: StageConfig(period=1, n_layers=0))
@@ -146,10 +151,16 @@ class CompressorConfig:
     ssm: SSMConfig = field(default_factory=SSMConfig)
     taa: TAAConfig = field(default_factory=TAAConfig)
 
+    @property
+    def uses_pos_embed(self) -> bool:
+        """Whether the mixing stages see sin-cos positions (``pos_embed`` resolved for ``block``)."""
+        return self.pos_embed == "sincos" or (self.pos_embed == "auto" and self.block == "transformer")
+
     def __post_init__(self) -> None:
         check_choice("block", self.block, BLOCK_TYPES)
         check_choice("pooling", self.pooling, POOLING_TYPES)
         check_choice("query_init", self.query_init, QUERY_INITS)
+        check_choice("pos_embed", self.pos_embed, POS_EMBEDS)
         for name in ("d_in", "d_model", "d_out", "n_heads"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")

@@ -6,7 +6,8 @@ Read top to bottom:
 2. **Spatial stage.** Inside every frame a learnable query token is inserted after each ``spatial.period``
    patches (a last, shorter period gets a query too). All frames' patches and queries form ONE sequence
    (B, T * (P + Qs), D) that ``spatial.n_layers`` mixing blocks process, so queries see the whole video.
-   Each query then pools its period -> (B, T, Qs, D).
+   Each query then pools its period -> (B, T, Qs, D). A Transformer block first gets a 1-D sin-cos
+   code of each position in that sequence (``pos_embed``): attention alone is blind to order.
 3. **Temporal stage** (when ``temporal.period > 1`` or ``temporal.n_layers > 0``). For every spatial slot,
    a query is inserted after each ``temporal.period`` frames; the slot-major sequence (B, Qs * (T + Qt), D)
    is mixed and pooled -> (B, Qt, Qs, D): one token per (time window, spatial slot).
@@ -44,6 +45,16 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def sincos_1d(L: int, D: int, device: torch.device | None = None) -> torch.Tensor:
+    """Fixed 1-D sin-cos position code (L, D): sin on the first half of the channels, cos on the second,
+    frequencies 10000^(-i / (D/2)) (an odd last channel stays zero)."""
+    half = D // 2
+    freqs = 1.0 / (10000 ** (torch.arange(half, dtype=torch.float64, device=device) / max(half, 1)))
+    ang = torch.arange(L, dtype=torch.float64, device=device)[:, None] * freqs[None]
+    pe = torch.cat([torch.sin(ang), torch.cos(ang)], dim=1)
+    return torch.nn.functional.pad(pe, (0, D - 2 * half)).float()
+
+
 def _interleave_perm(S: int, period: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Index maps for a row of S tokens with a query after every ``period`` tokens.
 
@@ -75,6 +86,7 @@ class Stage(nn.Module):
         self.query = nn.Parameter(torch.randn(cfg.d_model) * 0.02)
         self.query_init = cfg.query_init
         self.mixer = build_stack(cfg, stage.n_layers)
+        self.pos_embed = cfg.uses_pos_embed and stage.n_layers > 0
         self.pool = build_pooling(cfg, stage.period)
 
     def n_queries(self, S: int) -> int:
@@ -96,7 +108,10 @@ class Stage(nn.Module):
             q = q + (xp.view(B, G, Q, p, D) * w[..., None]).sum(-2) / w.sum(-1)[..., None]
         perm, tok_pos, q_pos = (t.to(x.device) for t in _interleave_perm(S, p))
         row = torch.cat([x, q], dim=2)[:, :, perm]  # (B, G, S + Q, D)
-        row = self.mixer(row.reshape(B, G * (S + Q), D)).view(B, G, S + Q, D)
+        row = row.reshape(B, G * (S + Q), D)
+        if self.pos_embed:
+            row = row + sincos_1d(row.shape[1], D, row.device).to(row.dtype)
+        row = self.mixer(row).view(B, G, S + Q, D)
         xm, qm = row[:, :, tok_pos], row[:, :, q_pos]
         if pad:
             xm = torch.cat([xm, xm.new_zeros(B, G, pad, D)], dim=2)
