@@ -98,6 +98,34 @@ def test_gating_is_its_own_switch():
     assert not any("gate" in n for n, _ in off.named_parameters())
 
 
+def _frame_swap_equivariant(**kw) -> bool:
+    """Does swapping the two input frames just swap the two frames' output tokens?"""
+    torch.manual_seed(0)
+    comp = build_compressor(_cfg(spatial={"period": 4, "n_layers": 2}, **kw))
+    x = torch.randn(1, 2, 8, 24)
+    a = comp(x).tokens.view(2, 2, -1)
+    b = comp(x.flip(1)).tokens.view(2, 2, -1)
+    return torch.allclose(a, b.flip(0), atol=1e-5)
+
+
+def test_transformer_without_positions_cannot_tell_frame_order():
+    assert _frame_swap_equivariant(block="transformer", pos_embed="none")
+
+
+@pytest.mark.parametrize("kw", [{"block": "transformer"}, {"block": "transformer", "pos_embed": "sincos"},
+                                {"block": "bi_ssm"}, {"block": "identity", "pos_embed": "sincos"}])
+def test_positions_or_a_scan_make_the_output_order_aware(kw):
+    # pos_embed: auto gives the Transformer sin-cos positions; an SSM is order-aware by its scan
+    assert not _frame_swap_equivariant(**kw)
+
+
+def test_pos_embed_auto_resolves_per_block():
+    assert build(CompressorConfig, {"block": "transformer"}).uses_pos_embed
+    assert not build(CompressorConfig, {"block": "bi_ssm"}).uses_pos_embed
+    assert build(CompressorConfig, {"block": "bi_ssm", "pos_embed": "sincos"}).uses_pos_embed
+    assert not build(CompressorConfig, {"block": "transformer", "pos_embed": "none"}).uses_pos_embed
+
+
 @pytest.mark.parametrize(
     "cfg,T,P,path,needle",
     [
@@ -121,6 +149,7 @@ def test_impossible_shapes_are_named(cfg, T, P, path, needle):
         ({"blok": "bi_ssm"}, "model.compressor.blok", "did you mean 'block'"),
         ({"spatial": {"period": 0}}, "model.compressor.spatial.period", "must be >= 1"),
         ({"d_model": "64"}, "model.compressor.d_model", "expected an integer"),
+        ({"pos_embed": "rope"}, "model.compressor.pos_embed", "'auto', 'none', 'sincos'"),
         ({"block": "transformer", "d_model": 30, "n_heads": 4}, "model.compressor.n_heads", "not divisible"),
     ],
 )

@@ -241,6 +241,21 @@ def test_all_failed_store_gives_honest_table(tmp_path):
                                            "table:tasks", "table:compare"}
 
 
+def test_a_plugin_loaded_for_one_study_adds_nothing_to_another(tmp_path):
+    # --paper builds every study in one process: the v2 plugin's tables must stay with the studies that
+    # list it in report.plugins
+    v2 = make_block_store(tmp_path / "store", study="v2ish", report={"plugins": ["harness.report.figures_v2"]})
+    plain = make_block_store(tmp_path / "store", study="block_type")
+    assert v2.root == plain.root
+    with_plugin = report_study(v2, "v2ish", tmp_path / "a", progress=False)
+    without = report_study(plain, "block_type", tmp_path / "b", progress=False)
+    kinds = [a.kind for a in without.artifacts] + [k for k, _ in without.skipped]
+    assert "table:reported_vs_reproduced" in [a.kind for a in with_plugin.artifacts] + \
+        [k for k, _ in with_plugin.skipped]
+    assert "table:reported_vs_reproduced" not in kinds
+    assert not list((tmp_path / "b").glob("*reported*"))
+
+
 def test_lines_for_numeric_axis_and_registry(tmp_path):
     store = make_block_store(tmp_path / "store", report={"x": "budget", "figures": ["lines", "my_kind"]})
     calls = []

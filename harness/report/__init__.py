@@ -79,7 +79,7 @@ def report_study(store: ResultsStore, name: str, out_dir: str | Path, *,
             raise ReportError(f"{study.index_path}: report.plugins must be a list of module names")
         load_plugins(plugins)
     options: dict[str, Any] = {"compare": list(compare or [])}
-    table_kinds = study.report.get("tables") or list(T.TABLES)
+    table_kinds = study.report.get("tables") or T.default_tables(plugins)
     for i, k in enumerate(table_kinds):
         if k not in T.TABLES:
             raise ReportError(f"{study.index_path}: report.tables[{i}]: unknown table kind {k!r} "

@@ -222,6 +222,13 @@ def register_table(name: str) -> Callable[[TableKind], TableKind]:
     return deco
 
 
+def default_tables(plugins: list[str]) -> list[str]:
+    """The table kinds a study gets without ``report.tables``: the core ones and those its own
+    ``report.plugins`` register, so a plugin loaded for one study (``--paper`` builds every study in one
+    process) never adds tables to another."""
+    return [k for k, fn in TABLES.items() if fn.__module__ == __name__ or fn.__module__ in plugins]
+
+
 def runs_text(v: Variant) -> str:
     """``3/3`` or ``1/3 †1 failed, 1 missing``: how many of the variant's runs count, and why not all."""
     c = v.counts()
