@@ -156,6 +156,10 @@ class CompressorConfig:
         """Whether the mixing stages see sin-cos positions (``pos_embed`` resolved for ``block``)."""
         return self.pos_embed == "sincos" or (self.pos_embed == "auto" and self.block == "transformer")
 
+    def hash_omit(self) -> tuple[str, ...]:
+        """``pos_embed`` came after the first results: without positions it is the old behaviour."""
+        return () if self.uses_pos_embed else ("pos_embed",)
+
     def __post_init__(self) -> None:
         check_choice("block", self.block, BLOCK_TYPES)
         check_choice("pooling", self.pooling, POOLING_TYPES)
@@ -290,21 +294,26 @@ def build(cls: type[T], data: dict[str, Any] | None, _prefix: str = "") -> T:
         raise ConfigError(f"{_prefix}.{e.path}" if _prefix else e.path, e.message) from None
 
 
-def to_dict(obj: Any) -> Any:
-    """Dataclass tree -> plain JSON-able dict (lists stay lists)."""
+def to_dict(obj: Any, *, for_hash: bool = False) -> Any:
+    """Dataclass tree -> plain JSON-able dict (lists stay lists). ``for_hash``: leave out the fields a
+    config's ``hash_omit()`` names (see :func:`config_hash`)."""
     if dataclasses.is_dataclass(obj):
-        return {name: to_dict(getattr(obj, name)) for name in _field_names(type(obj))}
+        omit = obj.hash_omit() if for_hash and hasattr(obj, "hash_omit") else ()
+        return {name: to_dict(getattr(obj, name), for_hash=for_hash) for name in _field_names(type(obj))
+                if name not in omit}
     if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, for_hash=for_hash) for v in obj]
     if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
+        return {k: to_dict(v, for_hash=for_hash) for k, v in obj.items()}
     return obj
 
 
 def config_hash(obj: Any, n: int = 12) -> str:
     """Stable short hash of a resolved config: canonical JSON (sorted keys) of the full tree, so key
-    order and spelled-out defaults do not change it."""
-    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"), default=str)
+    order and spelled-out defaults do not change it. A switch added after results existed is left out
+    while it keeps the behaviour those results had (a config's ``hash_omit()``), so adding it does not
+    orphan them: run ids name behaviour."""
+    blob = json.dumps(to_dict(obj, for_hash=True), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 

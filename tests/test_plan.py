@@ -58,6 +58,25 @@ def test_run_id_of_resolved_dict_equals_config_hash() -> None:
     assert hash_resolved(to_dict(cfg)) == config_hash(cfg)
 
 
+@pytest.mark.parametrize("overrides,run_id", [
+    ({}, "63f9b22acf51"),
+    ({"model": {"compressor": {"block": "uni_ssm", "pooling": "gpa"}}, "seed": 2}, "a671cce42c5b"),
+    ({"model": {"compressor": {"block": "transformer", "pos_embed": "none"}}}, "2425e19e38d0"),
+])
+def test_run_ids_survive_new_switches_that_keep_the_old_behaviour(overrides, run_id) -> None:
+    # ids computed by the code before `pos_embed` existed (commit 08a4c52): stores written then must still
+    # be found, so a finished run is not trained again. Change these only when behaviour changes.
+    assert config_hash(build(RunConfig, overrides)) == run_id
+
+
+def test_a_switch_that_changes_behaviour_changes_the_run_id() -> None:
+    old = config_hash(build(RunConfig, {"model": {"compressor": {"block": "transformer", "pos_embed": "none"}}}))
+    assert config_hash(build(RunConfig, {"model": {"compressor": {"block": "transformer"}}})) != old
+    ssm = config_hash(build(RunConfig, {}))
+    assert config_hash(build(RunConfig, {"model": {"compressor": {"pos_embed": "sincos"}}})) != ssm
+    assert config_hash(build(RunConfig, {"model": {"compressor": {"pos_embed": "none"}}})) == ssm
+
+
 def test_duplicates_collapse(tmp_path: Path) -> None:
     p = spec_file(tmp_path, """
 study: d

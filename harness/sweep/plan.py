@@ -21,8 +21,6 @@ Against the results store every run gets an ``action``:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import socket
@@ -31,16 +29,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.config import ConfigError, RunConfig, build, to_dict
+from harness.config import ConfigError, RunConfig, build, config_hash, to_dict
 from harness.store import ResultsStore
 from harness.sweep.spec import SpecError, StudySpec, variant_label
 
 SUBMIT_ACTIONS = ("submit", "resume", "retry")
 
 def hash_resolved(resolved: dict[str, Any], n: int = 12) -> str:
-    """The run id of a resolved RunConfig dict; equals ``config_hash(build(RunConfig, resolved))``."""
-    blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+    """The run id of a resolved RunConfig dict: ``config_hash(build(RunConfig, resolved))``."""
+    return config_hash(build(RunConfig, resolved), n)
 
 
 def resolve(overrides: dict[str, Any]) -> dict[str, Any]:
