@@ -485,6 +485,10 @@ class TrainStage:
     # train.steps=... keeps the stages' proportions
     start_frac: float = -1.0
 
+    def hash_omit(self) -> tuple[str, ...]:
+        """``train.steps`` resolves ``start_frac`` into ``start_step`` at build; the step is the behaviour."""
+        return ("start_frac",)
+
     def __post_init__(self) -> None:
         if self.start_step < 0:
             raise ConfigError("start_step", f"must be >= 0, got {self.start_step}")

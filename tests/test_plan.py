@@ -75,6 +75,12 @@ def test_a_switch_that_changes_behaviour_changes_the_run_id() -> None:
     ssm = config_hash(build(RunConfig, {}))
     assert config_hash(build(RunConfig, {"model": {"compressor": {"pos_embed": "sincos"}}})) != ssm
     assert config_hash(build(RunConfig, {"model": {"compressor": {"pos_embed": "none"}}})) == ssm
+    # start_frac resolves into start_step at build: the same schedule is the same run
+    st = [{"start_step": 0, "families": ["colour"]}]
+    by_step = build(RunConfig, {"train": {"steps": 200, "stages": [*st, {"start_step": 100}]}})
+    by_frac = build(RunConfig, {"train": {"steps": 200, "stages": [*st, {"start_frac": 0.5}]}})
+    other = build(RunConfig, {"train": {"steps": 200, "stages": [*st, {"start_frac": 0.25}]}})
+    assert config_hash(by_frac) == config_hash(by_step) != config_hash(other)
 
 
 def test_duplicates_collapse(tmp_path: Path) -> None:
