@@ -13,10 +13,11 @@
 #     bash benchmarks/gpu_signal_grid.sh r7    # clean suite, needle_when only: 4 blocks x 3 seeds
 #     bash benchmarks/gpu_signal_grid.sh r8    # r7's Transformer with sin-cos positions (pos_embed), 3 seeds
 #     bash benchmarks/gpu_signal_grid.sh r9    # the Transformer compressor with a plain residual (gated: false)
+#     bash benchmarks/gpu_signal_grid.sh r10   # clean suite, period 8: which pooling learns colour / needle_when
 #
 # Each writes results/benchmarks/gpu_signal_grid_<round>.json (or $OUT/ when set).
 set -euo pipefail
-round=${1:?usage: gpu_signal_grid.sh r1|r2|r3|r4|r5|r6|r7|r8|r9}
+round=${1:?usage: gpu_signal_grid.sh r1|r2|r3|r4|r5|r6|r7|r8|r9|r10}
 export OMP_NUM_THREADS=2 PYTHONPATH=$PWD
 out=${OUT:-results/benchmarks}
 python3 -c "import av" 2>/dev/null || python3 -m pip install -q --no-deps .wheels/av-*.whl
@@ -25,7 +26,7 @@ W=/tmp/gpu_signal_grid
 mkdir -p $W
 suite=$W/suite suite_args=() frames=(16 8)
 if [ "$round" = r4 ]; then suite=$W/suite_big suite_args=(--n-train 12000 --workers 16) frames=(8); fi
-if [ "$round" = r5 ] || [ "$round" = r6 ] || [ "$round" = r7 ] || [ "$round" = r8 ] || [ "$round" = r9 ]; then suite=$W/suite_clean suite_args=(--n-train 12000 --clutter 0 --noise 0 --workers 16) frames=(8); fi
+if [ "$round" = r5 ] || [ "$round" = r6 ] || [ "$round" = r7 ] || [ "$round" = r8 ] || [ "$round" = r9 ] || [ "$round" = r10 ]; then suite=$W/suite_clean suite_args=(--n-train 12000 --clutter 0 --noise 0 --workers 16) frames=(8); fi
 [ -f $suite/meta.json ] || python3 -m harness.data make-synthetic --out $suite "${suite_args[@]}" --quiet > $W/make.log 2>&1
 for n in "${frames[@]}"; do python3 -m harness.data features --suite $suite --n-frames $n --cache-dir $W/cache --quiet; done
 wait
@@ -99,5 +100,17 @@ r9) B=model.compressor.block G=model.compressor.gated pts=()
     pts+=(--point "clean_ladder_transformer_plain:$L $B=transformer $G=false")
     pts+=(--point "clean_ladder_bi_ssm_plain:$L $G=false")
     "${grid[@]}" --steps 1500 --timeout 560 --only-extra --common "data.n_frames=8" "${pts[@]}" ;;
+r10) C=model.compressor pts=()
+    TAA="$C.taa.enabled=true $C.taa.n_layers=1 $C.taa.layout=slot $C.taa.sampling=delta $C.taa.relative=true $C.taa.keep_ratio=0.5"
+    pts+=(--point "colour_gpa:$(only colour) $C.pooling=gpa")
+    pts+=(--point "colour_gpa_taa:$(only colour) $C.pooling=gpa $TAA")
+    pts+=(--point "colour_gpa_nogate:$(only colour) $C.pooling=gpa $C.gpa_gate=false")
+    pts+=(--point "colour_bimba:$(only colour) $C.pooling=query $C.query_init=mean")
+    pts+=(--point "colour_mean:$(only colour) $C.pooling=mean")
+    pts+=(--point "colour_weighted:$(only colour) $C.pooling=weighted")
+    pts+=(--point "when_gpa:$(only needle_when) $C.pooling=gpa")
+    pts+=(--point "when_weighted:$(only needle_when) $C.pooling=weighted")
+    "${grid[@]}" --steps 1500 --timeout 560 --only-extra \
+      --common "data.n_frames=8 $C.spatial.period=8 $C.spatial.n_layers=1" "${pts[@]}" ;;
 *) echo "unknown round $round" >&2; exit 2 ;;
 esac
