@@ -254,6 +254,10 @@ def test_a_plugin_loaded_for_one_study_adds_nothing_to_another(tmp_path):
         [k for k, _ in with_plugin.skipped]
     assert "table:reported_vs_reproduced" not in kinds
     assert not list((tmp_path / "b").glob("*reported*"))
+    # ... unless asked for on the command line (--plugin): then every study gets its tables
+    asked = report_study(plain, "block_type", tmp_path / "c", progress=False, figures=False,
+                         plugins=["harness.report.figures_v2"])
+    assert "table:reported_vs_reproduced" in [a.kind for a in asked.artifacts] + [k for k, _ in asked.skipped]
 
 
 def test_lines_for_numeric_axis_and_registry(tmp_path):
@@ -366,10 +370,12 @@ def test_plugin_module_from_report_section(tmp_path, monkeypatch):
                                                          "tables": ["main", "reported_vs_reproduced"]})
     from harness.report.tables import TABLES
 
+    before = dict(TABLES)  # the name may already be the v2 plugin's: put the registry back as it was
     try:
         report_study(store, "block_type", tmp_path / "out", figures=False, progress=False)
     finally:
-        TABLES.pop("reported_vs_reproduced", None)
+        TABLES.clear()
+        TABLES.update(before)
     assert "block=conv, budget=64, period=16" in (tmp_path / "out" / "table_rvr.md").read_text()
     store = make_block_store(tmp_path / "s2", report={"plugins": ["no_such_plugin_module"]})
     with pytest.raises(ReportError, match="cannot import report plugin 'no_such_plugin_module'"):

@@ -63,8 +63,10 @@ def clean_outputs(out_dir: Path) -> None:
 
 def report_study(store: ResultsStore, name: str, out_dir: str | Path, *,
                  compare: list[tuple[str, str]] | None = None, figures: bool = True,
-                 progress: bool = True) -> StudyReport:
-    """Write the tables, figures and index of study ``name`` into ``out_dir``; return what was written."""
+                 progress: bool = True, plugins: Iterable[str] = ()) -> StudyReport:
+    """Write the tables, figures and index of study ``name`` into ``out_dir``; return what was written.
+    ``plugins``: modules to load besides the study's ``report.plugins`` (the CLI's ``--plugin``); only
+    these two sources add table kinds to the study's default tables."""
     from tqdm import tqdm
 
     from harness.report import figures as F
@@ -73,11 +75,11 @@ def report_study(store: ResultsStore, name: str, out_dir: str | Path, *,
     from harness.report.style import paper_style, save_figure
 
     study = load_study(store, name)
-    plugins = study.report.get("plugins") or []
-    if plugins:
-        if not isinstance(plugins, list):
-            raise ReportError(f"{study.index_path}: report.plugins must be a list of module names")
-        load_plugins(plugins)
+    own = study.report.get("plugins") or []
+    if not isinstance(own, list):
+        raise ReportError(f"{study.index_path}: report.plugins must be a list of module names")
+    plugins = [*own, *plugins]
+    load_plugins(plugins)
     options: dict[str, Any] = {"compare": list(compare or [])}
     table_kinds = study.report.get("tables") or T.default_tables(plugins)
     for i, k in enumerate(table_kinds):

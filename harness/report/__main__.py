@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
             out = Path(args.out or "results/paper")
             reports = build_paper(store, out, studies=None if whole else names, compare=compare,
-                                  figures=not args.no_figures, progress=not args.quiet)
+                                  figures=not args.no_figures, progress=not args.quiet, plugins=args.plugin)
         else:
             reports = []
             for n in names:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     out = Path("results/reports") / n
                 reports.append(report_study(store, n, out, compare=compare, figures=not args.no_figures,
-                                            progress=not args.quiet))
+                                            progress=not args.quiet, plugins=args.plugin))
     except (ReportError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

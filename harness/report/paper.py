@@ -85,7 +85,7 @@ def write_index(path: Path, reports: list[StudyReport], root: Path, store: Resul
 
 def build_paper(store: ResultsStore, out: str | Path = "results/paper", *, studies: list[str] | None = None,
                 compare: list[tuple[str, str]] | None = None, figures: bool = True,
-                progress: bool = True) -> list[StudyReport]:
+                progress: bool = True, plugins: tuple[str, ...] | list[str] = ()) -> list[StudyReport]:
     """Rebuild every study's artifacts under ``out/<study>/`` and ``out/index.md``; return the reports."""
     out = Path(out)
     names = studies if studies is not None else store.studies()
@@ -97,7 +97,8 @@ def build_paper(store: ResultsStore, out: str | Path = "results/paper", *, studi
         idx = d / "index.md"
         if idx.exists() and idx.read_text().startswith(GENERATED_MARK):
             shutil.rmtree(d)
-    reports = [report_study(store, n, out / n, compare=compare, figures=figures, progress=progress)
+    reports = [report_study(store, n, out / n, compare=compare, figures=figures, progress=progress,
+                            plugins=plugins)
                for n in names]
     write_index(out / "index.md", reports, root=out, store=store, paper=True)
     return reports
