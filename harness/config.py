@@ -297,6 +297,8 @@ def build(cls: type[T], data: dict[str, Any] | None, _prefix: str = "") -> T:
 def to_dict(obj: Any, *, for_hash: bool = False) -> Any:
     """Dataclass tree -> plain JSON-able dict (lists stay lists). ``for_hash``: leave out the fields a
     config's ``hash_omit()`` names (see :func:`config_hash`)."""
+    if obj is None or isinstance(obj, (str, int, float)):  # most nodes: a fast path (bool is an int)
+        return obj
     if dataclasses.is_dataclass(obj):
         omit = obj.hash_omit() if for_hash and hasattr(obj, "hash_omit") else ()
         return {name: to_dict(getattr(obj, name), for_hash=for_hash) for name in _field_names(type(obj))
@@ -313,7 +315,13 @@ def config_hash(obj: Any, n: int = 12) -> str:
     order and spelled-out defaults do not change it. A switch added after results existed is left out
     while it keeps the behaviour those results had (a config's ``hash_omit()``), so adding it does not
     orphan them: run ids name behaviour."""
-    blob = json.dumps(to_dict(obj, for_hash=True), sort_keys=True, separators=(",", ":"), default=str)
+    return hash_view(to_dict(obj, for_hash=True), n)
+
+
+def hash_view(view: dict[str, Any], n: int = 12) -> str:
+    """The hash of a config's hash view ``to_dict(cfg, for_hash=True)``: ``config_hash(cfg)`` without the
+    dataclass walk (the planner hashes one view per seed)."""
+    blob = json.dumps(view, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import RunConfig, build, config_hash, to_dict
+from harness.config import RunConfig, build, config_hash, hash_view, to_dict
 from harness.store import ResultsStore
 from harness.sweep import _inside
-from harness.sweep.plan import hash_resolved, job_alive, plan_study
+from harness.sweep.plan import job_alive, plan_study, resolve
 from harness.sweep.spec import load_spec
 
 
@@ -55,7 +55,10 @@ def test_run_id_of_resolved_dict_equals_config_hash() -> None:
     cfg = build(RunConfig, {"model": {"compressor": {"block": "transformer", "taa": {"enabled": True}}},
                             "train": {"stages": [{"start_step": 0}, {"start_step": 5, "train_modules": ["llm"]}]},
                             "seed": 3})
-    assert hash_resolved(to_dict(cfg)) == config_hash(cfg)
+    full, view = resolve(to_dict(cfg))
+    assert full == to_dict(cfg) and hash_view(view) == config_hash(cfg)
+    # the view leaves out what does not change behaviour (start_frac, resolved into start_step)
+    assert "start_frac" in full["train"]["stages"][0] and "start_frac" not in view["train"]["stages"][0]
 
 
 @pytest.mark.parametrize("overrides,run_id", [

@@ -29,20 +29,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.config import ConfigError, RunConfig, build, config_hash, to_dict
+from harness.config import ConfigError, RunConfig, build, hash_view, to_dict
 from harness.store import ResultsStore
 from harness.sweep.spec import SpecError, StudySpec, variant_label
 
 SUBMIT_ACTIONS = ("submit", "resume", "retry")
 
-def hash_resolved(resolved: dict[str, Any], n: int = 12) -> str:
-    """The run id of a resolved RunConfig dict: ``config_hash(build(RunConfig, resolved))``."""
-    return config_hash(build(RunConfig, resolved), n)
-
-
-def resolve(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Override dict -> the full resolved RunConfig dict (strictly validated by ``build``)."""
-    return to_dict(build(RunConfig, overrides))
+def resolve(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Override dict -> (the full resolved RunConfig dict, its hash view), strictly validated by ``build``;
+    the run id is ``hash_view`` of the view (equal to ``config_hash`` of the built config)."""
+    cfg = build(RunConfig, overrides)
+    return to_dict(cfg), to_dict(cfg, for_hash=True)
 
 
 @dataclass
@@ -187,7 +184,7 @@ def plan_study(spec: StudySpec, store: ResultsStore | None = None, retry_failed:
     for variant in spec.variants():
         label = variant_label(variant, spec.labels)
         try:
-            resolved = resolve(spec.run_overrides(variant))
+            resolved, view = resolve(spec.run_overrides(variant))
         except ConfigError as e:
             problems.append((f"variant {label}", f"{e.path}: {e.message}"))
             if len(problems) >= 20:
@@ -195,8 +192,8 @@ def plan_study(spec: StudySpec, store: ResultsStore | None = None, retry_failed:
             continue
         vlab = {spec.labels[p]: v for p, v in variant.items()}
         for seed in spec.seeds:
-            resolved["seed"] = seed
-            rid = hash_resolved(resolved)
+            resolved["seed"] = view["seed"] = seed
+            rid = hash_view(view)
             if rid in seen:
                 n_dup += 1
                 dup_of.setdefault(rid, []).append(f"{label} seed={seed}")
