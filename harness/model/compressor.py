@@ -46,13 +46,14 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def sincos_1d(L: int, D: int, device: torch.device | None = None) -> torch.Tensor:
-    """Fixed 1-D sin-cos position code (L, D): sin on the first half of the channels, cos on the second,
-    frequencies 10000^(-i / (D/2)) (an odd last channel stays zero)."""
+    """Fixed 1-D sin-cos position code (L, D) in float32: sin on the first half of the channels, cos on
+    the second, frequencies 10000^(-i / (D/2)) (an odd last channel stays zero). float32 keeps the
+    paper-scale sequence (~190k positions x 1152) at 0.9 GB; its angle error there is ~0.01 rad."""
     half = D // 2
-    freqs = 1.0 / (10000 ** (torch.arange(half, dtype=torch.float64, device=device) / max(half, 1)))
-    ang = torch.arange(L, dtype=torch.float64, device=device)[:, None] * freqs[None]
+    freqs = 1.0 / (10000 ** (torch.arange(half, dtype=torch.float32, device=device) / max(half, 1)))
+    ang = torch.arange(L, dtype=torch.float32, device=device)[:, None] * freqs[None]
     pe = torch.cat([torch.sin(ang), torch.cos(ang)], dim=1)
-    return torch.nn.functional.pad(pe, (0, D - 2 * half)).float()
+    return torch.nn.functional.pad(pe, (0, D - 2 * half))
 
 
 def _interleave_perm(S: int, period: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -87,7 +88,15 @@ class Stage(nn.Module):
         self.query_init = cfg.query_init
         self.mixer = build_stack(cfg, stage.n_layers)
         self.pos_embed = cfg.uses_pos_embed and stage.n_layers > 0
+        self._pe: torch.Tensor | None = None  # the last position code, reused while the length fits
         self.pool = build_pooling(cfg, stage.period)
+
+    def _positions(self, L: int, D: int, device: torch.device) -> torch.Tensor:
+        """The first L rows of a cached sin-cos code (the code of a prefix is the prefix of the code)."""
+        pe = self._pe
+        if pe is None or pe.shape[0] < L or pe.device != device:
+            pe = self._pe = sincos_1d(L, D, device)
+        return pe[:L]
 
     def n_queries(self, S: int) -> int:
         return _ceil_div(S, self.period)
@@ -110,7 +119,7 @@ class Stage(nn.Module):
         row = torch.cat([x, q], dim=2)[:, :, perm]  # (B, G, S + Q, D)
         row = row.reshape(B, G * (S + Q), D)
         if self.pos_embed:
-            row = row + sincos_1d(row.shape[1], D, row.device).to(row.dtype)
+            row = row + self._positions(row.shape[1], D, row.device).to(row.dtype)
         row = self.mixer(row).view(B, G, S + Q, D)
         xm, qm = row[:, :, tok_pos], row[:, :, q_pos]
         if pad:
