@@ -25,8 +25,10 @@ python3 -c "import av" 2>/dev/null || python3 -m pip install -q --no-deps .wheel
 W=/tmp/gpu_signal_grid
 mkdir -p $W
 suite=$W/suite suite_args=() frames=(16 8)
-if [ "$round" = r4 ]; then suite=$W/suite_big suite_args=(--n-train 12000 --workers 16) frames=(8); fi
-if [ "$round" = r5 ] || [ "$round" = r6 ] || [ "$round" = r7 ] || [ "$round" = r8 ] || [ "$round" = r9 ] || [ "$round" = r10 ]; then suite=$W/suite_clean suite_args=(--n-train 12000 --clutter 0 --noise 0 --workers 16) frames=(8); fi
+case $round in
+r4) suite=$W/suite_big suite_args=(--n-train 12000 --workers 16) frames=(8) ;;
+r5|r6|r7|r8|r9|r10) suite=$W/suite_clean suite_args=(--n-train 12000 --clutter 0 --noise 0 --workers 16) frames=(8) ;;
+esac
 [ -f $suite/meta.json ] || python3 -m harness.data make-synthetic --out $suite "${suite_args[@]}" --quiet > $W/make.log 2>&1
 for n in "${frames[@]}"; do python3 -m harness.data features --suite $suite --n-frames $n --cache-dir $W/cache --quiet; done
 wait
@@ -34,6 +36,8 @@ wait
 M="train_modules: [compressor, projector, llm]"
 cur() { echo "'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: $1, $M}]'"; }
 only() { echo "'train.stages=[{start_step: 0, families: [$1], $M}]'"; }
+# colour, then colour + direction + needle_when from step 100, then all families from step 700
+L="'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: 100, families: [colour, direction, needle_when], $M}, {start_step: 700, $M}]'"
 grid=(python3 benchmarks/gpu_signal_grid.py --parallel 8 --out "$out" --tag "_$round" --suite "$suite")
 case $round in
 r1) "${grid[@]}" --steps 1000 --timeout 330 ;;
@@ -78,8 +82,8 @@ r6) B=model.compressor.block
       --point "clean_direction_only_identity:$(only direction) $B=identity" \
       --point "clean_when_only:$(only needle_when)" \
       --point "clean_when_only_transformer:$(only needle_when) $B=transformer" \
-      --point "clean_ladder:'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: 100, families: [colour, direction, needle_when], $M}, {start_step: 700, $M}]'" \
-      --point "clean_ladder_vanilla:'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: 100, families: [colour, direction, needle_when], $M}, {start_step: 700, $M}]' model.compressor.enabled=false" ;;
+      --point "clean_ladder:$L" \
+      --point "clean_ladder_vanilla:$L model.compressor.enabled=false" ;;
 r7) pts=()
     for b in bi_ssm uni_ssm transformer identity; do for s in 0 1 2; do
       pts+=(--point "when_${b}_s$s:$(only needle_when) model.compressor.block=$b seed=$s"); done; done
@@ -88,11 +92,10 @@ r8) B=model.compressor.block P=model.compressor.pos_embed pts=()
     for s in 0 1 2; do pts+=(--point "when_transformer_pos_s$s:$(only needle_when) $B=transformer $P=sincos seed=$s"); done
     pts+=(--point "when_transformer_nopos_s0:$(only needle_when) $B=transformer $P=none")
     pts+=(--point "when_bi_ssm_pos_s0:$(only needle_when) $P=sincos")
-    pts+=(--point "clean_ladder_transformer_pos:'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: 100, families: [colour, direction, needle_when], $M}, {start_step: 700, $M}]' $B=transformer $P=sincos")
-    pts+=(--point "clean_ladder_transformer_nopos:'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: 100, families: [colour, direction, needle_when], $M}, {start_step: 700, $M}]' $B=transformer $P=none")
+    pts+=(--point "clean_ladder_transformer_pos:$L $B=transformer $P=sincos")
+    pts+=(--point "clean_ladder_transformer_nopos:$L $B=transformer $P=none")
     "${grid[@]}" --steps 1500 --timeout 560 --only-extra --common "data.n_frames=8" "${pts[@]}" ;;
 r9) B=model.compressor.block G=model.compressor.gated pts=()
-    L="'train.stages=[{start_step: 0, families: [colour], $M}, {start_step: 100, families: [colour, direction, needle_when], $M}, {start_step: 700, $M}]'"
     for s in 0 1 2; do pts+=(--point "when_transformer_plain_s$s:$(only needle_when) $B=transformer $G=false seed=$s"); done
     pts+=(--point "when_bi_ssm_plain_s0:$(only needle_when) $G=false")
     pts+=(--point "colour_transformer_s0:$(only colour) $B=transformer")

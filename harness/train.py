@@ -462,12 +462,10 @@ class Trainer:
         return state
 
     # ---------------------------------------------------------------- loop
-    def _set_trainable(self, stage: TrainStage) -> list[nn.Parameter]:
-        model = self._unwrapped
-        for name, mod in model.submodules().items():
+    def _set_trainable(self, stage: TrainStage) -> None:
+        for name, mod in self._unwrapped.submodules().items():
             for p in mod.parameters():
                 p.requires_grad_(name in stage.train_modules)
-        return [p for p in model.parameters() if p.requires_grad]
 
     def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         decay = [p for p in params if p.dim() >= 2]
