@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from harness.config import RunConfig
+from harness.store import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TASKS_DIR = REPO_ROOT / "tasks"
@@ -286,7 +287,7 @@ def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True) -> 
         if results is None:
             raise RuntimeError("lmms-eval returned no results (non-zero rank?)")
         results = json.loads(json.dumps(results, default=str))
-        (output_path / "inprocess_results.json").write_text(json.dumps(results, indent=2))
+        atomic_write_text(output_path / "inprocess_results.json", json.dumps(results, indent=2))
     per_fam = parse_lmms_results(results)
     if not per_fam:
         raise RuntimeError(f"lmms-eval results hold no mia_<family> accuracy: {list(results.get('results', {}))}")
@@ -310,7 +311,7 @@ def evaluate_run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> 
         res = evaluate_lmms_eval(cfg, run_dir, progress=progress)
     out = run_dir / "eval" / f"{cfg.eval.backend}_{cfg.eval.mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
+    atomic_write_text(out, json.dumps(res, indent=2))
     return res
 
 

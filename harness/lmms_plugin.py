@@ -36,6 +36,8 @@ from typing import Any
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
+from harness.store import atomic_write_text
+
 MODEL_ID = "mambamia"
 
 
@@ -147,7 +149,7 @@ class MambaMiaLMM(lmms):
         try:
             out.mkdir(parents=True, exist_ok=True)
             rec = {**self._stats, "n_failed": len(self.failed), "failed": dict(list(self.failed.items())[:20])}
-            (out / "lmms_eval_plugin_stats.json").write_text(json.dumps(rec, indent=2))
+            atomic_write_text(out / "lmms_eval_plugin_stats.json", json.dumps(rec, indent=2))
         except OSError:
             pass
 

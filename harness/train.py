@@ -28,7 +28,9 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -254,6 +256,43 @@ def module_state(model: nn.Module, modules: Sequence[str]) -> dict[str, torch.Te
     return {k: v for k, v in sd.items() if k.split(".", 1)[0] in modules}
 
 
+def metrics_upto(path: Path, step: int) -> list[str]:
+    """The lines of a ``metrics.jsonl`` at or before ``step`` (what a run resumed at ``step`` keeps).
+    A line that does not parse is the torn tail of a write cut by a kill: it is dropped, with a warning
+    naming the file and line, since the steps it logged are trained again."""
+    keep = []
+    for n, ln in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not ln.strip():
+            continue
+        try:
+            rec = json.loads(ln)
+        except json.JSONDecodeError:
+            print(f"[train] {path}:{n}: dropping a torn metrics line (the run was killed mid-write)",
+                  file=sys.stderr)
+            continue
+        if isinstance(rec, dict) and rec.get("step", 0) <= step:
+            keep.append(ln)
+    return keep
+
+
+def save_pretrained_atomic(obj: Any, out_dir: Path) -> None:
+    """``obj.save_pretrained(out_dir)`` where every file lands whole: transformers truncates and
+    rewrites in place, so a job killed mid-checkpoint (Slurm scancel, preemption) would leave an empty
+    ``tokenizer.json`` that the resumed run then fails to read. Written to a sibling temp folder, each
+    file is then ``os.replace``'d into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.export."))
+    try:
+        obj.save_pretrained(str(tmp))
+        for f in sorted(tmp.rglob("*")):
+            if f.is_file():
+                dest = out_dir / f.relative_to(tmp)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(f, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def export_model(model: nn.Module, cfg: RunConfig, out_dir: Path, step: int,
                  state: dict[str, torch.Tensor] | None = None) -> None:
     """Write the self-contained model directory (config, tokenizer, LLM config, safetensors).
@@ -276,8 +315,8 @@ def export_model(model: nn.Module, cfg: RunConfig, out_dir: Path, step: int,
     tmp = out_dir / (WEIGHTS + f".tmp{os.getpid()}")
     save_file(state, str(tmp), metadata={"step": str(step)})
     os.replace(tmp, out_dir / WEIGHTS)
-    model.tokenizer.save_pretrained(str(out_dir))
-    model.llm.config.save_pretrained(str(out_dir / "llm"))
+    save_pretrained_atomic(model.tokenizer, out_dir)
+    save_pretrained_atomic(model.llm.config, out_dir / "llm")
     meta = {"format": CKPT_FORMAT, "step": step, "modules": mods, "run": to_dict(cfg),
             "config_hash": config_hash(cfg)}
     atomic_write_text(out_dir / "config.json", json.dumps(meta, indent=2))
@@ -505,10 +544,8 @@ class Trainer:
             start = int(state["step"])
         orders = stage_orders(cfg, stages, examples, self.world)
         metrics_path = self.run_dir / "metrics.jsonl"
-        if self.is_main and metrics_path.exists():  # drop lines past the resumed step
-            keep = [ln for ln in metrics_path.read_text().splitlines() if ln.strip()
-                    and json.loads(ln).get("step", 0) <= start]
-            atomic_write_text(metrics_path, "".join(k + "\n" for k in keep))
+        if self.is_main and metrics_path.exists():
+            atomic_write_text(metrics_path, "".join(ln + "\n" for ln in metrics_upto(metrics_path, start)))
 
         from tqdm import tqdm
 

@@ -114,6 +114,37 @@ def test_resume_after_kill_is_exact(suite, tmp_path, monkeypatch, stages):
     assert train_run(cfg, tmp_path / "killed", progress=False)["resumed_from"] == 6
 
 
+def test_kill_mid_write_leaves_a_resumable_run(suite, tmp_path, monkeypatch):
+    """Slurm's scancel / preemption can land while a checkpoint's model folder or a metrics line is
+    being written: the resumed run must still start (a torn file is never what it reads)."""
+    from harness.model.tokenizer import build_word_tokenizer
+
+    cfg, run = _cfg(suite), tmp_path / "run"
+    tok_cls = type(build_word_tokenizer(["a b"]))
+    real = tok_cls.save_pretrained
+    calls = {"n": 0}
+
+    def killed_mid_write(self, save_directory, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the step-6 export: killed with tokenizer.json truncated to nothing
+            (Path(save_directory) / "tokenizer.json").write_text("")
+            raise KeyboardInterrupt("killed")
+        return real(self, save_directory, *a, **k)
+
+    monkeypatch.setattr(tok_cls, "save_pretrained", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, run, progress=False)
+    monkeypatch.setattr(tok_cls, "save_pretrained", real)
+    assert json.loads((run / "model" / "tokenizer.json").read_text())  # still the step-3 file, whole
+    assert not list(run.glob(".model.export.*")), "the export's temp folder is cleaned up"
+    with open(run / "metrics.jsonl", "a") as fh:  # and a metrics line cut mid-write
+        fh.write('{"step": 7, "lo')
+    assert train_run(cfg, run, progress=False)["resumed_from"] == 6
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    load_model(run)
+
+
 def test_curriculum_stage_trains_only_its_families(suite, tmp_path, monkeypatch):
     real = train_mod.compute_loss
     seen: list[list[str]] = []
