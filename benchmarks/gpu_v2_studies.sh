@@ -6,6 +6,8 @@
 #
 #     bash benchmarks/gpu_v2_studies.sh [SECONDS] [--set KEY=VALUE ...]   # sweeps stop after SECONDS (380)
 #     bash benchmarks/gpu_v2_studies.sh 460 --set model.compressor.ssm.backend=torch   # what was run
+#     STUDIES=five_way_clean bash benchmarks/gpu_v2_studies.sh 280 --set seeds=[0] --set grid.data.n_frames=[8] \
+#         --set model.compressor.ssm.backend=torch     # another study list (each sweep prepares its own suite)
 #
 # With ``ssm.backend=torch`` mamba-ssm is not needed (not built): its Triton SSD kernels autotune in every
 # new process, which with 18 concurrent jobs took minutes per run, while the PyTorch chunked scan needs
@@ -28,16 +30,19 @@ case " ${sets[*]:-} " in
   *ssm.backend=torch*) ;;
   *) (python3 -c "import mamba_ssm" 2>/dev/null || bash benchmarks/gpu_build_mamba.sh > /tmp/mb.log 2>&1; tail -1 /tmp/mb.log) & ;;
 esac
-S=results/data/mia_synthetic
-[ -f $S/meta.json ] || python3 -m harness.data make-synthetic --out $S --quiet
-for n in 8 16 32; do python3 -m harness.data features --suite $S --n-frames $n --quiet > /tmp/feat$n.log & done
+studies=(${STUDIES:-five_way v2_compression_layer v2_secondary_sampling})
+if [ -z "${STUDIES:-}" ]; then  # the three share the default suite: made once here, not raced by three sweeps
+  S=results/data/mia_synthetic
+  [ -f $S/meta.json ] || python3 -m harness.data make-synthetic --out $S --quiet
+  for n in 8 16 32; do python3 -m harness.data features --suite $S --n-frames $n --quiet > /tmp/feat$n.log & done
+fi
 wait
 t0=$(date +%s)
-for s in five_way v2_compression_layer v2_secondary_sampling; do
+for s in "${studies[@]}"; do
   timeout "$budget" python3 -m harness.sweep ablations/$s.yaml --profile localgpu --max-parallel 6 --no-progress --no-report "${sets[@]}" > "$out/$s.log" 2>&1 &
 done
 wait
 echo "sweeps: $(( $(date +%s) - t0 )) s"
-for s in five_way v2_compression_layer v2_secondary_sampling; do tail -3 "$out/$s.log"; done
+for s in "${studies[@]}"; do tail -3 "$out/$s.log"; done
 tar czf "$out/v2_studies.tar.gz" results/store results/reports 2>/dev/null
 ls -la "$out"

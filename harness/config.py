@@ -456,6 +456,13 @@ class DataConfig:
     fps: float = 1.0  # sampling: fps only
     cache_dir: str = "results/cache/features"
     max_train_items: int = 0  # 0: all
+    # SuiteSpec fields ({clutter: 0, noise: 0}) for a suite the sweep generates when data.suite is missing;
+    # an existing suite must have been made with them. Empty: the defaults of `make-synthetic`.
+    synthetic: dict[str, Any] = field(default_factory=dict)
+
+    def hash_omit(self) -> tuple[str, ...]:
+        """``synthetic`` came after the first results: empty is the old behaviour."""
+        return () if self.synthetic else ("synthetic",)
 
     def __post_init__(self) -> None:
         check_choice("sampling", self.sampling, ("uniform", "fps"))
@@ -470,6 +477,14 @@ class DataConfig:
         allowed = (*FAMILIES, *GROUPS)
         for i, f in enumerate(self.families):
             check_choice(f"families[{i}]", f, allowed)
+        if self.synthetic:
+            from harness.data.synthetic import spec_from
+
+            try:
+                spec_from(self.synthetic, "synthetic")
+            except (ValueError, TypeError) as e:
+                key, _, msg = str(e).partition(": ")
+                raise ConfigError(key if key.startswith("synthetic") else "synthetic", msg or str(e)) from None
 
 
 TRAIN_MODULES = ("compressor", "projector", "llm")

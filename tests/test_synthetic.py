@@ -265,6 +265,36 @@ def test_knobs_reach_the_files(tmp_path):
         assert info.n_frames == (64 if it["family"] == "count" else 24) == it["n_frames"]
 
 
+def test_a_study_declares_its_suite_spec(tmp_path, suite):
+    """data.synthetic: the sweep generates a missing suite with it, and refuses an existing suite made
+    with other values (naming the file and the knob) rather than train on the wrong data."""
+    from harness.config import ConfigError, RunConfig, build, config_hash, to_dict
+    from harness.data.features import ensure_features
+    from harness.sweep.prepare import prepare_data
+
+    over = {**SMALL, "n_train": 8, "n_val": 0, "n_test": 8, "clutter": 0, "noise": 0}
+    cfg = build(RunConfig, {"data": {"suite": str(tmp_path / "clean"), "cache_dir": str(tmp_path / "cache"),
+                                     "n_frames": 4, "synthetic": over}})
+    assert config_hash(cfg) != config_hash(build(RunConfig, {"data": {**to_dict(cfg.data), "synthetic": {}}}))
+    out = prepare_data([to_dict(cfg)], progress=False, log=lambda *a: None)
+    assert out["suites_made"] == [str(tmp_path / "clean")]
+    assert load_meta(tmp_path / "clean")["spec"]["clutter"] == 0 and load_meta(tmp_path / "clean")["spec"]["noise"] == 0
+    assert prepare_data([to_dict(cfg)], progress=False, log=lambda *a: None)["suites_made"] == []  # kept
+
+    wrong = build(RunConfig, {"data": {"suite": str(suite), "cache_dir": str(tmp_path / "cache"),
+                                       "synthetic": {"clutter": 0}}})
+    for call in (lambda: prepare_data([to_dict(wrong)], progress=False, log=lambda *a: None),
+                 lambda: ensure_features(wrong.data, wrong.model.encoder, ["test"], progress=False)):
+        with pytest.raises(ValueError, match=r"meta.json: .*clutter: suite has 2, data.synthetic asks 0"):
+            call()
+    mixed = [to_dict(cfg), to_dict(build(RunConfig, {"data": {**to_dict(cfg.data), "synthetic": {"noise": 0}}}))]
+    with pytest.raises(ValueError, match="different data.synthetic specs"):
+        prepare_data(mixed, progress=False, log=lambda *a: None)
+    for bad, key in [({"clutr": 0}, "synthetic.clutr"), ({"noise": 99}, "synthetic.noise")]:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            build(RunConfig, {"data": {"synthetic": bad}})
+
+
 def test_cli_make_synthetic_and_datasets_load(tmp_path):
     out = tmp_path / "cli"
     r = subprocess.run([sys.executable, "-m", "harness.data", "make-synthetic", "--out", str(out), "--n-train", "12",

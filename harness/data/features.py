@@ -21,7 +21,7 @@ import torch
 from harness.config import DataConfig, EncoderConfig
 from harness.data.cache import FeatureCache, FeatureKey
 from harness.data.encoders import FrozenEncoder, build_encoder
-from harness.data.synthetic import FAMILIES, load_items
+from harness.data.synthetic import FAMILIES, check_spec, load_items
 from harness.data.video import VideoDecodeError, read_video, video_content_hash
 
 
@@ -115,6 +115,7 @@ def ensure_features(data_cfg: DataConfig, enc_cfg: EncoderConfig, splits: Sequen
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
+    check_spec(data_cfg.suite, data_cfg.synthetic)
     fams = list(data_cfg.families) or list(FAMILIES)
     enc = encoder if encoder is not None else build_encoder(enc_cfg)
     cache = FeatureCache(data_cfg.cache_dir)

@@ -561,6 +561,34 @@ def load_meta(suite_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
+def spec_from(overrides: dict[str, Any], where: str = "data.synthetic") -> SuiteSpec:
+    """A :class:`SuiteSpec` with ``overrides`` (field: value) over the defaults; unknown fields and bad
+    values raise ValueError naming ``where.<field>``."""
+    fields = SuiteSpec.__dataclass_fields__
+    for k in overrides:
+        if k not in fields:
+            raise ValueError(f"{where}.{k}: unknown suite field; allowed: {', '.join(fields)}")
+    spec = SuiteSpec(**overrides)
+    try:
+        spec.validate()
+    except ValueError as e:
+        raise ValueError(f"{where}.{e}") from None
+    return spec
+
+
+def check_spec(suite_dir: str | os.PathLike, overrides: dict[str, Any], where: str = "data.synthetic") -> None:
+    """Raise ValueError if the suite in ``suite_dir`` was generated with other values than ``overrides``
+    (a study that asks for a clean suite must not silently train on the default one)."""
+    if not overrides:
+        return
+    have = load_meta(suite_dir).get("spec", {})
+    want = asdict(spec_from(overrides, where))
+    bad = [f"{k}: suite has {have.get(k)!r}, {where} asks {want[k]!r}" for k in overrides if have.get(k) != want[k]]
+    if bad:
+        raise ValueError(f"{Path(suite_dir) / 'meta.json'}: generated with another spec ({'; '.join(bad)}); "
+                         f"point data.suite at another folder (the sweep generates it) or delete this one")
+
+
 def expand_families(names: Iterable[str]) -> set[str]:
     """Family names and group names ("long" / "dense") -> the set of family names."""
     want: set[str] = set()

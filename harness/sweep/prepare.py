@@ -30,17 +30,24 @@ def prepare_data(configs: list[dict[str, Any]], progress: bool = True, log: Any 
     Videos that fail to decode are left to the jobs (they record them); nothing here raises for them."""
     from harness.config import DataConfig, EncoderConfig, build
     from harness.data.features import ensure_features
-    from harness.data.synthetic import make_suite
+    from harness.data.synthetic import check_spec, make_suite, spec_from
 
     made: list[str] = []
     feats: list[dict[str, Any]] = []
     keys = data_keys(configs)
-    for suite in dict.fromkeys(d["suite"] for d, _, _ in keys):
+    specs: dict[str, dict[str, Any]] = {}
+    for d, _, _ in keys:
+        over = dict(d.get("synthetic") or {})
+        if specs.setdefault(d["suite"], over) != over:
+            raise ValueError(f"data.suite {d['suite']}: variants ask for different data.synthetic specs "
+                             f"({specs[d['suite']]} vs {over}); give each spec its own data.suite")
+    for suite, over in specs.items():
         if not (Path(suite) / "meta.json").is_file():
-            log(f"[sweep] data.suite {suite} does not exist: generating the synthetic suite (default spec, "
-                "same as `python -m harness.data make-synthetic`)")
-            make_suite(suite, overwrite=Path(suite).exists(), progress=progress)
+            log(f"[sweep] data.suite {suite} does not exist: generating the synthetic suite (same as "
+                f"`python -m harness.data make-synthetic`{', with ' + str(over) if over else ''})")
+            make_suite(suite, spec_from(over), overwrite=Path(suite).exists(), progress=progress)
             made.append(suite)
+        check_spec(suite, over)
     for data, enc, splits in keys:
         dcfg, ecfg = build(DataConfig, data), build(EncoderConfig, enc)
         fs = ensure_features(dcfg, ecfg, [s for s in splits if s == "train"], progress=progress)
