@@ -6,7 +6,7 @@
 #
 #     bash benchmarks/gpu_v2_studies.sh [SECONDS] [--set KEY=VALUE ...]   # sweeps stop after SECONDS (380)
 #     bash benchmarks/gpu_v2_studies.sh 460 --set model.compressor.ssm.backend=torch   # what was run
-#     STUDIES=five_way_clean bash benchmarks/gpu_v2_studies.sh 280 --set seeds=[0] --set grid.data.n_frames=[8] \
+#     STUDIES=five_way_clean PARALLEL=15 bash benchmarks/gpu_v2_studies.sh 440 --set grid.data.n_frames=[8] \
 #         --set model.compressor.ssm.backend=torch     # another study list (each sweep prepares its own suite)
 #
 # With ``ssm.backend=torch`` mamba-ssm is not needed (not built): its Triton SSD kernels autotune in every
@@ -39,7 +39,7 @@ fi
 wait
 t0=$(date +%s)
 for s in "${studies[@]}"; do
-  timeout "$budget" python3 -m harness.sweep ablations/$s.yaml --profile localgpu --max-parallel 6 --no-progress --no-report "${sets[@]}" > "$out/$s.log" 2>&1 &
+  timeout "$budget" python3 -m harness.sweep ablations/$s.yaml --profile localgpu --max-parallel "${PARALLEL:-6}" --no-progress --no-report "${sets[@]}" > "$out/$s.log" 2>&1 &
 done
 wait
 echo "sweeps: $(( $(date +%s) - t0 )) s"

@@ -11,7 +11,7 @@ from harness.sweep.plan import plan_study
 from harness.sweep.spec import SpecError, apply_overrides, load_spec, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ["block_type", "pooling", "query_period", "token_budget", "gating"]
+SHIPPED = sorted(p.stem for p in (ROOT / "ablations").glob("*.yaml"))  # every study ships runnable
 
 
 def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
@@ -24,10 +24,12 @@ def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
 def test_shipped_studies_load_and_plan(name: str) -> None:
     spec = load_spec(ROOT / "ablations" / f"{name}.yaml")
     assert spec.study == name
-    assert len(spec.seeds) >= 3
     plan = plan_study(spec)
     assert len(plan.runs) == spec.n_variants * len(spec.seeds) >= 6
     assert len({r.run_id for r in plan.runs}) == len(plan.runs)
+    if spec.profile == "paper":  # real benchmarks, one seed of a 7B model per point
+        return
+    assert len(spec.seeds) >= 3
     for r in plan.runs:
         assert r.config["eval"]["tasks"] == ["mia_long", "mia_dense"]
     if spec.report.get("x"):
