@@ -124,6 +124,17 @@ def short_label(study: StudyData, v: Variant, axes: list[str] | None = None) -> 
     return ", ".join(parts)
 
 
+def wrap_label(text: str, width: int = 36) -> str:
+    """``a=1, b=2, ...`` broken after commas into lines of at most ~``width`` characters."""
+    lines: list[str] = []
+    for part in text.split(", "):
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += ", " + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
 def _setting_key(v: Variant, axes: list[str]) -> tuple[str, ...]:
     return tuple(repr(v.values.get(a)) for a in axes)
 
@@ -337,8 +348,12 @@ def per_task_heatmap(study: StudyData, spec: dict[str, Any]) -> FigureResult:
             if s.n:
                 data[i, j] = s.mean
                 few[i, j] = s.n < MIN_SEEDS
-    width = min(style.PAGE_WIDTH_IN, 1.6 + 0.42 * len(cols))
-    height = 0.9 + 0.24 * len(study.variants)
+    # many-axis variants (zip studies) get their row label over several lines, so the cells keep their width
+    labels = [wrap_label(short_label(study, v)) for v in study.variants]
+    lines = max(lab.count("\n") + 1 for lab in labels)
+    chars = max(len(ln) for lab in labels for ln in lab.split("\n"))
+    width = min(style.PAGE_WIDTH_IN, 1.2 + 0.42 * len(cols) + 0.05 * chars)
+    height = 0.9 + (0.24 + 0.13 * (lines - 1)) * len(study.variants)
     fig, ax = plt.subplots(figsize=(max(width, style.COLUMN_WIDTH_IN), height))
     finite = data[np.isfinite(data)]
     lo = math.floor(finite.min() / 10) * 10 if finite.size else 0.0
@@ -361,7 +376,7 @@ def per_task_heatmap(study: StudyData, spec: dict[str, Any]) -> FigureResult:
     if 0 < n_tasks < len(cols):
         ax.axvline(n_tasks - 0.5, color="white", linewidth=2)
     ax.set_xticks(range(len(cols)), [style.suite_name(c) for c in cols], rotation=40, ha="right")
-    ax.set_yticks(range(len(study.variants)), [short_label(study, v) for v in study.variants])
+    ax.set_yticks(range(len(study.variants)), labels)
     ax.tick_params(length=0)
     ax.grid(False)
     for sp in ax.spines.values():
