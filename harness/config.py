@@ -131,7 +131,8 @@ class CompressorConfig:
     ``block: none`` style "no compression" is ``enabled: false`` (tokens are only projected).
     ``pos_embed`` adds a 1-D sin-cos code of each position in the flattened sequence before mixing:
     ``auto`` does so for the Transformer block only (attention is blind to order; an SSM scan and a
-    convolution are not), ``none`` / ``sincos`` force it off / on for any block.
+    convolution are not), ``none`` / ``sincos`` force it off / on for any block. ``pos_norm`` layer-norms
+    the sequence before the code is added, so that content and code have comparable scale.
     """
 
     enabled: bool = True
@@ -144,6 +145,9 @@ class CompressorConfig:
     gpa_gate: bool = True  # pooling: gpa; false: fixed equal mix of query and pooled neighbours
     query_init: str = "learned"
     pos_embed: str = "auto"  # auto | none | sincos
+    # LayerNorm before the code: in_proj's tokens have RMS ~0.1 and the code 0.71, so without it the code
+    # swamps the video (at init, between-video variance of the output tokens: 0.1% of the total)
+    pos_norm: bool = True
     n_heads: int = 4
     spatial: StageConfig = field(default_factory=lambda: StageConfig(period=16, n_layers=2))
     temporal: StageConfig = field(default_factory=lambda: StageConfig(period=1, n_layers=0))
@@ -157,8 +161,9 @@ class CompressorConfig:
         return self.pos_embed == "sincos" or (self.pos_embed == "auto" and self.block == "transformer")
 
     def hash_omit(self) -> tuple[str, ...]:
-        """``pos_embed`` came after the first results: without positions it is the old behaviour."""
-        return () if self.uses_pos_embed else ("pos_embed",)
+        """``pos_embed`` / ``pos_norm`` came after the first results: without positions it is the old
+        behaviour. With positions ``pos_norm`` is hashed: runs with the unnormalised code keep their ids."""
+        return () if self.uses_pos_embed else ("pos_embed", "pos_norm")
 
     def __post_init__(self) -> None:
         check_choice("block", self.block, BLOCK_TYPES)

@@ -119,6 +119,24 @@ def test_positions_or_a_scan_make_the_output_order_aware(kw):
     assert not _frame_swap_equivariant(**kw)
 
 
+@pytest.mark.parametrize("scale", [0.01, 1.0, 30.0])
+def test_the_position_code_meets_the_content_at_its_scale(scale):
+    """pos_norm: whatever the encoder's feature scale, the tokens entering the mixer are unit-RMS content
+    plus the code, so neither swamps the other (without it, small features drown under the code)."""
+    seen = {}
+    for pos_norm in (True, False):
+        torch.manual_seed(0)
+        comp = build_compressor(_cfg(block="transformer", pos_norm=pos_norm))
+        comp.spatial.mixer.register_forward_hook(lambda m, i, o, k=pos_norm: seen.update({k: i[0]}))
+        comp(torch.randn(2, 3, 8, 24) * scale)
+    L = seen[True].shape[1]
+    code = comp.spatial._positions(L, D, torch.device("cpu"))
+    content = (seen[True] - code).pow(2).mean(-1).sqrt()
+    assert torch.allclose(content, torch.ones_like(content), atol=0.02)  # LayerNorm eps on the tiny queries
+    raw = (seen[False] - code).pow(2).mean(-1).sqrt()
+    assert not torch.allclose(raw, torch.ones_like(raw), atol=0.2)  # the old path keeps in_proj's scale
+
+
 def test_pos_embed_auto_resolves_per_block():
     assert build(CompressorConfig, {"block": "transformer"}).uses_pos_embed
     assert not build(CompressorConfig, {"block": "bi_ssm"}).uses_pos_embed

@@ -88,6 +88,7 @@ class Stage(nn.Module):
         self.query_init = cfg.query_init
         self.mixer = build_stack(cfg, stage.n_layers)
         self.pos_embed = cfg.uses_pos_embed and stage.n_layers > 0
+        self.pos_norm = nn.LayerNorm(cfg.d_model) if self.pos_embed and cfg.pos_norm else None
         self._pe: torch.Tensor | None = None  # the last position code, reused while the length fits
         self.pool = build_pooling(cfg, stage.period)
 
@@ -119,6 +120,8 @@ class Stage(nn.Module):
         row = torch.cat([x, q], dim=2)[:, :, perm]  # (B, G, S + Q, D)
         row = row.reshape(B, G * (S + Q), D)
         if self.pos_embed:
+            if self.pos_norm is not None:  # content at the code's scale (pos_norm)
+                row = self.pos_norm(row)
             row = row + self._positions(row.shape[1], D, row.device).to(row.dtype)
         row = self.mixer(row).view(B, G, S + Q, D)
         xm, qm = row[:, :, tok_pos], row[:, :, q_pos]
