@@ -225,6 +225,21 @@ def test_rebuild_is_byte_identical(tmp_path, built):
     assert [k for k in first if first[k] != third[k]] == []
 
 
+def test_costs_from_different_devices_are_flagged(tmp_path):
+    """A study whose runs were measured partly on a GPU and partly on a CPU (a rerun of some rows
+    elsewhere) says so under its table: its latency columns only compare within a device."""
+    store = make_block_store(tmp_path / "store")
+    report_study(store, "block_type", tmp_path / "same", progress=False, figures=False)
+    assert "different devices" not in (tmp_path / "same" / "table_main.md").read_text()
+    for rid in store.run_ids():
+        rec = store.read_run(rid)
+        rec["job"] = {"device": "cpu" if "transformer" in rid else "NVIDIA H100 80GB HBM3"}
+        store.write_run(rec)
+    report_study(store, "block_type", tmp_path / "mixed", progress=False, figures=False)
+    text = (tmp_path / "mixed" / "table_main.md").read_text()
+    assert "Costs come from different devices: NVIDIA H100 80GB HBM3 (18 runs), cpu (6 runs)" in text
+
+
 def test_all_failed_store_gives_honest_table(tmp_path):
     fails = {(b, p, s) for b in BLOCKS for p in (8, 16) for s in (0, 1, 2)}
     store = make_block_store(tmp_path / "store", failed=fails - {("bi_ssm", 8, 0)},

@@ -72,6 +72,7 @@ def test_local_sweep_end_to_end(tmp_path: Path, suite: Path) -> None:
         assert rec["status"] == "done", rec.get("reason")
         assert rec["git_commit"] != "" and "torch" in rec["versions"] and rec["wall_time_s"] > 0
         assert rec["tokens"]["llm_visual"] > 0 and rec["job"]["executor"] == "local"
+        assert rec["job"]["device"] == "cpu"  # the local profile hides GPUs; costs name their device
         assert {"mia_long", "mia_dense"} <= {m["task"] for m in rec["metrics"]}
         assert (res / "runs" / rec["run_id"] / "checkpoint.pt").is_file()
         assert Path(rec["log_path"]).is_file()  # the submitit log of the job

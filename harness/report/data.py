@@ -52,6 +52,7 @@ class RunInfo:
     reason: str | None = None
     finished: str | None = None
     git_commit: str | None = None
+    device: str | None = None  # GPU name or "cpu" (job.device); None in records from before it was kept
     values: dict[tuple[str, str], float] = field(default_factory=dict)  # (task, metric) -> value
     costs: dict[str, float] = field(default_factory=dict)  # cost key -> value (tokens, x.ttft_ms ...)
 
@@ -187,6 +188,10 @@ class StudyData:
         vals = {r.costs.get("x.chance") for r in self.runs if "x.chance" in r.costs}
         return vals.pop() * self.scale() if len(vals) == 1 else None
 
+    def devices(self) -> Counter:
+        """Done runs per device they ran on (``not recorded`` for records that predate the field)."""
+        return Counter(r.device or "not recorded" for r in self.runs if r.status == "done")
+
     def commits(self) -> list[str]:
         return sorted({r.git_commit for r in self.runs if r.git_commit})
 
@@ -261,7 +266,7 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
         info = RunInfo(run_id=rid, seed=entry.get("seed", rec.get("seed")),
                        variant=dict(entry.get("variant") or {}), label=entry.get("label", rid),
                        status=status, reason=rec.get("reason"), finished=rec.get("finished"),
-                       git_commit=rec.get("git_commit"))
+                       git_commit=rec.get("git_commit"), device=(rec.get("job") or {}).get("device"))
         for row in rows:
             if isinstance(row.get("task"), str) and isinstance(row.get("metric"), str):
                 info.values[(str(row["task"]), str(row["metric"]))] = float(row["value"])

@@ -311,6 +311,10 @@ def main_table(study: StudyData, options: dict[str, Any]) -> Table | None:
         notes.append("Mean: per seed, the mean over the suites, then mean ± CI over seeds.")
     if costs_keys:
         notes.append("Costs: mean over seeds (lower is better).")
+        devices = study.devices()
+        if len(devices) > 1:
+            notes.append("Costs come from different devices: " + ", ".join(
+                f"{d} ({n} runs)" for d, n in sorted(devices.items())) + "; compare them within one device only.")
     if constant:
         notes.append("Same for every variant: " + "; ".join(
             f"{style.COST_SHORT.get(k, k)} {next(iter(vals)):g}" for k, vals in constant) + ".")

@@ -102,8 +102,17 @@ def set_threads(n: int) -> None:
         torch.set_num_interop_threads(max(1, min(n, 2)))
 
 
+def device_name() -> str:
+    """What the run's costs were measured on: the GPU's name, else ``cpu`` (the report warns when a
+    table's latencies come from different devices)."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
 def _job_info(executor: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"executor": executor, "host": socket.gethostname(), "pid": os.getpid()}
+    info: dict[str, Any] = {"executor": executor, "host": socket.gethostname(), "pid": os.getpid(),
+                            "device": device_name()}
     from harness.sweep.plan import proc_stat
 
     stat = proc_stat(os.getpid())
