@@ -281,6 +281,8 @@ def save_pretrained_atomic(obj: Any, out_dir: Path) -> None:
     ``tokenizer.json`` that the resumed run then fails to read. Written to a sibling temp folder, each
     file is then ``os.replace``'d into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.export.*"):  # left by a SIGKILL; one writer per run
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.export."))
     try:
         obj.save_pretrained(str(tmp))
