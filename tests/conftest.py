@@ -62,6 +62,16 @@ def _pid_alive(pidfile: Path) -> bool:
 
 
 @pytest.fixture(scope="session")
+def slurm_client() -> str:
+    """The path of `srun`, for tests that need Slurm's client tools but no running cluster (submitit's
+    SlurmExecutor refuses to be built without `srun`). Skips without them, fails under CI=true."""
+    srun = shutil.which("srun")
+    if srun is None:
+        _slurm_unavailable("`srun` is not on PATH (Slurm's client tools: slurm/local/install.sh)")
+    return srun
+
+
+@pytest.fixture(scope="session")
 def slurm_cluster() -> SlurmCluster:
     """A reachable Slurm cluster with an idle or partly busy node in its default partition (see above)."""
     if shutil.which("sinfo") is None:

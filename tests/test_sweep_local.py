@@ -152,11 +152,15 @@ def test_profiles(tmp_path: Path) -> None:
         load_profile("../x")
 
 
-def test_slurm_job_script_from_profile(tmp_path: Path) -> None:
+def test_sbatch_options_parse() -> None:
     assert parse_sbatch_options(["--exclusive", "--constraint=a100", "#SBATCH --nodes=1"]) == {
         "exclusive": True, "constraint": "a100", "nodes": "1"}
     with pytest.raises(ValueError, match="additional_sbatch"):
         parse_sbatch_options(["exclusive"])
+
+
+def test_slurm_job_script_from_profile(tmp_path: Path, slurm_client: str) -> None:
+    """The job script submitit writes from the paper profile (needs Slurm's client tools, no cluster)."""
     prof = load_profile("paper")
     ex = SlurmExecutor(prof, ResultsStore(tmp_path), tmp_path / "logs", study="bt").executor("bt")
     ex.parameters["map_count"] = 10

@@ -16,12 +16,12 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.doctor import EnvironmentProblem, preflight
 from harness.store import ResultsStore
 
 __all__ = ["SweepResult", "run_sweep"]
@@ -87,9 +87,6 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
     ex_name = executor or prof.executor
     if ex_name not in EXECUTORS:
         raise ValueError(f"--executor {ex_name!r}: choose one of {', '.join(EXECUTORS)}")
-    if ex_name == "slurm" and not dry_run and shutil.which("sbatch") is None:
-        raise ValueError("--executor slurm: `sbatch` is not on PATH (run on a Slurm login node, or start the "
-                         "local cluster: slurm/local/start.sh; docs/slurm.md)")
     results = Path(results)
     store = ResultsStore(results / "store")
     runs_root = results / "runs"
@@ -108,6 +105,13 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
     log(f"executor: {ex_name} (profile {profile or spec.profile}, {ex.parallel} at a time, "
         f"{prof.cpus_per_task} cpu(s) per run); results: {results}; logs: {logs}")
     res = SweepResult(spec.study, plan)
+    try:
+        preflight(lmms_eval=any(r.config.get("eval", {}).get("backend") == "lmms_eval" for r in plan.to_submit),
+                  slurm=ex_name == "slurm", results=results)
+    except EnvironmentProblem as e:
+        if not dry_run:
+            raise
+        log(f"warning: {e}")
     if dry_run:
         log("dry run: nothing was run or written")
         return res

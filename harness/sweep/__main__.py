@@ -36,7 +36,8 @@ results (--results DIR, default results/):
   DIR/store/studies/<study>.json   the study index (variants, seeds, axes) read by harness.report
   DIR/runs/<run_id>/               checkpoint, exported model, metrics.jsonl, error.txt
   DIR/logs/<study>/<job id>/       submitit job logs (--log-dir)
-exit status: 0 all runs done, 1 some failed/unfinished, 2 bad spec/profile, 130 interrupted.
+exit status: 0 all runs done, 1 some failed/unfinished, 2 bad spec/profile or environment (the failed
+checks of `python -m harness doctor`, run before anything is written), 130 interrupted.
 """
 
 
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from harness.config import ConfigError
+    from harness.doctor import EnvironmentProblem
     from harness.sweep import run_sweep
     from harness.sweep.spec import SpecError
 
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                         log_dir=a.log_dir, dry_run=a.dry_run, retry_failed=a.retry_failed,
                         max_parallel=a.max_parallel, report=not a.no_report, progress=not a.no_progress,
                         pdb=a.pdb, body=a.job, show=a.show, poll_s=a.poll)
-    except (SpecError, ConfigError, ValueError) as e:
+    except (SpecError, ConfigError, ValueError, EnvironmentProblem) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
