@@ -26,9 +26,9 @@ if [ "$stage" = build ]; then
     timeout 260 $FB --sdpa --tag a --variants transformer_16x72 transformer_9x128 transformer_18x64 > "$R/fair_a.log" 2>&1
     echo "fair_a rc $?"; tail -30 "$R/fair_a.log"
     wait $build; tail -3 "$R/build.log"
-    timeout 220 python3 benchmarks/gpu_parity.py --out "$R" > "$R/parity.log" 2>&1
+    timeout 160 python3 benchmarks/gpu_parity.py --out "$R" > "$R/parity.log" 2>&1
     echo "parity rc $?"; grep -E "FAIL|ERROR|ALL PASS|SOME" "$R/parity.log" | head -20
-    timeout 120 $FB --tag a2 --variants bi_ssm_v1_unfused bi_ssm_v1_fused bi_ssm_v2_unfused bi_ssm_v2_fused identity \
+    timeout 80 $FB --tag a2 --variants bi_ssm_v1_unfused bi_ssm_v1_fused bi_ssm_v2_unfused bi_ssm_v2_fused identity \
         > "$R/fair_a2.log" 2>&1
     echo "fair_a2 rc $?"; grep -E "T= *(128|256)" "$R/fair_a2.log"
 else
