@@ -1,5 +1,7 @@
-"""GPU parity: mamba-ssm's CUDA selective scan vs the project's pure-PyTorch scan, and the bidirectional
-block on both backends, forward and every gradient, fp32 (< 1e-4) and bf16 (< 1e-2), on fresh random inputs.
+"""GPU parity: mamba-ssm's CUDA selective scan and Triton SSD scan vs the project's pure-PyTorch scans, and
+the bidirectional Mamba-1 / Mamba-2 blocks on mamba-ssm's fused path (with causal-conv1d) and on the scan
+kernel alone, forward and every gradient, fp32 (< 1e-4) and bf16 (< 1e-2), on fresh random inputs.
+fp32 SSD checks run in a child process with ``TRITON_F32_DEFAULT=ieee`` (Triton reads it when it compiles).
 
 Runs only where CUDA and mamba-ssm (with its compiled extension) are present; skipped with the reason
 otherwise. The checks themselves live in benchmarks/gpu_parity.py (the same code writes
@@ -16,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import harness.model.ssm as ssm
+import harness.model.ssm.ssd as ssm_ssd
 from harness.model.ssm import have_cuda_kernels
 
 pytestmark = pytest.mark.skipif(
@@ -56,20 +60,34 @@ def test_scan_parity(parity, dtype, shape):
     assert row["max_cuda_vs_f64"] < 5 * parity.TOL[dtype], f"seed {seed}: {row['errors']}"
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_bidirectional_block_parity(parity, dtype):
+def test_bidirectional_block_parity(parity, dtype, fused):
+    if fused and ssm.cuda_mamba_inner_fn() is None:
+        pytest.skip("needs causal-conv1d for mamba-ssm's fused path")
     seed = _seed()
     gen = torch.Generator(device="cuda").manual_seed(seed)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    row = parity.check_block(dtype, 2, 128, 1500, gen, seed % 2**31)
+    parity.no_tf32()
+    row = parity.check_block(dtype, 2, 128, 1500, gen, seed % 2**31, 1, fused)
     assert row["pass"], f"seed {seed}: {row['errors']}"
+    assert row["check"] == f"bi_ssm v1 block {'fused' if fused else 'kernel'}"
+
+
+def test_mamba2_parity_bf16_and_ieee_fp32(parity):
+    """The SSD scan and the bi-Mamba-2 block (fused and not): bf16 here, fp32 in a child process with
+    Triton's fp32 dots in IEEE precision."""
+    if ssm_ssd.cuda_split_conv1d_scan_fn() is None:
+        pytest.skip("needs causal-conv1d for mamba-ssm's fused Mamba-2 path")
+    seed = _seed() % 2**31
+    rows = parity.run_mamba2(seed, ["bf16"], quick=True)
+    rows += parity.run_mamba2_child(seed, ["fp32"], "ieee", quick=True)
+    bad = [r for r in rows if not r["pass"]]
+    assert not bad, f"seed {seed}: {bad}"
+    assert {r["triton_f32"] for r in rows if r["dtype"] == "fp32"} == {"ieee"}
 
 
 def test_parity_detects_a_wrong_kernel(parity, monkeypatch):
     """The check can fail: a scan that drops the D skip term must not pass."""
-    import harness.model.ssm as ssm
-
     real = ssm.cuda_selective_scan_fn()
 
     def broken(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):

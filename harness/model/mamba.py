@@ -5,6 +5,14 @@ scan behind ``harness.model.ssm.selective_scan`` so that it runs on mamba-ssm's 
 pure-PyTorch scan. ``BiMamba`` is the Vision-Mamba style bidirectional mixer the paper uses: one shared
 input/output projection, and a forward and a backward branch (own conv, x/dt projections, A and D) whose
 outputs are averaged before the output projection.
+
+On a GPU with mamba-ssm and causal-conv1d installed (and the scan backend resolving to ``cuda``),
+``Mamba.forward`` takes mamba-ssm's fused path instead (``use_fused_kernels``, on by default): each
+direction is one ``mamba_inner_fn`` call (causal-conv1d's conv + SiLU, the x/dt projections, the CUDA
+scan, the output projection; the conv output and delta are recomputed in the backward pass rather than
+kept). Since the output projection is linear, averaging the two directions' projected outputs equals
+projecting their average; the backward direction reads the reversed ``xz`` and its (B, L, D) output is
+reversed back. Everywhere else (the CPU above all) the path below runs, unchanged.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import SSMConfig
-from .ssm import selective_scan
+from .ssm import cuda_mamba_inner_fn, resolve_backend, selective_scan
 
 
 class SSMBranch(nn.Module):
@@ -64,7 +72,12 @@ class SSMBranch(nn.Module):
 
 
 class Mamba(nn.Module):
-    """Selective SSM mixer. ``bidirectional=True`` adds a backward branch. (B, L, D) -> (B, L, D)."""
+    """Selective SSM mixer. ``bidirectional=True`` adds a backward branch. (B, L, D) -> (B, L, D).
+
+    ``use_fused_kernels`` (class default True; set it on an instance to compare) lets a GPU forward take
+    mamba-ssm's fused ``mamba_inner_fn`` when it is importable; it never changes what a CPU run computes."""
+
+    use_fused_kernels: bool = True
 
     def __init__(self, d_model: int, cfg: SSMConfig, bidirectional: bool = True):
         super().__init__()
@@ -80,12 +93,33 @@ class Mamba(nn.Module):
         # in_proj computed straight into the channel-major layout the scan wants (as mamba_simple does):
         # xs and z come out contiguous along L, so neither the conv nor the CUDA scan copies them
         xz = torch.matmul(self.in_proj.weight, x.transpose(1, 2))  # (B, 2Di, L); in_proj has no bias
+        if self.fused_path(xz):
+            return self._forward_fused(xz)
         xs, z = xz.chunk(2, dim=1)
         y = self.fwd(xs, z)
         if self.bwd is not None:
             y_b = self.bwd(xs.flip(-1), z.flip(-1)).flip(-1)
             y = (y + y_b) * 0.5
         return self.out_proj(y.transpose(1, 2))
+
+    def fused_path(self, t: torch.Tensor) -> bool:
+        """Whether a forward on tensors like ``t`` takes mamba-ssm's fused ``mamba_inner_fn``."""
+        return (self.use_fused_kernels and t.is_cuda and resolve_backend(self.fwd.backend, t.device) == "cuda"
+                and cuda_mamba_inner_fn() is not None)
+
+    def _forward_fused(self, xz: torch.Tensor) -> torch.Tensor:
+        """xz: (B, 2Di, L), contiguous along L -> (B, L, D), through ``mamba_inner_fn`` per direction."""
+        fn = cuda_mamba_inner_fn()
+
+        def branch(br: SSMBranch, xz_dir: torch.Tensor) -> torch.Tensor:
+            return fn(xz_dir, br.conv1d.weight, br.conv1d.bias, br.x_proj.weight, br.dt_proj.weight,
+                      self.out_proj.weight, self.out_proj.bias, -torch.exp(br.A_log.float()), None, None,
+                      br.D.float(), br.dt_proj.bias.float(), delta_softplus=True)
+
+        y = branch(self.fwd, xz)
+        if self.bwd is not None:
+            y = (y + branch(self.bwd, xz.flip(-1)).flip(1)) * 0.5
+        return y
 
     def step_sizes(self, x: torch.Tensor) -> torch.Tensor:
         """Mean delta over channels and directions: (B, L, D) -> (B, L)."""

@@ -9,6 +9,12 @@ Triton kernel on a GPU, the pure-PyTorch chunked scan elsewhere) runs per head w
 ``bidirectional=True`` mirrors ``harness.model.mamba.Mamba``: the projections are shared and a forward
 and a backward branch (own conv, ``dt_bias``, ``A_log``, ``D``) run over the sequence and its reverse;
 their gated outputs are averaged before the norm and the output projection.
+
+On a GPU with mamba-ssm and causal-conv1d installed (the SSD backend resolving to ``cuda``), each branch
+is one ``mamba_split_conv1d_scan_combined`` call on the whole projection (causal-conv1d's conv + SiLU, the
+SSD scan with D and the z gate; the conv output is recomputed in the backward pass rather than kept):
+``use_fused_kernels``, on by default. The norm and the output projection stay outside, since they act on
+the average of the two directions. On the CPU the path below runs, unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch.nn.functional as F
 
 from ..config import ConfigError, SSMConfig
 from .mamba import Mamba
-from .ssm.ssd import ssd_scan
+from .ssm.ssd import cuda_split_conv1d_scan_fn, resolve_ssd_backend, ssd_scan
 
 
 class SSDBranch(nn.Module):
@@ -52,13 +58,25 @@ class SSDBranch(nn.Module):
         )
         return y.reshape(b, L, self.d_inner)
 
+    def fused(self, zxbcdt: torch.Tensor) -> torch.Tensor:
+        """The branch on the whole input projection through mamba-ssm's ``mamba_split_conv1d_scan_combined``:
+        zxbcdt (B, L, 2Di + 2N + H) laid out (z, xBC, dt) -> (B, L, Di), gated by silu(z)."""
+        return cuda_split_conv1d_scan_fn()(
+            zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias.float(),
+            -torch.exp(self.A_log.float()), self.D.float(), self.chunk_size, headdim=self.headdim, ngroups=1)
+
     def delta(self, dt: torch.Tensor) -> torch.Tensor:
         """The softplus step size the scan uses: dt (B, L, H) -> (B, L, H)."""
         return F.softplus(dt + self.dt_bias)
 
 
 class Mamba2(nn.Module):
-    """Mamba-2 (SSD) mixer. ``bidirectional=True`` adds a backward branch. (B, L, D) -> (B, L, D)."""
+    """Mamba-2 (SSD) mixer. ``bidirectional=True`` adds a backward branch. (B, L, D) -> (B, L, D).
+
+    ``use_fused_kernels`` (class default True; set it on an instance to compare) lets a GPU forward take
+    mamba-ssm's fused conv + scan; it never changes what a CPU run computes."""
+
+    use_fused_kernels: bool = True
 
     def __init__(self, d_model: int, cfg: SSMConfig, bidirectional: bool = True, chunk_size: int = 64):
         super().__init__()
@@ -81,12 +99,23 @@ class Mamba2(nn.Module):
         return z, xBC, dt
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused_path(x):
+            zxbcdt = self.in_proj(x)
+            y = self.fwd.fused(zxbcdt)
+            if self.bwd is not None:
+                y = (y + self.bwd.fused(zxbcdt.flip(1)).flip(1)) * 0.5
+            return self.out_proj(self.norm(y.to(x.dtype)))
         z, xBC, dt = self._split(x)
         y = self.fwd(xBC, dt, z)
         if self.bwd is not None:
             y_b = self.bwd(xBC.flip(1), dt.flip(1), z.flip(1)).flip(1)
             y = (y + y_b) * 0.5
         return self.out_proj(self.norm(y.to(x.dtype)))
+
+    def fused_path(self, t: torch.Tensor) -> bool:
+        """Whether a forward on tensors like ``t`` takes mamba-ssm's fused conv + SSD scan."""
+        return (self.use_fused_kernels and t.is_cuda and resolve_ssd_backend(self.fwd.backend, t.device) == "cuda"
+                and cuda_split_conv1d_scan_fn() is not None)
 
     def step_sizes(self, x: torch.Tensor) -> torch.Tensor:
         """Mean delta over heads and directions: (B, L, D) -> (B, L)."""

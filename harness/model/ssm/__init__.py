@@ -2,7 +2,8 @@
 
 ``selective_scan`` has mamba-ssm's ``selective_scan_fn`` signature. ``backend="auto"`` uses mamba-ssm's CUDA
 kernel when it is importable and the tensors are on a GPU, and the pure-PyTorch chunked scan otherwise;
-``"torch"``, ``"cuda"`` and ``"ref"`` force one.
+``"torch"``, ``"cuda"`` and ``"ref"`` force one. ``cuda_mamba_inner_fn`` is mamba-ssm's fused Mamba-1 path,
+which ``harness.model.mamba.Mamba`` uses on a GPU when causal-conv1d is installed too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ def cuda_selective_scan_fn():
     except Exception:  # ImportError, or the compiled extension failing to load
         return None
     return selective_scan_fn
+
+
+@functools.cache
+def cuda_mamba_inner_fn():
+    """mamba-ssm's fused ``mamba_inner_fn`` (causal-conv1d's conv + x/dt projections + selective scan +
+    output projection in one autograd function that recomputes the conv output and delta in the backward
+    pass), or None when mamba-ssm or causal-conv1d's CUDA extension is missing."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import causal_conv1d_fwd_function, mamba_inner_fn
+    except Exception:  # ImportError, or a compiled extension failing to load
+        return None
+    return mamba_inner_fn if causal_conv1d_fwd_function is not None else None
 
 
 def have_cuda_kernels() -> bool:
@@ -56,4 +69,5 @@ def selective_scan(
     return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
-__all__ = ["selective_scan", "selective_scan_ref", "selective_scan_torch", "have_cuda_kernels", "BACKENDS"]
+__all__ = ["selective_scan", "selective_scan_ref", "selective_scan_torch", "have_cuda_kernels", "cuda_mamba_inner_fn",
+           "BACKENDS"]

@@ -33,6 +33,18 @@ def cuda_ssd_fn():
     return mamba_chunk_scan_combined
 
 
+@functools.cache
+def cuda_split_conv1d_scan_fn():
+    """mamba-ssm's fused ``mamba_split_conv1d_scan_combined`` (split of the input projection, causal-conv1d's
+    conv + SiLU, the SSD scan with D and the z gate, in one autograd function that recomputes the conv
+    output in the backward pass), or None when mamba-ssm or causal-conv1d's CUDA extension is missing."""
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import causal_conv1d_fwd_function, mamba_split_conv1d_scan_combined
+    except Exception:
+        return None
+    return mamba_split_conv1d_scan_combined if causal_conv1d_fwd_function is not None else None
+
+
 def resolve_ssd_backend(backend: str, device: torch.device) -> str:
     """``auto`` -> ``cuda`` when the tensors are on a GPU and mamba-ssm imports, else ``torch``."""
     return resolve(backend, device, cuda_ssd_fn, "ssd")
@@ -141,4 +153,5 @@ def ssd_scan(
     return ssd_torch(x, dt, A, B, C, D, z, dt_bias, dt_softplus, chunk_size)
 
 
-__all__ = ["ssd_scan", "ssd_torch", "ssd_ref", "ssd_chunked", "segsum", "resolve_ssd_backend", "cuda_ssd_fn"]
+__all__ = ["ssd_scan", "ssd_torch", "ssd_ref", "ssd_chunked", "segsum", "resolve_ssd_backend", "cuda_ssd_fn",
+           "cuda_split_conv1d_scan_fn"]

@@ -1,0 +1,386 @@
+"""The bi-SSM compressor against the best Transformer of its width, on fused kernels (issue 21).
+
+Same shapes as ``gpu_compressor_scaling.py``: D = 1152, 729 patches per frame, a query every 27 patches, one
+mixing layer, weighted pooling, gated skip, batch 1, bf16 autocast with fp32 master weights.
+
+1. **SDPA alone** (``--sdpa``): bf16 q, k, v of one sequence at the 128-frame length (96,768 tokens) for the
+   head layouts 16 x 72 (today's Transformer compressor), 9 x 128 and 18 x 64, each SDPA backend forced in
+   turn (flash, cuDNN, memory-efficient); forward and forward+backward. The fastest backend of each layout
+   (by forward+backward) is what that layout's Transformer variant is forced to below.
+2. **Compressor variants** (``--variants``, each optionally ``_compiled``: torch.compile, same treatment
+   for both sides):
+
+       transformer_16x72   today's baseline (16 heads of 72), SDPA left to choose its kernel
+       transformer_9x128   9 heads of 128, SDPA forced to that layout's fastest backend
+       transformer_18x64   18 heads of 64, likewise
+       bi_ssm_v1_unfused   bi-Mamba-1 on mamba-ssm's scan kernel alone (today's SSM path)
+       bi_ssm_v1_fused     bi-Mamba-1 through mamba_inner_fn + causal-conv1d (what a GPU run now takes)
+       bi_ssm_v2_unfused   bi-Mamba-2: SSD Triton scan, nn.Conv1d
+       bi_ssm_v2_fused     bi-Mamba-2 through mamba_split_conv1d_scan_combined + causal-conv1d
+       identity            no mixing: the floor (projections, query insertion, pooling)
+
+   For each (variant, frames): median forward and forward+backward time (CUDA events, warm-up first, every
+   repeat kept) and peak memory above what was allocated before the call.
+3. **Kernel breakdown** (``--profile``): one fwd+bwd at 128 frames of each named variant, CUDA kernel time
+   by category (scan, conv, attention, GEMM, flip/copy, elementwise/other) and the top kernels.
+
+The "fair" Transformer is the faster of transformer_9x128 and transformer_18x64 at 128 frames (fwd+bwd).
+Targets (issue 21), fwd+bwd: bi-SSM >= 5x faster than the fair Transformer at 128 frames with no more
+peak memory, >= 8x at 256, log-log slope of time on frames (64..256) <= 1.05.
+
+    python benchmarks/gpu_fair_baseline.py --sdpa --tag a
+    python benchmarks/gpu_fair_baseline.py --variants bi_ssm_v1_fused transformer_9x128 --frames 128 --tag b
+
+Writes results/benchmarks/gpu_fair_baseline_<tag>.json after every row (a killed run keeps what it measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, print_table, write_json  # noqa: E402
+from gpu_compressor_scaling import PATCHES, PERIOD, D, loglog_slope, peak_gib  # noqa: E402
+
+from harness.model.compressor import build_compressor  # noqa: E402
+from harness.model.mamba import Mamba  # noqa: E402
+from harness.model.mamba2 import Mamba2  # noqa: E402
+
+LAYOUTS = {"16x72": (16, 72), "9x128": (9, 128), "18x64": (18, 64)}
+SDPA_BACKENDS = ("flash", "cudnn", "efficient")
+VARIANTS: dict[str, dict[str, Any]] = {
+    "transformer_16x72": {"block": "transformer", "layout": "16x72", "force_sdpa": False},
+    "transformer_9x128": {"block": "transformer", "layout": "9x128", "force_sdpa": True},
+    "transformer_18x64": {"block": "transformer", "layout": "18x64", "force_sdpa": True},
+    "bi_ssm_v1_unfused": {"block": "bi_ssm", "version": 1, "fused": False},
+    "bi_ssm_v1_fused": {"block": "bi_ssm", "version": 1, "fused": True},
+    "bi_ssm_v2_unfused": {"block": "bi_ssm", "version": 2, "fused": False},
+    "bi_ssm_v2_fused": {"block": "bi_ssm", "version": 2, "fused": True},
+    "identity": {"block": "identity"},
+}
+CATEGORIES = (  # first match wins; kernel names lower-cased
+    ("scan", ("selective_scan", "chunk_scan", "chunk_state", "state_passing", "bmm_chunk", "chunk_cumsum")),
+    ("conv", ("causal_conv1d", "conv_depthwise", "conv1d")),
+    ("attention", ("sdpa", "flash", "fmha", "attention", "attn")),
+    ("gemm", ("nvjet", "gemm", "cutlass", "xmma", "cublas", "sm90_")),
+    ("flip/copy", ("flip", "copy", "cat", "transpose")),
+)
+
+
+# ------------------------------------------------------------------------------------------ timing helpers
+def time_all(fn: Callable[[], Any], warmup: int, repeat: int) -> list[float]:
+    """Every repeat's milliseconds of ``fn`` between CUDA events, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(repeat):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        out.append(s.elapsed_time(e))
+    return out
+
+
+def set_sdpa(backend: str | None) -> None:
+    """Allow only ``backend`` (flash | cudnn | efficient) for SDPA; None restores the default choice."""
+    torch.backends.cuda.enable_flash_sdp(backend in (None, "flash"))
+    torch.backends.cuda.enable_cudnn_sdp(backend in (None, "cudnn"))
+    torch.backends.cuda.enable_mem_efficient_sdp(backend in (None, "efficient"))
+    torch.backends.cuda.enable_math_sdp(backend is None)
+
+
+# ----------------------------------------------------------------------------------------- 1. SDPA alone
+def sdpa_bench(T: int, repeat: int) -> list[dict[str, Any]]:
+    L = T * (PATCHES + PERIOD)
+    rows = []
+    for name, (H, Dh) in LAYOUTS.items():
+        g = torch.Generator(device="cuda").manual_seed(H)
+        q, k, v = (torch.randn(1, H, L, Dh, generator=g, device="cuda", dtype=torch.bfloat16).requires_grad_()
+                   for _ in range(3))
+        gy = torch.randn(1, H, L, Dh, generator=g, device="cuda", dtype=torch.bfloat16)
+        for be in SDPA_BACKENDS:
+            row: dict[str, Any] = {"layout": name, "heads": H, "head_dim": Dh, "backend": be, "seq_len": L}
+            set_sdpa(be)
+            try:
+                def fw(q=q, k=k, v=v):
+                    with torch.no_grad():
+                        F.scaled_dot_product_attention(q, k, v)
+
+                def fb(q=q, k=k, v=v, gy=gy):
+                    q.grad = k.grad = v.grad = None
+                    F.scaled_dot_product_attention(q, k, v).backward(gy)
+
+                row["fwd_ms"] = statistics.median(time_all(fw, 1, repeat))
+
+                row["fwd_bwd_ms"] = statistics.median(time_all(fb, 1, repeat))
+            except Exception as e:  # a backend refusing this head size: recorded
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            set_sdpa(None)
+            rows.append(row)
+            print(f"  sdpa {name} {be}: " + (f"fwd {row['fwd_ms']:.1f} ms, fwd+bwd {row['fwd_bwd_ms']:.1f} ms"
+                                             if "error" not in row else row["error"]), flush=True)
+    return rows
+
+
+def best_backends(sdpa_rows: list[dict[str, Any]]) -> dict[str, str]:
+    """layout -> its fastest SDPA backend by fwd+bwd."""
+    best: dict[str, str] = {}
+    for layout in LAYOUTS:
+        ok = [r for r in sdpa_rows if r["layout"] == layout and "fwd_bwd_ms" in r]
+        if ok:
+            best[layout] = min(ok, key=lambda r: r["fwd_bwd_ms"])["backend"]
+    return best
+
+
+# --------------------------------------------------------------------------------------- 2. the variants
+def make_model(variant: str) -> torch.nn.Module:
+    spec = VARIANTS[variant.removesuffix("_compiled")]
+    heads = LAYOUTS[spec["layout"]][0] if "layout" in spec else 16
+    torch.manual_seed(0)
+    comp = build_compressor({
+        "d_in": D, "d_model": D, "d_out": D, "block": spec["block"], "n_heads": heads, "pooling": "weighted",
+        "spatial": {"period": PERIOD, "n_layers": 1}, "ssm": {"backend": "cuda", "version": spec.get("version", 1)},
+    }).cuda()
+    for m in comp.modules():
+        if isinstance(m, (Mamba, Mamba2)):
+            m.use_fused_kernels = spec["fused"]
+    return comp
+
+
+def check_path(comp: torch.nn.Module, variant: str, feats: torch.Tensor) -> str | None:
+    """The mixer's path ('fused' / 'kernel'), checked against the variant's name."""
+    spec = VARIANTS[variant.removesuffix("_compiled")]
+    mixers = [m for m in comp.modules() if isinstance(m, (Mamba, Mamba2))]
+    if not mixers:
+        return None
+    path = "fused" if mixers[0].fused_path(feats) else "kernel"
+    if path != ("fused" if spec["fused"] else "kernel"):
+        raise RuntimeError(f"{variant}: the mixer takes the {path} path (is causal-conv1d installed?)")
+    return path
+
+
+def bench_one(variant: str, T: int, repeat: int, backends: dict[str, str]) -> dict[str, Any]:
+    spec = VARIANTS[variant.removesuffix("_compiled")]
+    comp = make_model(variant)
+    row: dict[str, Any] = {"variant": variant, "frames": T, "seq_len": T * (PATCHES + PERIOD)}
+    forced = backends.get(spec.get("layout", "")) if spec.get("force_sdpa") else None
+    if spec.get("force_sdpa"):
+        row["sdpa"] = forced or "default (no SDPA result)"
+    g = torch.Generator(device="cuda").manual_seed(T)
+    feats = torch.randn(1, T, PATCHES, D, generator=g, device="cuda").to(torch.bfloat16)
+    model = torch.compile(comp, dynamic=False) if variant.endswith("_compiled") else comp
+
+    def fwd():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            return model(feats).tokens
+
+    def fwd_bwd():
+        comp.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(feats).tokens.float().square().mean()
+        loss.backward()
+
+    set_sdpa(forced)
+    try:
+        row["path"] = check_path(comp, variant, feats)
+        if variant.endswith("_compiled"):
+            t0 = time.perf_counter()
+            fwd()
+            fwd_bwd()
+            torch.cuda.synchronize()
+            row["compile_s"] = time.perf_counter() - t0
+        fw = time_all(fwd, 2, repeat)
+        row["fwd_ms"], row["fwd_ms_all"] = statistics.median(fw), fw
+        row["fwd_peak_gib"] = peak_gib(fwd)
+        fb = time_all(fwd_bwd, 2, repeat)
+        row["fwd_bwd_ms"], row["fwd_bwd_ms_all"] = statistics.median(fb), fb
+        row["fwd_bwd_peak_gib"] = peak_gib(fwd_bwd)
+    except torch.OutOfMemoryError:
+        row["error"] = "OOM"
+    except Exception as e:  # a compile failure, a kernel refusing a shape: recorded, the rest still runs
+        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    finally:
+        set_sdpa(None)
+    return row
+
+
+# --------------------------------------------------------------------------------- 3. kernel breakdown
+def category(name: str) -> str:
+    n = name.lower()
+    for cat, keys in CATEGORIES:
+        if any(k in n for k in keys):
+            return cat
+    return "elementwise/other"
+
+
+def profile_one(variant: str, T: int, backends: dict[str, str], top: int = 12) -> dict[str, Any]:
+    from torch.profiler import ProfilerActivity, profile
+
+    spec = VARIANTS[variant]
+    comp = make_model(variant)
+    feats = torch.randn(1, T, PATCHES, D, device="cuda").to(torch.bfloat16)
+    set_sdpa(backends.get(spec.get("layout", "")) if spec.get("force_sdpa") else None)
+
+    def step():
+        comp.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            comp(feats).tokens.float().square().mean().backward()
+
+    try:
+        step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+    finally:
+        set_sdpa(None)
+    evs = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    total = sum(e.self_device_time_total for e in evs) / 1e3
+    cats: dict[str, float] = {}
+    for e in evs:
+        cats[category(e.key)] = cats.get(category(e.key), 0.0) + e.self_device_time_total / 1e3
+    evs.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    kernels = [{"kernel": e.key[:90], "category": category(e.key), "calls": e.count,
+                "ms": e.self_device_time_total / 1e3} for e in evs[:top]]
+    print(f"\n### {variant}, T={T}: kernel time {total:.1f} ms; " +
+          ", ".join(f"{c} {v:.1f}" for c, v in sorted(cats.items(), key=lambda x: -x[1])))
+    print_table(kernels, ["kernel", "category", "calls", "ms"])
+    return {"variant": variant, "frames": T, "total_ms": total, "by_category_ms": cats, "top": kernels}
+
+
+# ------------------------------------------------------------------------------------------- 4. summary
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Speed-ups and memory ratios of every SSM variant against the fair and today's Transformer, the
+    slopes, and the targets."""
+    by = {(r["variant"], r["frames"]): r for r in rows if "fwd_bwd_ms" in r}
+    frames = sorted({T for _, T in by})
+    fair_choice = {}
+    for suffix in ("", "_compiled"):
+        cands = [f"transformer_{lay}{suffix}" for lay in ("9x128", "18x64")
+                 if (f"transformer_{lay}{suffix}", 128) in by]
+        if cands:
+            fair_choice[suffix or "_eager"] = min(cands, key=lambda v: by[(v, 128)]["fwd_bwd_ms"])
+    ratios = []
+    for (v, T), r in sorted(by.items()):
+        if not v.startswith(("bi_ssm", "identity")):
+            continue
+        suffix = "_compiled" if v.endswith("_compiled") else ""
+        fair = fair_choice.get(suffix or "_eager")
+        for base_name, base in (("fair", fair), ("today", f"transformer_16x72{suffix}")):
+            b = by.get((base, T)) if base else None
+            if b:
+                ratios.append({"variant": v, "frames": T, "against": base_name, "baseline": base,
+                               "fwd_x": b["fwd_ms"] / r["fwd_ms"], "fwd_bwd_x": b["fwd_bwd_ms"] / r["fwd_bwd_ms"],
+                               "fwd_bwd_mem_ratio": r["fwd_bwd_peak_gib"] / b["fwd_bwd_peak_gib"]})
+    slopes = {}
+    for v in sorted({v for v, _ in by}):
+        pts = [(T, by[(v, T)]) for T in frames if (v, T) in by and T >= 64]
+        if len(pts) >= 2:
+            slopes[v] = {"frames": [T for T, _ in pts], "fwd_slope": loglog_slope([(T, r["fwd_ms"]) for T, r in pts]),
+                         "fwd_bwd_slope": loglog_slope([(T, r["fwd_bwd_ms"]) for T, r in pts])}
+    targets = []
+    for r in ratios:
+        if r["against"] != "fair" or not r["variant"].startswith("bi_ssm"):
+            continue
+        if r["frames"] == 128:
+            targets.append({"variant": r["variant"], "target": "fwd+bwd >= 5x the fair Transformer at 128 frames",
+                            "value": r["fwd_bwd_x"], "goal": 5.0, "met": r["fwd_bwd_x"] >= 5.0})
+            targets.append({"variant": r["variant"], "target": "fwd+bwd peak memory <= the fair Transformer's, 128",
+                            "value": r["fwd_bwd_mem_ratio"], "goal": 1.0, "met": r["fwd_bwd_mem_ratio"] <= 1.0})
+        if r["frames"] == 256:
+            targets.append({"variant": r["variant"], "target": "fwd+bwd >= 8x the fair Transformer at 256 frames",
+                            "value": r["fwd_bwd_x"], "goal": 8.0, "met": r["fwd_bwd_x"] >= 8.0})
+    for v, s in slopes.items():
+        if v.startswith("bi_ssm") and s["fwd_bwd_slope"] is not None and 256 in s["frames"]:
+            targets.append({"variant": v, "target": "fwd+bwd log-log slope on frames (64..256) <= 1.05",
+                            "value": s["fwd_bwd_slope"], "goal": 1.05, "met": s["fwd_bwd_slope"] <= 1.05})
+    return {"fair_transformer": fair_choice, "ratios": ratios, "slopes": slopes, "targets": targets}
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for mod in ("mamba_ssm", "causal_conv1d", "triton"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:
+            out[mod] = None
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", nargs="*", default=[
+        "transformer_16x72", "transformer_9x128", "transformer_18x64", "bi_ssm_v1_unfused", "bi_ssm_v1_fused",
+        "bi_ssm_v2_unfused", "bi_ssm_v2_fused", "identity"], help="see the list above; add _compiled to compile")
+    ap.add_argument("--frames", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--compile-frames", type=int, nargs="+", default=[128],
+                    help="frame counts at which *_compiled variants run (each shape compiles anew)")
+    ap.add_argument("--sdpa", action="store_true", help="run the SDPA-alone comparison (picks each layout's backend)")
+    ap.add_argument("--backends", default="", help="layout=backend,... instead of --sdpa, e.g. 9x128=cudnn,18x64=flash")
+    ap.add_argument("--repeat", type=int, default=5, help="timed repeats (3 at 256 frames)")
+    ap.add_argument("--profile", nargs="*", default=[], help="variants to profile at 128 frames")
+    ap.add_argument("--tag", default="a", help="JSON name suffix: gpu_fair_baseline_<tag>.json")
+    ap.add_argument("--out", default="results/benchmarks", help="folder for the JSON")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("gpu_fair_baseline.py: no CUDA device")
+    for v in args.variants + args.profile:
+        if v.removesuffix("_compiled") not in VARIANTS:
+            sys.exit(f"gpu_fair_baseline.py: unknown variant {v!r}; allowed: {', '.join(VARIANTS)} (+ _compiled)")
+    torch.backends.cuda.matmul.allow_tf32 = True  # what training would use (bf16 autocast anyway)
+    payload: dict[str, Any] = {
+        "machine": machine(), "versions": versions(),
+        "setup": {"d_model": D, "patches_per_frame": PATCHES, "period": PERIOD, "n_layers": 1, "batch": 1,
+                  "precision": "bf16 autocast, fp32 weights", "pooling": "weighted", "repeat": args.repeat,
+                  "timing": "median of CUDA-event times after 2 warm-up calls (every repeat kept)"},
+        "sdpa": [], "backends": {}, "rows": [], "profile": [], "summary": {}}
+    print(f"machine: {payload['machine']}, {payload['versions']}")
+    name = f"gpu_fair_baseline_{args.tag}"
+    if args.sdpa:
+        payload["sdpa"] = sdpa_bench(128, 3)
+        torch.cuda.empty_cache()
+        payload["backends"] = best_backends(payload["sdpa"])
+    if args.backends:
+        payload["backends"].update(dict(kv.split("=") for kv in args.backends.split(",")))
+    print(f"SDPA backend per layout: {payload['backends']}")
+    for v in args.variants:
+        for T in sorted(args.frames):
+            if v.endswith("_compiled") and T not in args.compile_frames:
+                continue
+            r = bench_one(v, T, args.repeat if T <= 128 else max(3, args.repeat - 2), payload["backends"])
+            torch.cuda.empty_cache()
+            payload["rows"].append(r)
+            print(f"  {v:26s} T={T:4d}: " + ", ".join(
+                f"{k} {r[k]:.4g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in r
+                if k not in ("variant", "frames", "fwd_ms_all", "fwd_bwd_ms_all")), flush=True)
+            payload["summary"] = summarise(payload["rows"])
+            write_json(name, payload, Path(args.out))
+    for v in args.profile:
+        payload["profile"].append(profile_one(v, 128, payload["backends"]))
+        torch.cuda.empty_cache()
+        write_json(name, payload, Path(args.out))
+    s = payload["summary"] = summarise(payload["rows"])
+    print("\n## rows")
+    print_table(payload["rows"], ["variant", "frames", "fwd_ms", "fwd_bwd_ms", "fwd_peak_gib", "fwd_bwd_peak_gib",
+                                  "sdpa", "path", "compile_s", "error"])
+    print(f"\nfair Transformer: {s['fair_transformer']}")
+    print_table(s["ratios"], ["variant", "frames", "against", "baseline", "fwd_x", "fwd_bwd_x", "fwd_bwd_mem_ratio"])
+    print_table([{"variant": v, **x} for v, x in s["slopes"].items()], ["variant", "fwd_slope", "fwd_bwd_slope"])
+    print_table(s["targets"], ["variant", "target", "value", "goal", "met"])
+    write_json(name, payload, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()
