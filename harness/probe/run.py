@@ -73,7 +73,8 @@ def fit(cfg: RunConfig, run_dir: Path, progress: bool = False) -> tuple[ProbeMod
     train = None
     if not wpath.is_file():
         train = load_probe_items(cfg, "train", fams, progress)
-    with torch.no_grad():  # materialise the read-out's lazy layer (its size is N x D of these features)
+    model.eval()
+    with torch.no_grad():  # materialise the read-out's lazy layers (their size is N x D of these features)
         T, P = (train.feats.shape[1:3] if train is not None
                 else (cfg.data.n_frames, (cfg.model.encoder.image_size // cfg.model.encoder.patch_size) ** 2))
         model(torch.zeros(1, T, P, cfg.model.compressor.d_in), torch.zeros(1, dtype=torch.long))
