@@ -26,6 +26,22 @@ import torch.nn.functional as F
 from harness.config import RunConfig
 
 
+def _fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression (n, F) -> 4 classes, L2 ``l2``; returns (w (F, 4), b (4,))."""
+    w = torch.zeros(x.shape[1], 4, requires_grad=True)
+    b = torch.zeros(4, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=iters, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ w + b, y) + l2 * w.square().sum() / len(y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
 def linear_ceiling(cfg: RunConfig, families: list[str], l2: float = 1e-2, iters: int = 200) -> dict[str, float]:
     """Test accuracy per family of an L2 logistic regression on flattened, standardised features."""
     from harness.probe.data import load_probe_items
@@ -38,17 +54,7 @@ def linear_ceiling(cfg: RunConfig, families: list[str], l2: float = 1e-2, iters:
         xb, yb = te.feats[te.family_id == i].flatten(1), te.answer[te.family_id == i]
         mu, sd = xa.mean(0), xa.std(0).clamp_min(1e-4)
         xa, xb = (xa - mu) / sd, (xb - mu) / sd
-        w = torch.zeros(xa.shape[1], 4, requires_grad=True)
-        b = torch.zeros(4, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], max_iter=iters, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = F.cross_entropy(xa @ w + b, ya) + l2 * w.square().sum() / len(ya)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
+        w, b = _fit_logistic(xa, ya, l2, iters)
         with torch.no_grad():
             acc = ((xb @ w + b).argmax(-1) == yb).float().mean().item()
         # failed test videos count as wrong
