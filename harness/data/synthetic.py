@@ -449,9 +449,8 @@ def _gen_compress(spec: SuiteSpec, family: str, T: int, pos: int, rng: np.random
     if family == "pair_order":
         k = int(rng.integers(0, 4))  # the period (pair of rows) both marks lie in
         if pos < 2:  # side by side in one row
-            row = 2 * k + int(rng.integers(0, 2))
-            c1, c2 = sorted(rng.choice(8, size=2, replace=False).tolist())
-            cells = [(row, c1), (row, c2)]
+            row, c1 = 2 * k + int(rng.integers(0, 2)), int(rng.integers(0, 7))
+            cells = [(row, c1), (row, c1 + 1)]  # adjacent: which patch holds which colour, nothing else
         else:  # one above the other in one column
             col = int(rng.integers(0, 8))
             cells = [(2 * k, col), (2 * k + 1, col)]
