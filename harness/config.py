@@ -616,6 +616,16 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
+    # lmm: compressor -> projector -> LLM (harness.train / harness.evaluate); probe: compressor -> fixed
+    # read-out, cross-entropy over fixed options (harness.probe; the compress families only)
+    protocol: str = "lmm"
+
+    def hash_omit(self) -> tuple[str, ...]:
+        """``protocol`` came after the first results: ``lmm`` is the old behaviour."""
+        return ("protocol",) if self.protocol == "lmm" else ()
+
+    def __post_init__(self) -> None:
+        check_choice("protocol", self.protocol, ("lmm", "probe"))
 
 
 @dataclass

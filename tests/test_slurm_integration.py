@@ -38,8 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "ablations" / "block_type.yaml"
 
 # A few optimizer steps on 4 frames: each run is a few seconds of CPU (most of it Python start-up).
-TINY = ["seeds=[0]", "suites=[mia_long]", "data.n_frames=4", "train.steps=3", "train.batch_size=2",
-        "train.warmup_steps=1", "train.log_every=1", "train.checkpoint_every=1", "eval.batch_size=8"]
+# (block_type.yaml ships the probe protocol on the compress suite: these sweeps run the LMM on a v1 suite)
+TINY = ["seeds=[0]", "suites=[mia_long]", "protocol=lmm", "data.synthetic={}", "data.n_frames=4",
+        "train.steps=3", "train.batch_size=2", "train.warmup_steps=1", "train.log_every=1",
+        "train.checkpoint_every=1", "eval.batch_size=8"]
 
 
 # --------------------------------------------------------------------------------------------- helpers

@@ -23,8 +23,11 @@ def _rel(a, b):
 
 @pytest.mark.parametrize("L", [1, 2, 3, 17, 64, 129, 1031])
 @pytest.mark.parametrize("superchunk", [8, 512])
-def test_chunked_scan_matches_reference(L, superchunk, monkeypatch):
+@pytest.mark.parametrize("walk", ["two_level", "sequential"])
+def test_chunked_scan_matches_reference(L, superchunk, walk, monkeypatch):
     monkeypatch.setattr(scan_torch, "SUPERCHUNK", superchunk)
+    # the step-by-step walk is taken from SEQUENTIAL_MIN_ELEMS elements per step (batch 16 at the tiny width)
+    monkeypatch.setattr(scan_torch, "SEQUENTIAL_MIN_ELEMS", 1 if walk == "sequential" else 1 << 40)
     args = _inputs(2, 5, 4, L, seed=L)
     y_ref = selective_scan_ref(*args, delta_softplus=True)
     y = selective_scan_torch(*args, delta_softplus=True)
@@ -35,6 +38,15 @@ def test_chunked_scan_matches_reference(L, superchunk, monkeypatch):
     names = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
     for name, a, b in zip(names, g, g_ref):
         assert _rel(a, b) < 1e-6, name
+
+
+def test_cpu_superchunk_stays_in_cache():
+    """A CPU superchunk's (S, b, d, n) tensors hold at most CPU_SUPERCHUNK_ELEMS elements (a fixed 512
+    steps made the tiny preset's batch-16 step memory-bound), and S stays a power of two in [1, SUPERCHUNK]."""
+    for b, d, n in [(1, 128, 16), (16, 128, 16), (64, 512, 16), (1, 2, 2)]:
+        S = scan_torch.superchunk_for(torch.empty(10, b, d), n)
+        assert 1 <= S <= scan_torch.SUPERCHUNK and S & (S - 1) == 0
+        assert S == 1 or S * b * d * n <= scan_torch.CPU_SUPERCHUNK_ELEMS
 
 
 def test_optional_terms_and_no_softplus():

@@ -17,6 +17,7 @@ import torch
 
 from harness.data.synthetic import (
     COLOURS,
+    DEFAULT_FAMILIES,
     FAMILIES,
     LETTERS,
     PLACES,
@@ -27,7 +28,7 @@ from harness.data.synthetic import (
     load_meta,
     make_suite,
 )
-from harness.data.video import probe_video, read_video
+from harness.data.video import probe_video, read_video, sample_indices
 
 SMALL = dict(n_train=48, n_val=24, n_test=48, frames_long=16, frames_dense=16, size=32)
 
@@ -46,7 +47,7 @@ def _digest_tree(root: Path) -> dict[str, str]:
 
 def test_layout_and_fields(suite):
     meta = load_meta(suite)
-    assert meta["format_version"] == 1 and set(meta["families"]) == set(FAMILIES)
+    assert meta["format_version"] == 1 and set(meta["families"]) == set(DEFAULT_FAMILIES)
     for split in ("train", "val", "test"):
         items = load_items(suite, split)
         assert len(items) == sum(meta["counts"][split].values()) > 0
@@ -68,7 +69,7 @@ def test_layout_and_fields(suite):
 def test_answers_balanced_per_family_and_split(suite):
     for split in ("train", "val", "test"):
         items = load_items(suite, split)
-        for fam in FAMILIES:
+        for fam in DEFAULT_FAMILIES:
             c = Counter(it["answer"] for it in items if it["family"] == fam)
             assert len(set(c.values())) == 1 and set(c) == set(LETTERS), (split, fam, c)
 
@@ -218,7 +219,7 @@ def test_answers_cannot_be_read_from_text_or_file_metadata(tmp_path):
     pred = _fit_probe(x_tr, y_tr, x_te)
     acc = (pred == y_te).float().mean().item()
     fams = np.array([it["family"] for it in te])
-    per_fam = {f: (pred[fams == f] == y_te[fams == f]).float().mean().item() for f in FAMILIES}
+    per_fam = {f: (pred[fams == f] == y_te[fams == f]).float().mean().item() for f in DEFAULT_FAMILIES}
     assert acc < 0.32, (acc, per_fam)
     assert max(per_fam.values()) < 0.42, per_fam
     # positive control: leak the answer into one feature (as if the file size revealed it)
@@ -313,3 +314,46 @@ def test_cli_make_synthetic_and_datasets_load(tmp_path):
     assert set(fam["test"]["family"]) == {"count"}
     row = json.loads((out / "test.jsonl").read_text().splitlines()[0])
     assert (out / row["video"]).is_file()
+
+
+def test_compress_group_fixed_targets_and_pixels(tmp_path):
+    """The compress group: one question and one option list per family (the question names the family,
+    nothing to bind), the answer agrees with the annotated marks, and the marks are on screen in one
+    period (rows 2k, 2k + 1) of the 8 x 8 grid. Not part of the default suite."""
+    from harness.data.synthetic import DEFAULT_FAMILIES, GROUPS, PAIR_ORDERS, ROW_PLACES
+
+    assert not set(GROUPS["compress"]) & set(SuiteSpec().families) and SuiteSpec().families == DEFAULT_FAMILIES
+    out = tmp_path / "c"
+    make_suite(out, SuiteSpec(families=GROUPS["compress"], n_train=0, n_val=0, n_test=48, frames_dense=16, size=64),
+               workers=1, progress=False)
+    items = load_items(out, "test")
+    cell = 8
+    for fam in GROUPS["compress"]:
+        mine = [it for it in items if it["family"] == fam]
+        assert len({(it["question"], tuple(it["options"])) for it in mine}) == 1, fam
+        assert Counter(it["answer"] for it in mine) == Counter({L: len(mine) // 4 for L in LETTERS})
+    for it in items:
+        ev, ans = it["events"], it["options"][it["answer_index"]]
+        frames = read_video(it["video"], it["n_frames"]).numpy().astype(float)
+        for e in ev:
+            want = np.array(COLOURS[e["object"].split()[0]], float)
+            got = frames[e["start"], e["row"] * cell + 3: e["row"] * cell + 5, e["col"] * cell + 3: e["col"] * cell + 5]
+            assert np.abs(got.reshape(-1, 3).mean(0) - want).max() < 60, (it["id"], e)
+        if it["family"] == "pair_order":
+            red, blue = sorted(ev, key=lambda e: e["object"] != "red mark")
+            assert red["row"] // 2 == blue["row"] // 2  # one period
+            if red["row"] == blue["row"]:
+                want = "red left of blue" if red["col"] < blue["col"] else "blue left of red"
+            else:
+                assert red["col"] == blue["col"]
+                want = "red above blue" if red["row"] < blue["row"] else "blue above red"
+            assert ans == want and ans in PAIR_ORDERS
+        elif it["family"] == "mark_place":
+            assert ROW_PLACES[ev[0]["col"] // 2] == ans
+        elif it["family"] == "flash_when":
+            q = QUARTERS.index(ans)
+            T = it["n_frames"]
+            assert q * T // 4 <= ev[0]["start"] and ev[0]["end"] <= (q + 1) * T // 4
+            # long enough that half the frames, sampled uniformly, always show it
+            idx = sample_indices(T, T // 2, "uniform")
+            assert any(ev[0]["start"] <= i < ev[0]["end"] for i in idx)

@@ -60,9 +60,12 @@ HF_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 FAMILIES: dict[str, str] = {
     "needle_what": "long", "needle_when": "long", "count": "long",
     "order": "dense", "direction": "dense", "location": "dense", "colour": "dense",
+    "pair_order": "compress", "mark_place": "compress", "flash_when": "compress",
 }
-GROUPS = {"long": [f for f, g in FAMILIES.items() if g == "long"],
-          "dense": [f for f, g in FAMILIES.items() if g == "dense"]}
+GROUPS = {g: [f for f, fg in FAMILIES.items() if fg == g] for g in ("long", "dense", "compress")}
+#: what a suite holds unless ``SuiteSpec.families`` says otherwise (the compress group is asked for by name,
+#: so that the default suite, and every result made on it, stays as it was)
+DEFAULT_FAMILIES = [*GROUPS["long"], *GROUPS["dense"]]
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (235, 45, 45), "green": (40, 205, 60), "blue": (55, 95, 250), "yellow": (245, 225, 40),
@@ -82,7 +85,12 @@ QUESTIONS = {
     "direction": "which way did the {obj} move ?",
     "location": "where did the {obj} appear ?",
     "colour": "what colour was the {shape} ?",
+    "pair_order": "how are the two marks placed ?",
+    "mark_place": "where in its row is the mark ?",
+    "flash_when": "when did the flash appear ?",
 }
+PAIR_ORDERS = ("red left of blue", "blue left of red", "red above blue", "blue above red")
+ROW_PLACES = ("far left", "left of centre", "right of centre", "far right")
 
 
 POST_PROMPT = "Answer with the option's letter from the given choices directly."
@@ -120,7 +128,7 @@ class SuiteSpec:
     n_train: int = 2000
     n_val: int = 120
     n_test: int = 480
-    families: list[str] = field(default_factory=lambda: list(FAMILIES))
+    families: list[str] = field(default_factory=lambda: list(DEFAULT_FAMILIES))
     frames_long: int = 32  # frames per video, long families (16..1024)
     frames_dense: int = 32  # frames per video, dense families
     event_len: int = 2  # frames a brief event (flash) lasts
@@ -170,7 +178,7 @@ class SuiteSpec:
         return -(-k // 4) * 4
 
     def frames_for(self, family: str) -> int:
-        return self.frames_long if FAMILIES[family] == "long" else self.frames_dense
+        return self.frames_long if FAMILIES[family] == "long" else self.frames_dense  # compress: dense
 
 
 # ------------------------------------------------------------------------------------------- drawing
@@ -192,6 +200,8 @@ def shape_mask(shape: str, s: int) -> np.ndarray:
         m = (yy - c) ** 2 + (xx - c) ** 2 <= (s / 2) ** 2
     elif shape == "triangle":  # apex up
         m = (yy >= 1) & (np.abs(xx - c) <= (yy / s) * (s / 2))
+    elif shape == "block":  # a filled cell: the marks of the compress group
+        m = np.ones((s, s), bool)
     elif shape == "cross":
         w = max(2, s // 3)
         lo = (s - w) // 2
@@ -415,10 +425,56 @@ def _gen_item(spec: SuiteSpec, family: str, T: int, pos: int, rng: np.random.Gen
         sprites.append(_sprite(spec, target, start, start + M, xy))
         events.append({"object": obj_name(target), "start": start, "end": start + M})
         options, question = list(COLOURS), QUESTIONS[family].format(shape=target[1])
+    elif family in GROUPS["compress"]:
+        return _gen_compress(spec, family, T, pos, rng)
     else:  # pragma: no cover - validated before
         raise ValueError(family)
     assert len(options) == 4 and len(set(options)) == 4, (family, options)
     return {"sprites": sprites, "question": question, "options": options, "events": events}
+
+
+def _mark(spec: SuiteSpec, colour: str, row: int, col: int, start: int, end: int, T: int) -> Sprite:
+    """A filled mark on cell (row, col) of the 8 x 8 grid of the frame (one patch of the tiny encoder at its
+    default 64 px / 8 px patches), visible on frames [start, end)."""
+    cell = spec.size // 8
+    return Sprite(COLOURS[colour], "block", cell, start, end, _static(col * cell, row * cell, T))
+
+
+def _gen_compress(spec: SuiteSpec, family: str, T: int, pos: int, rng: np.random.Generator) -> dict[str, Any]:
+    """The compress group: one fixed question and fixed options per family, so the question only names the
+    family and nothing has to be bound; the answer (index ``pos``) is what compression keeps or loses.
+    Rows 2k and 2k + 1 of the 8 x 8 grid are one spatial period of 16 patches (the tiny preset's period)."""
+    sprites: list[Sprite] = []
+    events: list[dict[str, Any]] = []
+    if family == "pair_order":
+        k = int(rng.integers(0, 4))  # the period (pair of rows) both marks lie in
+        if pos < 2:  # side by side in one row
+            row, c1 = 2 * k + int(rng.integers(0, 2)), int(rng.integers(0, 7))
+            cells = [(row, c1), (row, c1 + 1)]  # adjacent: which patch holds which colour, nothing else
+        else:  # one above the other in one column
+            col = int(rng.integers(0, 8))
+            cells = [(2 * k, col), (2 * k + 1, col)]
+        first, second = ("red", "blue") if pos in (0, 2) else ("blue", "red")
+        for colour, (r, c) in zip((first, second), cells):
+            sprites.append(_mark(spec, colour, r, c, 0, T, T))
+            events.append({"object": f"{colour} mark", "row": r, "col": c, "start": 0, "end": T})
+        options = list(PAIR_ORDERS)
+    elif family == "mark_place":
+        row, col = int(rng.integers(0, 8)), 2 * pos + int(rng.integers(0, 2))
+        sprites.append(_mark(spec, "red", row, col, 0, T, T))
+        events.append({"object": "red mark", "row": row, "col": col, "start": 0, "end": T})
+        options = list(ROW_PLACES)
+    elif family == "flash_when":
+        L = max(spec.event_len, T // 8 + 1)  # long enough that T / 2 frames sampled uniformly always see it
+        q0, q1 = pos * T // 4, (pos + 1) * T // 4
+        start = int(rng.integers(q0, max(q0, q1 - L) + 1))
+        row, col = int(rng.integers(0, 8)), int(rng.integers(0, 8))
+        sprites.append(_mark(spec, "yellow", row, col, start, start + L, T))
+        events.append({"object": "yellow mark", "row": row, "col": col, "start": start, "end": start + L})
+        options = list(QUARTERS)
+    else:  # pragma: no cover - validated before
+        raise ValueError(family)
+    return {"sprites": sprites, "question": QUESTIONS[family], "options": options, "events": events}
 
 
 def item_seed(seed: int, split: str, family: str, index: int) -> int:

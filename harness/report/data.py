@@ -53,6 +53,7 @@ class RunInfo:
     finished: str | None = None
     git_commit: str | None = None
     device: str | None = None  # GPU name or "cpu" (job.device); None in records from before it was kept
+    protocol: str | None = None  # config.protocol: lmm | probe (lmm for records from before the field)
     values: dict[tuple[str, str], float] = field(default_factory=dict)  # (task, metric) -> value
     costs: dict[str, float] = field(default_factory=dict)  # cost key -> value (tokens, x.ttft_ms ...)
 
@@ -192,6 +193,10 @@ class StudyData:
         """Done runs per device they ran on (``not recorded`` for records that predate the field)."""
         return Counter(r.device or "not recorded" for r in self.runs if r.status == "done")
 
+    def protocols(self) -> Counter:
+        """Done runs per protocol that made them (``lmm`` | ``probe``)."""
+        return Counter(r.protocol or "lmm" for r in self.runs if r.status == "done")
+
     def commits(self) -> list[str]:
         return sorted({r.git_commit for r in self.runs if r.git_commit})
 
@@ -266,7 +271,8 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
         info = RunInfo(run_id=rid, seed=entry.get("seed", rec.get("seed")),
                        variant=dict(entry.get("variant") or {}), label=entry.get("label", rid),
                        status=status, reason=rec.get("reason"), finished=rec.get("finished"),
-                       git_commit=rec.get("git_commit"), device=(rec.get("job") or {}).get("device"))
+                       git_commit=rec.get("git_commit"), device=(rec.get("job") or {}).get("device"),
+                       protocol=(rec["config"].get("protocol") or "lmm") if rec.get("config") else None)
         for row in rows:
             if isinstance(row.get("task"), str) and isinstance(row.get("metric"), str):
                 info.values[(str(row["task"]), str(row["metric"]))] = float(row["value"])

@@ -252,6 +252,17 @@ def _stat_note(study: StudyData) -> str:
             "(one seed: no interval). Best value per column in bold.")
 
 
+PROTOCOL_TEXT = {"lmm": "LMM (compressor -> projector -> LLM, answer-letter likelihood)",
+                 "probe": "probe (compressor -> fixed read-out, cross-entropy over the fixed options; harness/probe)"}
+
+
+def _protocol_note(study: StudyData) -> str:
+    """Which protocol made the numbers (every table says it)."""
+    p = study.protocols() or {"lmm": 0}
+    return "Protocol: " + "; ".join(PROTOCOL_TEXT.get(k, k) + (f" ({n} runs)" if len(p) > 1 else "")
+                                   for k, n in sorted(p.items())) + "."
+
+
 def _failure_notes(study: StudyData, variants: list[Variant]) -> tuple[list[str], list[str]]:
     """(one summary line for every format, per-run lines with reasons for Markdown)."""
     bad = [r for v in variants for r in v.runs if r.status != "done"]
@@ -304,7 +315,7 @@ def main_table(study: StudyData, options: dict[str, Any]) -> Table | None:
         rows.append(row)
     what = style.metric_title(study.metric)
     caption = f"{study.name}: {what} per suite" + (f" ({study.description})" if study.description else "")
-    notes = [_stat_note(study)]
+    notes = [_stat_note(study), _protocol_note(study)]
     if not study.variants:
         notes.insert(0, f"The study index {study.index_path.name} lists no runs yet.")
     if with_mean:
@@ -334,7 +345,7 @@ def tasks_table(study: StudyData, options: dict[str, Any]) -> Table | None:
     rows = [_axis_cells(study, v, axes) + [Cell(stat=study.summary(v, t)) for t in study.tasks]
             for v in study.variants]
     caption = f"{study.name}: {style.metric_title(study.metric)} per task family"
-    notes = [_stat_note(study), *_failure_notes(study, study.variants)[0]]
+    notes = [_stat_note(study), _protocol_note(study), *_failure_notes(study, study.variants)[0]]
     return Table("table_tasks", caption, cols, rows, notes, f"tab:{study.name}-tasks").mark_best()
 
 
@@ -392,7 +403,7 @@ def compare_table(study: StudyData, options: dict[str, Any]) -> Table | None:
                              Cell(text=seeds)])
     unit = "percentage points" if scale == 100 else study.metric
     notes = [f"Δ: per-seed difference A − B over the seeds both have ({unit}), mean ± 95% CI (Student t); "
-             f"p: two-sided paired t-test. (n=k): fewer than {MIN_SEEDS} pairs."]
+             f"p: two-sided paired t-test. (n=k): fewer than {MIN_SEEDS} pairs.", _protocol_note(study)]
     caption = f"{study.name}: paired comparisons on {x}"
     return Table("table_compare", caption, cols, rows, notes, f"tab:{study.name}-compare")
 

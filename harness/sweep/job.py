@@ -148,7 +148,12 @@ def task_rank() -> tuple[int, int]:
 def train_and_evaluate(cfg: Any, run_dir: Path, progress: bool = False) -> dict[str, Any]:
     """The default body: ``train_run`` (resumes from ``run_dir/checkpoint.pt``), then ``evaluate_run``.
     Returns evaluate_run's ``{"metrics", "tokens", "extra"}`` with the training summary in ``extra.train``.
-    In a multi-task job every rank trains; rank 0 alone evaluates (the others return ``{}``)."""
+    In a multi-task job every rank trains; rank 0 alone evaluates (the others return ``{}``).
+    ``protocol: probe`` runs harness.probe's fit + score instead."""
+    if getattr(cfg, "protocol", "lmm") == "probe":
+        from harness.probe import train_and_evaluate as probe_train_and_evaluate
+
+        return probe_train_and_evaluate(cfg, run_dir, progress=progress)
     from harness.evaluate import evaluate_run
     from harness.train import train_run
 

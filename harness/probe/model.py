@@ -1,0 +1,63 @@
+"""The probe protocol's model: the compressor under test, then a small read-out in place of the LLM.
+
+    feats (B, T, P, d_in) -> Compressor -> tokens (B, N, d_out) -> flatten (B, N * d_out), BatchNorm
+    -> Linear -> GELU -> one 4-way head per family -> logits (B, n_options)
+
+The question of a fixed-target family only names the family (``harness.data.synthetic``: the compress
+group), so the read-out needs no language: the family picks its head, and four logits score the fixed
+options. Training is cross-entropy over the options. What the read-out can answer is bounded by what the
+compressor kept, which is what a block study measures; the read-out is the same for every variant.
+A first design (a learned query per family cross-attending over the tokens) stayed at chance for 300
+steps even without compression: attention that starts uniform averages a one-token event away.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from harness.config import RunConfig
+from harness.model.compressor import build_compressor
+
+N_OPTIONS = 4
+
+
+class ProbeReadout(nn.Module):
+    """(B, N, D) tokens and (B,) family ids -> (B, n_options) logits: the N x D values flattened (token order
+    is the index, as the LLM's positions are) and standardised per feature over the batch (BatchNorm, no
+    affine), one hidden layer shared by the families and one 4-way head per family. ``in_features`` is found
+    on the first call (N x D). Standardising matters: most of every token is the same background on every
+    video, and with a per-token LayerNorm instead the probe sat at chance at lr 3e-3 and at batch 8."""
+
+    def __init__(self, d: int, n_families: int, hidden: int = 256, n_options: int = N_OPTIONS):
+        super().__init__()
+        self.n_options = n_options
+        self.norm = nn.LazyBatchNorm1d(affine=False)
+        self.hidden = nn.Sequential(nn.LazyLinear(hidden), nn.GELU())
+        self.heads = nn.Linear(hidden, n_families * n_options)
+
+    def forward(self, tokens: torch.Tensor, family: torch.Tensor) -> torch.Tensor:
+        B = tokens.shape[0]
+        h = self.hidden(self.norm(tokens.reshape(B, -1)))
+        logits = self.heads(h).view(B, -1, self.n_options)  # (B, n_families, n_options)
+        return logits[torch.arange(B, device=tokens.device), family]
+
+
+class ProbeModel(nn.Module):
+    """Compressor + read-out. ``families``: the family names in id order (the read-out's queries)."""
+
+    def __init__(self, cfg: RunConfig, families: list[str]):
+        super().__init__()
+        self.families = list(families)
+        if cfg.model.compressor.taa.enabled:
+            raise ValueError("model.compressor.taa.enabled: the probe reads a fixed number of tokens; the "
+                             "time-axis aggregator's token count depends on the video (use protocol: lmm)")
+        self.compressor = build_compressor(cfg.model.compressor)
+        self.readout = ProbeReadout(cfg.model.compressor.d_out, len(self.families))
+
+    def forward(self, feats: torch.Tensor, family: torch.Tensor) -> torch.Tensor:
+        """feats (B, T, P, d_in), family (B,) long -> logits (B, n_options)."""
+        return self.readout(self.compressor(feats).tokens, family)
+
+    def count_visual_tokens(self, T: int, P: int) -> int:
+        return self.compressor.count_tokens(T, P)

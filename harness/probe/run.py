@@ -1,0 +1,162 @@
+"""Fit and score one probe run (``protocol: probe``): the compressor of ``cfg`` under a fixed read-out.
+
+Training uses ``cfg.train``'s steps, batch size, lr, warm-up and seed (AdamW, linear warm-up, cosine
+decay, gradient clipping at 1), cross-entropy over the four fixed options of each item, on the cached
+encoder features of ``data.suite``. Scoring is accuracy on ``eval.split`` for the families of
+``eval.tasks``; an item whose video failed counts as wrong. ``train.batch_size`` items per step are drawn
+from a seeded permutation per epoch, so a run is reproducible from its config.
+
+Run directory: ``probe.pt`` (weights, written atomically when training ends; a rerun with it present only
+scores), ``metrics.jsonl`` (loss per ``train.log_every`` steps), ``eval/probe_predictions.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from harness.config import RunConfig, to_dict
+from harness.probe.data import load_probe_items
+from harness.probe.model import ProbeModel
+
+WEIGHTS = "probe.pt"
+
+
+def probe_families(cfg: RunConfig) -> list[str]:
+    """The families the probe trains and scores: those of ``eval.tasks``, in suite order."""
+    from harness.data.synthetic import FAMILIES
+    from harness.evaluate import task_families
+
+    want = set(task_families(cfg.eval.tasks))
+    if cfg.data.families:
+        from harness.data.synthetic import expand_families
+
+        want &= expand_families(cfg.data.families)
+    return [f for f in FAMILIES if f in want]
+
+
+def _lr(cfg: RunConfig, step: int) -> float:
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    frac = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+    return t.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+
+def _save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def fit(cfg: RunConfig, run_dir: Path, progress: bool = False) -> tuple[ProbeModel, dict[str, Any]]:
+    """Train (or load, when ``probe.pt`` exists) the probe of ``cfg``. Returns the model and a summary."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fams = probe_families(cfg)
+    torch.manual_seed(cfg.seed)
+    model = ProbeModel(cfg, fams)
+    wpath = run_dir / WEIGHTS
+    train = None
+    if not wpath.is_file():
+        train = load_probe_items(cfg, "train", fams, progress)
+    model.eval()
+    with torch.no_grad():  # materialise the read-out's lazy layers (their size is N x D of these features)
+        T, P = (train.feats.shape[1:3] if train is not None
+                else (cfg.data.n_frames, (cfg.model.encoder.image_size // cfg.model.encoder.patch_size) ** 2))
+        model(torch.zeros(1, T, P, cfg.model.compressor.d_in), torch.zeros(1, dtype=torch.long))
+    if train is None:
+        state = torch.load(wpath, weights_only=True)
+        model.load_state_dict(state["model"])
+        return model, dict(state["summary"])
+    if cfg.data.max_train_items:
+        keep = torch.randperm(len(train.ids), generator=torch.Generator().manual_seed(cfg.seed))
+        keep = keep[: cfg.data.max_train_items]
+        train.feats, train.family_id, train.answer = train.feats[keep], train.family_id[keep], train.answer[keep]
+    n, bs = len(train.answer), cfg.train.batch_size
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed)
+    perm, pos = torch.randperm(n, generator=g), 0
+    t0, log = time.time(), []
+    model.train()
+    for step in range(cfg.train.steps):
+        if pos + bs > n:
+            perm, pos = torch.randperm(n, generator=g), 0
+        idx = perm[pos: pos + bs]
+        pos += bs
+        for group in opt.param_groups:
+            group["lr"] = _lr(cfg, step)
+        loss = F.cross_entropy(model(train.feats[idx], train.family_id[idx]), train.answer[idx])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{run_dir}: probe loss {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:
+            log.append({"step": step + 1, "loss": round(loss.item(), 6), "elapsed_s": round(time.time() - t0, 3)})
+    with open(run_dir / "metrics.jsonl", "w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in log)
+    dt = time.time() - t0
+    summary = {"protocol": "probe", "steps": cfg.train.steps, "final_loss": log[-1]["loss"] if log else None,
+               "train_time_s": dt, "items_per_s": cfg.train.steps * bs / max(dt, 1e-9), "n_train": n,
+               "families": fams}
+    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    _save({"model": model.state_dict(), "summary": summary}, wpath)
+    return model, summary
+
+
+@torch.no_grad()
+def score(cfg: RunConfig, model: ProbeModel, run_dir: Path, progress: bool = False) -> dict[str, Any]:
+    """Accuracy of ``model`` on ``eval.split``: ``{"metrics", "tokens", "extra"}`` as harness.evaluate."""
+    from harness.evaluate import accuracy_metrics
+
+    t0 = time.time()
+    test = load_probe_items(cfg, cfg.eval.split, model.families, progress)
+    model.eval()
+    preds = []
+    bs = cfg.eval.batch_size
+    for i in range(0, len(test.answer), bs):
+        preds.append(model(test.feats[i: i + bs], test.family_id[i: i + bs]).argmax(-1))
+    pred = torch.cat(preds)
+    correct: dict[str, list[bool]] = defaultdict(list)
+    rows = []
+    for j, item_id in enumerate(test.ids):
+        ok = bool(pred[j] == test.answer[j])
+        correct[test.families[j]].append(ok)
+        rows.append({"id": item_id, "family": test.families[j], "pred": int(pred[j]),
+                     "answer": int(test.answer[j]), "correct": ok})
+    for fam in test.failed_families:  # a failed video is a wrong answer, never a skipped one
+        correct[fam].append(False)
+    out_dir = run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "probe_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    T, P = test.feats.shape[1:3]
+    return {"metrics": accuracy_metrics(correct),
+            "tokens": {"visual_in": int(T * P), "llm_visual": int(model.count_visual_tokens(T, P))},
+            "extra": {"protocol": "probe", "backend": "probe", "split": cfg.eval.split, "chance": 0.25,
+                      "n_failed": len(test.failed), "failed": dict(list(test.failed.items())[:20]),
+                      "eval_time_s": time.time() - t0}}
+
+
+def train_and_evaluate(cfg: RunConfig, run_dir: Path, progress: bool = False) -> dict[str, Any]:
+    """fit + score; the training summary goes to ``extra.train_*`` as the LMM job body does."""
+    model, summary = fit(cfg, Path(run_dir), progress)
+    out = score(cfg, model, Path(run_dir), progress)
+    for k, v in summary.items():
+        if isinstance(v, (int, float, str, bool)):
+            out["extra"][f"train_{k}"] = v
+    return out

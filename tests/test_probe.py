@@ -1,0 +1,75 @@
+"""The probe protocol (harness/probe): fit + score on a small compress suite, through the sweep's job body."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.config import RunConfig, build, config_hash, to_dict
+from harness.data.synthetic import GROUPS, SuiteSpec, make_suite
+from harness.probe.data import check_fixed_options
+from harness.sweep.job import train_and_evaluate
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("probe") / "suite"
+    make_suite(out, SuiteSpec(families=GROUPS["compress"], n_train=48, n_val=0, n_test=24, frames_dense=16),
+               workers=1, progress=False)
+    return out
+
+
+def _cfg(suite: Path, tmp: Path, **over) -> RunConfig:
+    d = {"protocol": "probe", "seed": 0,
+         "model": {"compressor": {"block": "identity", "spatial": {"period": 16, "n_layers": 1}}},
+         "data": {"suite": str(suite), "cache_dir": str(tmp / "cache"), "n_frames": 8},
+         "train": {"steps": 6, "batch_size": 8, "warmup_steps": 1, "log_every": 2},
+         "eval": {"tasks": ["mia_compress"], "batch_size": 8}}
+    for k, v in over.items():
+        d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
+    return build(RunConfig, d)
+
+
+def test_protocol_is_hashed_only_when_not_lmm():
+    lmm = build(RunConfig, {})
+    assert "protocol" not in to_dict(lmm, for_hash=True)
+    assert config_hash(build(RunConfig, {"protocol": "probe"})) != config_hash(lmm)
+
+
+def test_job_body_runs_the_probe_and_reruns_reuse_its_weights(suite, tmp_path):
+    cfg = _cfg(suite, tmp_path)
+    run = tmp_path / "run"
+    res = train_and_evaluate(cfg, run)
+    rows = {r["task"]: r for r in res["metrics"]}
+    assert {"mia_pair_order", "mia_mark_place", "mia_flash_when", "mia_compress", "mia_all"} <= set(rows)
+    assert rows["mia_compress"]["n"] == 24 and 0.0 <= rows["mia_compress"]["value"] <= 1.0
+    assert res["extra"]["protocol"] == "probe" and res["extra"]["train_steps"] == 6
+    assert res["tokens"] == {"visual_in": 8 * 64, "llm_visual": 8 * 4}
+    preds = (run / "eval" / "probe_predictions.jsonl").read_text()
+    again = train_and_evaluate(cfg, run)  # probe.pt is there: scored again, same predictions
+    assert again["metrics"] == res["metrics"] and (run / "eval" / "probe_predictions.jsonl").read_text() == preds
+    fresh = train_and_evaluate(cfg, tmp_path / "run2")  # same seed, new dir: the same run
+    assert fresh["metrics"] == res["metrics"]
+
+
+def test_a_failed_test_video_counts_as_wrong(suite, tmp_path):
+    import shutil
+
+    broken = tmp_path / "suite"
+    shutil.copytree(suite, broken)
+    victim = sorted((broken / "videos" / "test").glob("flash_when-*"))[0]
+    victim.write_bytes(b"not a video")
+    res = train_and_evaluate(_cfg(broken, tmp_path), tmp_path / "run")
+    rows = {r["task"]: r for r in res["metrics"]}
+    assert rows["mia_flash_when"]["n"] == 8 and rows["mia_compress"]["n"] == 24  # kept, as a wrong answer
+    assert res["extra"]["n_failed"] == 1
+
+
+def test_families_with_varying_options_are_refused():
+    items = [{"id": "a", "family": "order", "question": "what appeared right after the red square ?",
+              "options": ["x", "y", "z", "w"]},
+             {"id": "b", "family": "order", "question": "what appeared right after the blue cross ?",
+              "options": ["x", "y", "z", "w"]}]
+    with pytest.raises(ValueError, match="family 'order'.*item b.*compress group"):
+        check_fixed_options(items, "suite (test)")
