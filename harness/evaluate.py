@@ -316,10 +316,12 @@ def lmms_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     for task, vals in res.items():
         for key, v in vals.items():
             metric, _, filt = key.partition(",")
-            if metric in ("alias", "samples", "name") or metric.endswith("_stderr") or _num(v) is None:
-                continue
+            if metric in ("alias", "samples", "name") or "_stderr" in metric or _num(v) is None:
+                continue  # <metric>_stderr, _stderr_clt, _stderr_clustered: lmms-eval's error estimates
+            se = _num(vals.get(f"{metric}_stderr,{filt}"))
             rows.append({"task": task, "metric": metric, "filter": filt or "none", "value": float(v),
-                         "stderr": _num(vals.get(f"{metric}_stderr,{filt}")), "n": n_of(task),
+                         "stderr": se if se is not None else _num(vals.get(f"{metric}_stderr_clt,{filt}")),
+                         "n": n_of(task),
                          "group": parent.get(task), "higher_is_better": (hib.get(task) or {}).get(metric)})
     return rows
 
@@ -365,6 +367,35 @@ def _sample_tokens(path: Path) -> tuple[float | None, int]:
     return (sum(vals) / len(vals) if vals else None), len(vals)
 
 
+def _sample_correct(row: dict[str, Any], metric: str) -> bool | None:
+    """Whether a ``--log_samples`` row counts as right under ``metric`` (number, bool, or the dicts the
+    benchmarks' process_results return: ``score``, or a prediction compared with an answer)."""
+    v = row.get(metric)
+    if isinstance(v, (bool, int, float)):
+        return bool(v)
+    if isinstance(v, dict):
+        if isinstance(v.get("score"), (bool, int, float)):
+            return bool(v["score"])
+        pred = next((v[k] for k in ("pred_answer", "parsed_pred", "pred") if k in v), None)
+        ans = next((v[k] for k in ("answer", "ground_truth", "gt_answer") if k in v), None)
+        if pred is not None and ans is not None:
+            return str(pred).strip().lower() == str(ans).strip().lower()
+    return None
+
+
+def _failed_right(path: Path, metric: str, doc_ids: set[int]) -> int:
+    """How many of ``doc_ids`` (failed videos) the benchmark's own parser still counted right: LongVideoBench,
+    EgoSchema and NExT-QA answer an unparseable (here: empty) response with a random letter."""
+    n = 0
+    with open(path) as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                if row.get("doc_id") in doc_ids and _sample_correct(row, metric):
+                    n += 1
+    return n
+
+
 def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Score ``cfg.eval.tasks`` with lmms-eval through the ``mambamia`` plugin. Every task's own metrics
     come back as lmms-eval computed them; ``mia_*`` families are regrouped as the native scorer groups them
@@ -387,7 +418,11 @@ def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True) -> 
         if proc.returncode != 0:
             tail = (proc.stderr or "")[-3000:] if not progress else ""
             raise RuntimeError(f"lmms-eval failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
-        results_path = find_results_json(out_dir, since=t0)
+        try:
+            results_path = find_results_json(out_dir, since=t0)
+        except FileNotFoundError as e:  # lmms-eval 0.7.3 exits 0 when a task fails to load (e.g. an import)
+            tail = (proc.stderr or "")[-3000:] if not progress else "(its output is above)"
+            raise RuntimeError(f"{e}: lmms-eval exited 0 without results: {' '.join(cmd)}\n{tail}") from e
         results = json.loads(results_path.read_text())
     else:
         from lmms_eval.evaluator import simple_evaluate
@@ -430,6 +465,10 @@ def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True) -> 
         if r["task"].startswith("mia_"):
             continue  # regrouped below, as the native scorer does
         r["n_failed"] = sum(failed_by_task.get(t, 0) for t in leaves(r["task"]))
+        if r["n_failed"]:  # a failed video gets an empty answer; some benchmarks' parsers then guess
+            r["n_failed_right"] = sum(
+                _failed_right(samples[t], r["metric"], {f["doc_id"] for f in failed if f["task"] == t})
+                for t in leaves(r["task"]) if t in samples and failed_by_task.get(t))
         tok = [_sample_tokens(samples[t]) for t in leaves(r["task"]) if t in samples]
         tok = [(m, n) for m, n in tok if m is not None]
         r["input_tokens"] = sum(m * n for m, n in tok) / sum(n for _, n in tok) if tok else None

@@ -16,14 +16,17 @@ Then, with ``HF_HOME`` (and ``HF_DATASETS_CACHE=$HF_HOME/datasets``) pointing th
 are synthetic (coloured clips and fixed questions): they test the plumbing and each benchmark's own
 answer parsing and metric, not a model; their scores mean nothing.
 
-CLI: ``python -m harness.data minibench --hf-home results/minibench [--tasks videomme,lvbench] [--items 3]``.
+CLI: ``python -m harness.data.minibench --hf-home results/minibench [--tasks videomme lvbench] [--items 3]``
+(prints the environment to export).
 """
 
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -211,3 +214,29 @@ def minibench_env(hf_home: str | os.PathLike) -> dict[str, str]:
     home = str(Path(hf_home).resolve())
     return {"HF_HOME": home, "HF_DATASETS_CACHE": os.path.join(home, "datasets"), "HF_HUB_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.data.minibench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="then, e.g.:\n  export $(python -m harness.data.minibench --hf-home "
+                                        "results/minibench --env)\n  lmms-eval --model mambamia --model_args "
+                                        "checkpoint=RUN --tasks videomme,mlvu_dev --include_path tasks")
+    ap.add_argument("--hf-home", required=True, help="the HF_HOME to write (videos + datasets cache)")
+    ap.add_argument("--tasks", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS), metavar="TASK",
+                    help=f"lmms-eval tasks (default all: {', '.join(BENCHMARKS)})")
+    ap.add_argument("--items", type=int, default=3, help="items per task")
+    ap.add_argument("--frames", type=int, default=16, help="frames per video")
+    ap.add_argument("--size", type=int, default=32, help="video width = height (even)")
+    ap.add_argument("--env", action="store_true", help="only print the environment (KEY=VALUE lines)")
+    a = ap.parse_args(argv)
+    if not a.env:
+        rows = build_minibench(a.hf_home, a.tasks, n_items=a.items, n_frames=a.frames, size=a.size)
+        print(f"wrote {sum(len(r) for r in rows.values())} items of {len(rows)} tasks under {a.hf_home}",
+              file=sys.stderr)
+    print("\n".join(f"{k}={v}" for k, v in minibench_env(a.hf_home).items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
