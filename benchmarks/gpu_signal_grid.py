@@ -87,7 +87,8 @@ def run_point(name: str, overrides: str, args: argparse.Namespace, work: Path) -
     row.update(first_loss=recs[0]["loss"] if recs else None, final_loss=recs[-1]["loss"] if recs else None,
                learn_step=chance_step(recs, math.log(4) / 2) if recs else None,
                curve=[(r["step"], round(r["loss"], 4)) for r in recs])
-    ev = run_dir / "eval" / "native_loglik.json"
+    evs = sorted((run_dir / "eval" / "native").glob("test_loglik*/result.json"))  # harness.evaluate.eval_dir
+    ev = evs[0] if evs else run_dir / "eval" / "native_loglik.json"  # runs evaluated before per-suite outputs
     if ev.is_file():
         for m in json.loads(ev.read_text())["metrics"]:
             row[m["task"].removeprefix("mia_")] = round(m["value"], 3)

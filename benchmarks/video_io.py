@@ -8,7 +8,13 @@ For each case it measures, over the same videos:
   encode   the frozen encoder on those frames: frames/s
   cold     ensure_features on an empty cache (decode + encode + atomic write): videos/s
   warm     ensure_features again (cache reads only, no decoding): videos/s, and speedup = cold / warm
-Prints a table and writes JSON to results/benchmarks/video_io.json (``--out``).
+and, for one fixed frame count over videos of growing length (``--lengths``, seconds at 25 fps, H.264
+with a 2 s GOP), the decode time of ``read_video`` decoding every frame up to the last one wanted
+(``seek=False``, the old way) beside seeking to each wanted frame (``seek=None``, the default): the first
+grows with the length, the second stays flat.
+Prints tables and writes JSON to results/benchmarks/video_io.json (``--out``).
+
+    python benchmarks/video_io.py --only-length --lengths 10 60 300 900
 """
 
 from __future__ import annotations
@@ -77,18 +83,61 @@ def bench_case(name: str, suite: Path, n_frames: int, enc_cfg: EncoderConfig, li
     }
 
 
+def bench_length(seconds: list[float], n_frames: int, workdir: Path, repeats: int = 3, size: int = 64) -> list[dict]:
+    """Decode time of ``n_frames`` frames from videos of each length: sequential vs seek (same run)."""
+    import numpy as np
+
+    from harness.data.video import write_video
+
+    rows = []
+    for sec in seconds:
+        n = int(sec * 25)
+        path = workdir / f"len{int(sec)}s.mp4"
+        frames = np.zeros((n, size, size, 3), np.uint8)
+        frames[..., 0] = (np.arange(n) % 251)[:, None, None].astype(np.uint8)
+        frames[:, ::4, ::4, 1] = 200  # some texture to encode
+        t0 = time.perf_counter()
+        write_video(path, frames, fps=25, options={"x264-params": "mbtree=0:keyint=50"})
+        t_write = time.perf_counter() - t0
+        del frames
+        out = {"seconds": sec, "source_frames": n, "n_frames": n_frames, "file_mb": path.stat().st_size / 2**20,
+               "encode_s": t_write}
+        ref = None
+        for mode, seek in (("sequential", False), ("seek", None)):
+            ts = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                clip = read_video(path, n_frames, seek=seek)
+                ts.append(time.perf_counter() - t0)
+            out[f"{mode}_s"] = sorted(ts)[len(ts) // 2]
+            if ref is None:
+                ref = clip
+            out["same_frames"] = bool(torch.equal(ref, clip))
+        out["speedup"] = out["sequential_s"] / out["seek_s"]
+        rows.append(out)
+        path.unlink()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", default=None, help="existing suite (its test split); default: generate cases")
     ap.add_argument("--limit", type=int, default=0, help="max test videos per case (0: all)")
     ap.add_argument("--n-frames", type=int, default=16, help="frames sampled per video")
     ap.add_argument("--out", default="results/benchmarks/video_io.json")
+    ap.add_argument("--lengths", type=float, nargs="+", default=[10, 60, 300, 900],
+                    help="video lengths (s) for the decode-vs-length table")
+    ap.add_argument("--only-length", action="store_true", help="only the decode-vs-length table")
     a = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="video_io_"))
-    rows = []
+    rows: list[dict] = []
+    length_rows: list[dict] = []
     try:
-        if a.suite:
+        length_rows = bench_length(a.lengths, a.n_frames, work)
+        if a.only_length:
+            pass
+        elif a.suite:
             rows.append(bench_case("suite", Path(a.suite), a.n_frames, EncoderConfig(), a.limit, work))
         else:
             cases = [
@@ -105,10 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    lh = (f"{'length (s)':>10s} {'src frames':>10s} {'frames':>6s} {'sequential (s)':>14s} {'seek (s)':>9s} "
+          f"{'speedup':>8s} {'same':>5s}")
+    print(lh)
+    print("-" * len(lh))
+    for r in length_rows:
+        print(f"{r['seconds']:10.0f} {r['source_frames']:10d} {r['n_frames']:6d} {r['sequential_s']:14.3f} "
+              f"{r['seek_s']:9.3f} {r['speedup']:7.1f}x {str(r['same_frames']):>5s}")
     hdr = (f"{'case':12s} {'videos':>6s} {'source':>16s} {'decode f/s':>11s} {'src f/s':>9s} {'encode f/s':>11s} "
            f"{'cold v/s':>9s} {'warm v/s':>9s} {'warm speedup':>13s}")
-    print(hdr)
-    print("-" * len(hdr))
+    if rows:
+        print(hdr)
+        print("-" * len(hdr))
     for r in rows:
         print(f"{r['case']:12s} {r['videos']:6d} {r['source']:>16s} {r['decode_sampled_fps']:11.0f} "
               f"{r['decode_source_fps']:9.0f} {r['encode_fps']:11.0f} {r['cold_videos_per_s']:9.1f} "
@@ -119,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
            "cpus": os.cpu_count(), "machine": platform.machine(),
            "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"benchmark": "video_io", "env": env, "rows": rows}, indent=2))
+    tmp.write_text(json.dumps({"benchmark": "video_io", "env": env, "rows": rows,
+                               "decode_vs_length": length_rows}, indent=2))
     os.replace(tmp, out)
     print(f"wrote {out}")
     return 0

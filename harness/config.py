@@ -583,6 +583,11 @@ class TrainConfig:
                                       f"must be increasing and < steps={self.steps}, got {starts}")
 
 
+#: evaluation-time model args of the lmms-eval plugin that ``eval.model_args`` may set (recorded with the run)
+PLUGIN_EVAL_ARGS = ("max_frames_num", "fps", "chat_template", "max_new_tokens", "taa_threshold",
+                    "taa_max_frames", "max_cached_videos", "cache_dir")
+
+
 @dataclass
 class EvalConfig:
     """Scoring of one trained run. ``backend: native`` scores the suite's items in-process by option
@@ -596,9 +601,18 @@ class EvalConfig:
     split: str = "test"
     limit: int = 0  # 0: all items
     batch_size: int = 16
+    # lmms_eval backend: the plugin's evaluation-time args (PLUGIN_EVAL_ARGS), e.g. {max_frames_num: 64}
+    model_args: dict[str, Any] = field(default_factory=dict)
+
+    def hash_omit(self) -> tuple[str, ...]:
+        """``model_args`` came after the first results: empty is the old behaviour."""
+        return () if self.model_args else ("model_args",)
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, ("loglik", "generate"))
+        bad = sorted(set(self.model_args) - set(PLUGIN_EVAL_ARGS))
+        if bad:
+            raise ConfigError(f"model_args.{bad[0]}", f"unknown plugin arg; allowed: {', '.join(PLUGIN_EVAL_ARGS)}")
         check_choice("backend", self.backend, ("native", "lmms_eval"))
         check_choice("lmms_eval_launch", self.lmms_eval_launch, ("cli", "inprocess"))
         if self.limit < 0:

@@ -1,44 +1,64 @@
 """lmms-eval model ``mambamia``: a checkpoint written by ``harness.train``, scored by lmms-eval.
 
 Registration: lmms-eval 0.7.3 builds its model registry from the Python entry-point group
-``lmms_eval.models``; each entry point must load to a ``ModelManifest`` (or an iterable of them, or a
-callable returning one). pyproject.toml declares::
+``lmms_eval.models``; each entry point must load to a ``ModelManifest``. pyproject.toml declares::
 
     [project.entry-points."lmms_eval.models"]
     mambamia = "harness.lmms_plugin:manifest"
 
 so after ``pip install -e .`` (no environment variables)::
 
-    lmms-eval --model mambamia --model_args checkpoint=results/runs/tiny \\
-        --tasks mia_long --include_path tasks --output_path results/lmms_eval
+    lmms-eval --model mambamia --model_args checkpoint=results/runs/tiny,max_frames_num=32 \\
+        --tasks videomme --output_path results/lmms_eval --log_samples
 
-Model args: ``checkpoint`` (run dir or its ``model/``), ``batch_size`` (requests per forward, default
-16), ``device`` (default cuda if available), ``mode`` (informational: the task decides loglikelihood vs
-generation), ``max_new_tokens`` (default 8), ``cache_dir`` (feature cache; default the run's
-``data.cache_dir``). Videos are read by the project's reader (:mod:`harness.data.video`) and encoded by
-the run's frozen encoder through the project's feature cache (:mod:`harness.data.features`), so a
-video scored natively or by lmms-eval gets identical features. Under ``accelerate launch`` /
-``torchrun`` lmms-eval hands each rank its share of the docs; this model binds ``LOCAL_RANK``'s GPU and
-reports ``RANK`` / ``WORLD_SIZE``.
+Model args (anything else is rejected with this list, see :data:`MODEL_ARGS`):
 
-``loglikelihood`` returns ``(loss, is_greedy)`` per request with loss = the continuation's negative
-log-likelihood (summed over its tokens; lower is better), as lmms-eval's video models (LLaVA & co.)
-do and as ``tasks/mia``'s scorer expects.
+* ``checkpoint`` (required): run dir or its ``model/``; ``weights``: the checkpoint's weights hash as
+  :func:`weights_hash` computes it. lmms-eval's response cache (``--use_cache``) keys a model by its name
+  and model_args, so the harness passes ``weights=`` and a retrained checkpoint gets new cache keys; a
+  ``weights`` that does not match the files is an error (a stale command line, not a silent mix).
+* ``max_frames_num`` / ``fps``: frames sampled per video (default the run's ``data.n_frames``); with ``fps``
+  frames are taken at that rate, at most ``max_frames_num``.
+* ``chat_template``: ``auto`` (default: the tokenizer's own chat template when it has one), ``none``.
+* ``max_new_tokens``: cap on generated tokens (the task's own ``max_new_tokens`` is used when smaller).
+* ``taa_threshold`` / ``taa_max_frames``: the v2 time-axis aggregator's delta threshold and frame cap
+  (evaluation-time; an error on a model without the aggregator).
+* ``batch_size``, ``device``, ``cache_dir`` (feature cache; default the run's ``data.cache_dir``),
+  ``max_cached_videos`` (features kept in memory, default 64: bounded memory), ``output_dir`` (where
+  ``plugin_stats.json`` goes; default ``<run>/eval``), ``mode`` (informational).
+
+Videos are read by the project's reader (:mod:`harness.data.video`) and encoded by the run's frozen
+encoder through the project's feature cache, so a video scored natively or by lmms-eval gets identical
+features. A video that cannot be read is never scored by accident: ``loglikelihood`` returns an infinite
+loss for each option (the ``mia_*`` scorer counts such a doc wrong) and ``generate_until`` an empty answer;
+every failure is listed whole in ``plugin_stats.json`` (task, doc id, file, reason).
+
+``generate_until`` returns lmms-eval ``GenerationResult``s whose ``TokenCounts.input_tokens`` is the LLM's
+real input length (text + visual tokens), so ``--log_samples`` rows carry the token budget.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lmms_eval.api.instance import Instance
+from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 
+from harness.config import PLUGIN_EVAL_ARGS
 from harness.store import atomic_write_text
 
 MODEL_ID = "mambamia"
+#: every model arg the plugin takes; lmms-eval itself passes batch_size / max_batch_size / device
+MODEL_ARGS = ("checkpoint", "weights", "batch_size", "max_batch_size", "device", "mode", "output_dir",
+              *PLUGIN_EVAL_ARGS)
+CHAT_TEMPLATES = ("auto", "none")
 
 
 def manifest():
@@ -50,14 +70,46 @@ def manifest():
     return ModelManifest(model_id=MODEL_ID, simple_class_path="harness.lmms_plugin.MambaMiaLMM")
 
 
+def model_dir(checkpoint: str | os.PathLike) -> Path:
+    """``<run>/model`` when ``checkpoint`` is a run dir, else ``checkpoint`` itself."""
+    p = Path(checkpoint)
+    return p / "model" if (p / "model" / "config.json").is_file() else p
+
+
+def weights_hash(checkpoint: str | os.PathLike, n: int = 16) -> str:
+    """sha256 over every file of the exported model (relative path + bytes), first ``n`` hex digits.
+    Memoised in ``<model>/.weights_hash.json`` keyed by each file's size and mtime, so a 15 GB checkpoint
+    is read once, and again only when a file changes."""
+    root = model_dir(checkpoint)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no exported model directory")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    stamp = [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    memo = root / ".weights_hash.json"
+    try:
+        old = json.loads(memo.read_text())
+        if old.get("files") == stamp:
+            return str(old["sha256"])[:n]
+    except (OSError, ValueError, KeyError):
+        pass
+    h = hashlib.sha256()
+    for p in files:
+        h.update(str(p.relative_to(root)).encode() + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    digest = h.hexdigest()
+    with contextlib.suppress(OSError):  # a read-only checkpoint: just recompute next time
+        atomic_write_text(memo, json.dumps({"files": stamp, "sha256": digest}))
+    return digest[:n]
+
+
 class MambaMiaLMM(lmms):
-    """lmms-eval "simple" model wrapping :class:`harness.model.lmm.VideoLMM`."""
+    """lmms-eval "simple" model wrapping :class:`harness.model.lmm.VideoLMM` (args: module docstring)."""
 
     is_simple = True
 
-    def __init__(self, checkpoint: str = "", batch_size: int | str = 16, device: str | None = None,
-                 mode: str = "loglik", max_new_tokens: int | str = 8, cache_dir: str = "",
-                 **kwargs: Any) -> None:
+    def __init__(self, checkpoint: str = "", **kwargs: Any) -> None:
         super().__init__()
         import torch
 
@@ -65,31 +117,69 @@ class MambaMiaLMM(lmms):
         from harness.data.encoders import build_encoder
         from harness.train import load_model
 
+        unknown = sorted(set(kwargs) - set(MODEL_ARGS))
+        if unknown:
+            raise ValueError(f"mambamia: unknown model_args {', '.join(unknown)}; allowed: {', '.join(MODEL_ARGS)}")
         if not checkpoint:
             raise ValueError("mambamia: model_args needs checkpoint=<run dir written by harness.train>")
+        a = dict(kwargs)
         self._rank = int(os.environ.get("RANK", 0))
         self._world_size = int(os.environ.get("WORLD_SIZE", 1))
         local = int(os.environ.get("LOCAL_RANK", 0))
-        if device is None or device == "":
-            device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        device = a.get("device") or (f"cuda:{local}" if torch.cuda.is_available() else "cpu")
         self._device = torch.device(device)
-        self.model, self.cfg = load_model(checkpoint, self._device)
         self.checkpoint = Path(checkpoint)
-        self.batch_size_per_gpu = int(batch_size)
-        self.mode = mode
-        self.max_new_tokens = int(max_new_tokens)
-        enc_cfg = self.cfg.model.encoder
-        self.encoder = build_encoder(enc_cfg)
+        self.weights = weights_hash(checkpoint)
+        if a.get("weights") not in (None, "") and str(a["weights"]) != self.weights:
+            raise ValueError(f"mambamia: weights={a['weights']} but {model_dir(checkpoint)} hashes to "
+                             f"{self.weights}: the checkpoint changed since this command line was made")
+        self.model, self.cfg = load_model(checkpoint, self._device)
+        self.batch_size_per_gpu = int(a.get("batch_size") or 16)
+        self.mode = str(a.get("mode", "loglik"))
+        self.max_new_tokens = int(a.get("max_new_tokens", 16))
+        self.chat_template = str(a.get("chat_template", "auto"))
+        if self.chat_template not in CHAT_TEMPLATES:
+            raise ValueError(f"mambamia: chat_template={self.chat_template!r}; allowed: {', '.join(CHAT_TEMPLATES)}")
+        self.use_chat = self.chat_template == "auto" and bool(getattr(self.model.tokenizer, "chat_template", None))
+        self.max_cached = int(a.get("max_cached_videos", 64))
+        self.output_dir = Path(a["output_dir"]) if a.get("output_dir") else self.checkpoint / "eval"
         self.data_cfg = self.cfg.data
-        if cache_dir:
-            from dataclasses import replace
-
-            self.data_cfg = replace(self.data_cfg, cache_dir=cache_dir)
+        if a.get("max_frames_num") not in (None, ""):
+            self.data_cfg = replace(self.data_cfg, n_frames=int(a["max_frames_num"]))
+        if a.get("fps") not in (None, ""):
+            self.data_cfg = replace(self.data_cfg, sampling="fps", fps=float(a["fps"]))
+        if a.get("cache_dir"):
+            self.data_cfg = replace(self.data_cfg, cache_dir=str(a["cache_dir"]))
+        self._set_taa(a.get("taa_threshold"), a.get("taa_max_frames"))
+        self.encoder = build_encoder(self.cfg.model.encoder)
         self.cache = FeatureCache(self.data_cfg.cache_dir)
-        self._feats: dict[str, Any] = {}
-        self.failed: dict[str, str] = {}
-        self._stats = {"visual_in": None, "llm_visual": None}
-        self._ignored_args = sorted(kwargs)
+        self._feats: OrderedDict[str, Any] = OrderedDict()
+        self.failed: list[dict[str, Any]] = []
+        self._failed_paths: dict[str, str] = {}
+        self._tokens: dict[str, list[int]] = {}
+        self._prompts: dict[str, str] = {}
+        self._unk: dict[str, int] = {}
+        self._stats: dict[str, Any] = {"visual_in": None, "llm_visual": None}
+        self.model_args = {"weights": self.weights, "n_frames": self.data_cfg.n_frames,
+                           "sampling": self.data_cfg.sampling, "fps": self.data_cfg.fps,
+                           "chat_template": "tokenizer" if self.use_chat else "none",
+                           "max_new_tokens": self.max_new_tokens, **self._taa_args}
+
+    def _set_taa(self, threshold: Any, max_frames: Any) -> None:
+        taa = getattr(self.model.compressor, "taa", None)
+        self._taa_args: dict[str, Any] = {}
+        if threshold in (None, "") and max_frames in (None, ""):
+            return
+        if taa is None:
+            raise ValueError("mambamia: taa_threshold / taa_max_frames given but the model has no time-axis "
+                             "aggregator (model.compressor.taa.enabled is false)")
+        t = taa.cfg
+        if threshold not in (None, ""):
+            t = replace(t, threshold=float(threshold))
+        if max_frames not in (None, ""):
+            t = replace(t, max_frames=int(max_frames))
+        taa.cfg = t
+        self._taa_args = {"taa_threshold": t.threshold, "taa_max_frames": t.max_frames}
 
     # lmms-eval reads these
     @property
@@ -102,27 +192,31 @@ class MambaMiaLMM(lmms):
 
     # ---------------------------------------------------------------- visuals
     def _video_feats(self, path: str):
-        """(T, P, D) features of one video through the project's reader + cache; None if it failed."""
+        """(T, P, D) features of one video through the project's reader + cache; None if it failed.
+        At most ``max_cached_videos`` are kept in memory (least recently used dropped first)."""
         from harness.data.features import video_features
         from harness.data.video import VideoDecodeError
 
         if path in self._feats:
+            self._feats.move_to_end(path)
             return self._feats[path]
+        if path in self._failed_paths:
+            return None
         try:
             f, _ = video_features(path, self.data_cfg, self.encoder, self.cache)
             f = f.float()
             if self._stats["visual_in"] is None:
                 T, P = f.shape[:2]
                 self._stats = {"visual_in": int(T * P), "llm_visual": int(self.model.count_visual_tokens(T, P))}
-        except (VideoDecodeError, FileNotFoundError) as e:
-            self.failed[path] = str(e)
-            f = None
-        if len(self._feats) > 4096:
-            self._feats.clear()
+        except (VideoDecodeError, OSError) as e:
+            self._failed_paths[path] = str(e)
+            return None
         self._feats[path] = f
+        while len(self._feats) > self.max_cached:
+            self._feats.popitem(last=False)
         return f
 
-    def _doc_visual(self, doc_to_visual, task: str, split: str, doc_id: int):
+    def _doc_visual(self, doc_to_visual, task: str, split: str, doc_id: int) -> str:
         doc = self.task_dict[task][split][doc_id]
         visuals = doc_to_visual(doc)
         if not visuals:
@@ -132,35 +226,62 @@ class MambaMiaLMM(lmms):
             raise TypeError(f"mambamia: task {task} doc_to_visual must return video paths, got {type(path)}")
         return str(path)
 
-    def _encode(self, paths: list[str]):
-        """Unique paths -> {path: visual embeddings (N, H) or None}; batched through the compressor."""
+    def _prompt(self, task: str, context: str) -> str:
+        """The text the LLM sees: the task's prompt, inside the tokenizer's chat template when used.
+        The video goes where ``<video>`` stands; without one, where the model's ``video_position`` puts it
+        (first in the user turn with a chat template)."""
+        from harness.model.tokenizer import VIDEO_PLACEHOLDER
+
+        text = context
+        if self.use_chat:
+            if VIDEO_PLACEHOLDER not in text:
+                text = f"{VIDEO_PLACEHOLDER}\n{text}"
+            text = self.model.tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                                            tokenize=False, add_generation_prompt=True)
+        if task not in self._prompts:
+            self._prompts[task] = text
+            unk = self.model.tokenizer.unk_token_id
+            if unk is not None:
+                n = sum(1 for i in self.model.text_ids(text) if i == unk)
+                self._unk[task] = n
+                if n:
+                    from loguru import logger
+
+                    logger.warning(f"mambamia: {n} tokens of the {task} prompt are <unk> for this tokenizer: "
+                                   f"the model does not see those words")
+        return text
+
+    def _input_tokens(self, prompt: str, emb) -> int:
+        before, after = self.model._prompt_parts(prompt)
+        return len(before) + int(emb.shape[0]) + len(after)
+
+    def _encode_chunk(self, requests: list[Instance]):
+        """Request args, video paths, {path: visual embeddings or None if the video failed}, the indices
+        of the requests whose video encoded; failures are logged once per (task, doc)."""
+        chunk = [r.args for r in requests]
+        paths = [self._doc_visual(a[2], a[4], a[5], a[3]) for a in chunk]
         uniq = list(dict.fromkeys(paths))
         feats = {p: self._video_feats(p) for p in uniq}
         ok = [p for p in uniq if feats[p] is not None]
-        embs = self.model.encode_videos([feats[p] for p in ok]) if ok else []
-        out: dict[str, Any] = {p: None for p in uniq}
-        out.update(dict(zip(ok, embs)))
-        return out
+        embs: dict[str, Any] = {p: None for p in uniq}
+        if ok:
+            embs.update(zip(ok, self.model.encode_videos([feats[p] for p in ok])))
+        seen = {(f["task"], f["doc_id"]) for f in self.failed}
+        for a, p in zip(chunk, paths):
+            if embs[p] is None and (a[4], a[3]) not in seen:
+                seen.add((a[4], a[3]))
+                reason = self._failed_paths.get(p, "unknown")
+                self.failed.append({"task": a[4], "split": a[5], "doc_id": int(a[3]), "file": p, "reason": reason})
+        rows = [j for j, p in enumerate(paths) if embs[p] is not None]
+        return chunk, paths, embs, rows
 
     def _write_stats(self) -> None:
         if self._rank != 0:
             return
-        out = self.checkpoint / "eval"
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            rec = {**self._stats, "n_failed": len(self.failed), "failed": dict(list(self.failed.items())[:20])}
-            atomic_write_text(out / "lmms_eval_plugin_stats.json", json.dumps(rec, indent=2))
-        except OSError:
-            pass
-
-    def _encode_chunk(self, requests: list[Instance]):
-        """Request args, video paths, {path: visual embeddings or None if the video failed}, and the
-        indices of the requests whose video encoded."""
-        chunk = [r.args for r in requests]
-        paths = [self._doc_visual(a[2], a[4], a[5], a[3]) for a in chunk]
-        embs = self._encode(paths)
-        rows = [j for j, p in enumerate(paths) if embs[p] is not None]
-        return chunk, paths, embs, rows
+        tokens = {t: {"mean_input_tokens": sum(v) / len(v), "n": len(v)} for t, v in self._tokens.items() if v}
+        rec = {**self._stats, "model_args": self.model_args, "n_failed": len(self.failed), "failed": self.failed,
+               "input_tokens": tokens, "prompts": self._prompts, "unk_tokens": self._unk}
+        atomic_write_text(self.output_dir / "plugin_stats.json", json.dumps(rec, indent=2))
 
     # ---------------------------------------------------------------- lmms API
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
@@ -175,37 +296,37 @@ class MambaMiaLMM(lmms):
                 chunk, paths, embs, rows = self._encode_chunk(requests[i: i + bs])
                 scores: dict[int, tuple[float, bool]] = {}
                 if rows:
-                    conts = []
+                    conts, prompts = [], []
                     for j in rows:
                         cont = chunk[j][1]
                         if not isinstance(cont, str):
                             doc = self.task_dict[chunk[j][4]][chunk[j][5]][chunk[j][3]]
                             cont = cont(doc)
                         conts.append(cont)
-                    out = self.model.score_continuations([embs[paths[j]] for j in rows],
-                                                         [chunk[j][0] for j in rows], conts)
-                    for j, (lp, greedy) in zip(rows, out):
+                        prompts.append(self._prompt(chunk[j][4], chunk[j][0]))
+                    out = self.model.score_continuations([embs[paths[j]] for j in rows], prompts, conts)
+                    for j, p, (lp, greedy) in zip(rows, prompts, out):
                         scores[j] = (-lp, greedy)
+                        self._tokens.setdefault(chunk[j][4], []).append(self._input_tokens(p, embs[paths[j]]))
                 for j in range(len(chunk)):
-                    res.append(scores.get(j, (float("inf"), False)))  # failed video: worst loss
+                    res.append(scores.get(j, (float("inf"), False)))  # failed video: the task scores it wrong
                 pbar.update(len(chunk))
         pbar.close()
         self._write_stats()
         return res
 
-    def generate_until(self, requests: list[Instance]) -> list[str]:
+    def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         import torch
         from tqdm import tqdm
 
-        res: list[str] = []
+        res: list[GenerationResult] = []
         bs = self.batch_size_per_gpu
         pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="mambamia generate")
         with torch.no_grad():
             for i in range(0, len(requests), bs):
                 chunk, paths, embs, rows = self._encode_chunk(requests[i: i + bs])
-                texts: dict[int, str] = {}
-                # rows with the same generation kwargs go together
-                groups: dict[str, list[int]] = {}
+                texts: dict[int, GenerationResult] = {}
+                groups: dict[str, list[int]] = {}  # rows with the same generation kwargs go together
                 for j in rows:
                     groups.setdefault(json.dumps(chunk[j][1], sort_keys=True, default=str), []).append(j)
                 for key, idx in groups.items():
@@ -213,11 +334,16 @@ class MambaMiaLMM(lmms):
                     until = kw.get("until") or []
                     if isinstance(until, str):
                         until = [until]
-                    out = self.model.generate([embs[paths[j]] for j in idx], [chunk[j][0] for j in idx],
-                                              max_new_tokens=int(kw.get("max_new_tokens", self.max_new_tokens)),
+                    n_new = min(int(kw.get("max_new_tokens", self.max_new_tokens)), self.max_new_tokens)
+                    prompts = [self._prompt(chunk[j][4], chunk[j][0]) for j in idx]
+                    out = self.model.generate([embs[paths[j]] for j in idx], prompts, max_new_tokens=n_new,
                                               until=until)
-                    texts.update(dict(zip(idx, out)))
-                res += [texts.get(j, "") for j in range(len(chunk))]
+                    for j, p, t in zip(idx, prompts, out):
+                        n_in = self._input_tokens(p, embs[paths[j]])
+                        self._tokens.setdefault(chunk[j][4], []).append(n_in)
+                        texts[j] = GenerationResult(text=t, token_counts=TokenCounts(
+                            input_tokens=n_in, output_tokens=len(self.model.text_ids(t))))
+                res += [texts.get(j, GenerationResult(text="")) for j in range(len(chunk))]
                 pbar.update(len(chunk))
         pbar.close()
         self._write_stats()

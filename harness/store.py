@@ -12,7 +12,8 @@ A run record::
      "git_commit": str, "versions": {pkg: version}, "wall_time_s": float,
      "started": iso, "finished": iso,
      "tokens": {"visual_in": int, "llm_visual": int, ...},          # per-sample token counts
-     "metrics": [{"task": str, "metric": str, "value": float, "n": int}, ...],
+     "metrics": [{"task": str, "metric": str, "value": float, "n": int, "n_failed": int,
+                  "stderr": float | None, "group": str | None, "higher_is_better": bool | None}, ...],
      "extra": {...}}                                                 # latency, peak memory, ...
 
 ``records()`` flattens the store into one row per (run, task, metric), the unit every table is made of.
@@ -116,8 +117,10 @@ class ResultsStore:
     def records(self, study: str | None = None):
         """One row per (run, task, metric) as a pandas DataFrame.
 
-        Columns: study, run_id, label, seed, status, reason, log_path, task, metric, value, n,
-        wall_time_s, llm_visual_tokens, visual_in_tokens, plus ``v.<axis>`` for every variant axis.
+        Columns: study, run_id, label, seed, status, reason, log_path, task, metric, value, n, n_failed
+        (samples scored wrong because their video could not be read), stderr (lmms-eval's), wall_time_s,
+        llm_visual_tokens, visual_in_tokens, llm_input_tokens (mean LLM input per sample, lmms-eval
+        runs), plus ``v.<axis>`` for every variant axis.
         Runs listed in a study but absent from the store appear with status ``missing``; failed runs
         appear once with an empty task/metric, so tables can say what is missing and why.
         """
@@ -136,6 +139,7 @@ class ResultsStore:
                     "wall_time_s": rec.get("wall_time_s"),
                     "llm_visual_tokens": (rec.get("tokens") or {}).get("llm_visual"),
                     "visual_in_tokens": (rec.get("tokens") or {}).get("visual_in"),
+                    "llm_input_tokens": (rec.get("tokens") or {}).get("llm_input_mean"),
                     **{f"v.{k}": v for k, v in (entry.get("variant") or {}).items()},
                 }
                 for k, v in (rec.get("extra") or {}).items():
@@ -146,5 +150,6 @@ class ResultsStore:
                     rows.append({**base, "task": None, "metric": None, "value": float("nan"), "n": 0})
                 for m in metrics if rec.get("status") == "done" else []:
                     rows.append({**base, "task": m["task"], "metric": m["metric"],
-                                 "value": float(m["value"]), "n": int(m.get("n", 0))})
+                                 "value": float(m["value"]), "n": int(m.get("n", 0)),
+                                 "n_failed": int(m.get("n_failed") or 0), "stderr": m.get("stderr")})
         return pd.DataFrame(rows)

@@ -46,16 +46,20 @@ def trained(tmp_path_factory) -> tuple[RunConfig, Path]:
 
 @pytest.mark.slow
 def test_real_cli_matches_native(trained):
-    from harness.evaluate import evaluate_run, find_results_json, lmms_eval_command
+    from harness.evaluate import eval_dir, evaluate_run, find_results_json, lmms_eval_command
+    from harness.lmms_plugin import weights_hash
 
     cfg, run_dir = trained
     native = evaluate_run(cfg, run_dir, progress=False)
     cli_cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, backend="lmms_eval",
                                                                 lmms_eval_launch="cli"))
-    cmd = lmms_eval_command(run_dir, cli_cfg, run_dir / "eval" / "lmms_eval")
-    assert cmd[1:5] == ["--model", "mambamia", "--model_args", f"checkpoint={run_dir},mode=loglik"]
+    out_dir = eval_dir(cli_cfg, run_dir)
+    cmd = lmms_eval_command(run_dir, cli_cfg, out_dir)
+    assert cmd[1:4] == ["--model", "mambamia", "--model_args"] and "--log_samples" in cmd
+    assert cmd[4] == (f"checkpoint={run_dir},mode=loglik,weights={weights_hash(run_dir)},"
+                      f"output_dir={out_dir}")
     lm = evaluate_run(cli_cfg, run_dir, progress=False)  # runs the real `lmms-eval` command
-    raw = json.loads(find_results_json(run_dir / "eval" / "lmms_eval").read_text())
+    raw = json.loads(find_results_json(out_dir).read_text())
     assert {"mia_long", "mia_needle_what", "mia_needle_when", "mia_count", "mia_location"} <= set(raw["results"])
     assert raw["n-samples"]["mia_count"]["effective"] == 8
     assert 0.0 <= raw["results"]["mia_long"]["acc,none"] <= 1.0
@@ -67,8 +71,76 @@ def test_real_cli_matches_native(trained):
         assert nat[task][1] == via[task][1], task
         assert nat[task][0] == pytest.approx(via[task][0], abs=1e-9), task
     # the plugin read the videos through the project's cache and reported the token path
-    assert lm["tokens"] == native["tokens"] == {"visual_in": 4 * 64, "llm_visual": 4 * 4}
-    assert lm["extra"]["n_failed"] == 0
+    assert native["tokens"] == {"visual_in": 4 * 64, "llm_visual": 4 * 4}
+    assert {k: lm["tokens"][k] for k in ("visual_in", "llm_visual")} == native["tokens"]
+    assert lm["extra"]["n_failed"] == 0 and all(m["n_failed"] == 0 for m in lm["metrics"])
+    # each suite's outputs stay apart: the native and lmms-eval results of this suite are both kept
+    assert (eval_dir(cfg, run_dir) / "result.json").is_file() and (out_dir / "result.json").is_file()
+    assert set(lm["extra"]["samples"]) == {"mia_needle_what", "mia_needle_when", "mia_count", "mia_location"}
+
+
+def _damage(suite: Path, family: str) -> list[str]:
+    """Break every test video of ``family`` in a copy of the suite: empty, truncated, random bytes, and a
+    dangling link, in turn. Returns the damaged files."""
+    import os
+    import random
+
+    items = [json.loads(x) for x in (suite / "annotations" / family / "test.jsonl").read_text().splitlines() if x]
+    out = []
+    for k, it in enumerate(items):
+        p = Path(it["video"]) if Path(it["video"]).is_absolute() else suite / it["video"]
+        data = p.read_bytes()
+        p.unlink()
+        if k % 4 == 0:
+            p.write_bytes(b"")
+        elif k % 4 == 1:
+            p.write_bytes(data[: len(data) // 3])
+        elif k % 4 == 2:
+            p.write_bytes(random.Random(k).randbytes(len(data)))
+        else:
+            os.symlink(suite / "no_such_file.mp4", p)
+        out.append(str(p))
+    return out
+
+
+@pytest.mark.slow
+def test_failed_videos_score_wrong_through_the_cli(trained, tmp_path):
+    """Damaged videos of one family: through the real CLI every one of them is wrong (before, the task's
+    tie-break counted the ones whose answer is A right), counted in n and n_failed, and listed whole."""
+    import shutil
+
+    from harness.evaluate import evaluate_run
+
+    cfg, run_dir = trained
+    suite = tmp_path / "suite"
+    shutil.copytree(cfg.data.suite, suite, symlinks=True)
+    for jl in suite.rglob("*.jsonl"):  # videos are stored relative or absolute: point them at the copy
+        jl.write_text(jl.read_text().replace(str(Path(cfg.data.suite).resolve()), str(suite)))
+    broken = _damage(suite, "count")
+    answers = [json.loads(x)["answer"] for x in (suite / "annotations/count/test.jsonl").read_text().splitlines() if x]
+    assert "A" in answers  # the case the old tie-break got wrong
+    for backend in ("lmms_eval", "native"):
+        c = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, suite=str(suite)),
+                                eval=dataclasses.replace(cfg.eval, backend=backend, tasks=["mia_count"]))
+        res = evaluate_run(c, run_dir, progress=False)
+        row = next(m for m in res["metrics"] if m["task"] == "mia_count")
+        assert row["value"] == 0.0 and row["n"] == len(broken) == row["n_failed"], (backend, row)
+        assert res["extra"]["n_failed"] == len(res["extra"]["failed"]) == len(broken)  # all listed, no cut
+        files = {Path(f.get("file") or "").name for f in res["extra"]["failed"]}
+        assert files == {Path(b).name for b in broken}, backend
+        assert all(f["reason"] for f in res["extra"]["failed"])
+
+
+def test_plugin_rejects_unknown_model_args(trained):
+    from harness.lmms_plugin import MambaMiaLMM
+
+    _, run_dir = trained
+    with pytest.raises(ValueError, match=r"unknown model_args max_frame.*allowed: .*max_frames_num"):
+        MambaMiaLMM(checkpoint=str(run_dir), max_frame=8)
+    with pytest.raises(ValueError, match="checkpoint changed"):
+        MambaMiaLMM(checkpoint=str(run_dir), weights="0" * 16)
+    with pytest.raises(ValueError, match="no time-axis aggregator"):
+        MambaMiaLMM(checkpoint=str(run_dir), taa_threshold=0.5)
 
 
 def test_plugin_scores_and_generates_in_process(trained):
@@ -105,7 +177,14 @@ def test_plugin_scores_and_generates_in_process(trained):
     gen = [Instance("generate_until", (format_prompt(d), {"max_new_tokens": 2, "until": ["\n"]}, to_visual, i,
                                        "mia_count", "test"), idx=0, metadata=meta(i)) for i, d in enumerate(docs)]
     texts = lm.generate_until(gen)
-    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    assert len(texts) == 3 and all(isinstance(t.text, str) for t in texts)
+    # the LLM's real input length: BOS + prompt text + visual tokens (4 frames x 4 tokens)
+    assert all(t.token_counts.input_tokens > 16 for t in texts)
+    lm8 = MambaMiaLMM(checkpoint=str(run_dir), batch_size=3, max_frames_num=8, max_cached_videos=2)
+    lm8.task_dict = lm.task_dict
+    t8 = lm8.generate_until(gen)
+    assert [a.token_counts.input_tokens - b.token_counts.input_tokens for a, b in zip(t8, texts)] == [16] * 3
+    assert len(lm8._feats) == 2  # bounded feature memory
     preds = score_native(lm.model, [ex[d["id"]] for d in docs], mode="generate", progress=False)
     assert len(preds) == 3
 

@@ -196,3 +196,41 @@ def test_truncated_faststart_mp4_fails_mid_stream(tmp_path):
     with pytest.raises(VideoDecodeError, match=str(cut)) as ei:
         read_video(cut, 8)
     assert ei.value.reason in ("decode_error", "truncated")
+
+
+@pytest.mark.parametrize("suffix,keyint", [("mp4", 25), ("mp4", 0), ("webm", 0)])
+def test_seek_reads_the_same_frames_as_decoding_on(tmp_path, suffix, keyint):
+    """Seek-based sampling (a long file's default) returns exactly the frames sequential decoding does,
+    for uniform and fps sampling, short GOPs and the codec's default ones."""
+    p = tmp_path / f"long.{suffix}"
+    opts = {"x264-params": f"mbtree=0:keyint={keyint}"} if keyint else None
+    write_video(p, _ramp(t=300, h=32, w=32), fps=25, options=opts)
+    for kw in ({"n_frames": 8}, {"n_frames": 5}, {"n_frames": 6, "sampling": "fps", "fps": 1.0}):
+        seq = read_video(p, seek=False, **kw)
+        assert torch.equal(read_video(p, seek=True, **kw), seq), kw
+        assert torch.equal(read_video(p, **kw), seq), kw  # seek=None picks seeking here (gaps > 48 frames)
+    red = read_video(p, 4, seek=True)[..., 0].float().mean(dim=(1, 2))
+    want = torch.tensor([float((int(i) * 7 + 10) % 256) for i in sample_indices(300, 4)])
+    assert (red - want).abs().max() < 3, (red, want)  # the frames at the segment centres, not the first ones
+
+
+def test_seek_on_a_truncated_long_file_says_truncated(tmp_path):
+    import av
+
+    p = tmp_path / "fs.mp4"
+    frames = _ramp(t=400, h=32, w=32)
+    frames[..., 2] = np.random.default_rng(0).integers(0, 255, frames.shape[:3]).astype(np.uint8)  # bulk
+    with av.open(str(p), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        s.options = {"x264-params": "keyint=25"}
+        for f in frames:
+            for pk in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    cut = tmp_path / "fs_cut.mp4"
+    cut.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(VideoDecodeError, match=str(cut)) as ei:
+        read_video(cut, 8, seek=True)
+    assert ei.value.reason in ("decode_error", "truncated")

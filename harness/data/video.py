@@ -9,6 +9,10 @@
   ``n_frames`` frames they are thinned uniformly, if fewer they are repeated (nearest neighbour in time),
   so that batches stay rectangular.
 
+Frames are found by seeking for long files (``seek=None``: when wanted frames lie more than
+:data:`SEEK_MIN_GAP` frames apart, jump to the keyframe before each and decode up to it), so decode time
+is flat in the video's length for a fixed frame count; short files are decoded from the start.
+
 Every failure is a :class:`VideoDecodeError` (a ``RuntimeError``) whose message starts with the file
 path: missing file, empty file, a container FFmpeg cannot open, no video stream, a stream that decodes to
 no frames, a truncated stream (far fewer frames than the container announces) and decoder errors.
@@ -147,8 +151,13 @@ def _resolve_size(size: int | Sequence[int] | None, width: int, height: int) -> 
     return (int(h), int(w))
 
 
+#: read_video(seek=None) seeks when the next wanted frame is more than this many frames ahead: closer
+#: than that, decoding on is cheaper than a seek (which restarts at the previous keyframe)
+SEEK_MIN_GAP = 48
+
+
 def read_video(path: str | os.PathLike, n_frames: int, sampling: str = "uniform", fps: float | None = None,
-               size: int | Sequence[int] | None = None) -> torch.Tensor:
+               size: int | Sequence[int] | None = None, seek: bool | None = None) -> torch.Tensor:
     """Decode ``n_frames`` RGB frames from ``path``.
 
     Args:
@@ -157,6 +166,11 @@ def read_video(path: str | os.PathLike, n_frames: int, sampling: str = "uniform"
         sampling: ``"uniform"`` or ``"fps"`` (then ``fps`` is required).
         fps: target sampling rate for ``sampling="fps"``.
         size: output size; int ``s`` -> ``(s, s)``, or ``(H, W)``; None keeps the source resolution.
+        seek: jump to each wanted frame (``container.seek`` to the keyframe before it, then decode up to it)
+            instead of decoding every frame up to the last one wanted. None (default): seek when wanted
+            frames are more than :data:`SEEK_MIN_GAP` frames apart, so an hour-long video costs about
+            ``n_frames`` GOPs of decoding, not the whole stream. Frame ``i`` is the one shown at
+            ``i / fps`` (the same frame sequential decoding counts to, for constant frame rate).
 
     Returns:
         ``torch.uint8`` tensor ``(T, H, W, 3)``.
@@ -174,12 +188,37 @@ def read_video(path: str | os.PathLike, n_frames: int, sampling: str = "uniform"
     info = probe_video(p)
     if info.n_frames <= 0:
         raise VideoDecodeError(p, "no_frames", "the video stream has no frames")
-    expected = info.n_frames
-    wanted = sample_indices(expected, n_frames, sampling, fps, info.fps or None)
+    wanted = sample_indices(info.n_frames, n_frames, sampling, fps, info.fps or None)
     hw = _resolve_size(size, info.width, info.height)
-    wanted_set = set(wanted.tolist())
-    last_needed = int(wanted.max())
+    uniq = sorted(set(wanted.tolist()))
+    gaps = np.diff([0, *uniq])
+    if seek is None:
+        seek = info.fps > 0 and bool(len(gaps)) and float(gaps.max()) > SEEK_MIN_GAP
+    elif seek and info.fps <= 0:
+        seek = False  # no frame rate: no index -> time mapping; decode on
+    got = _decode_seek(p, info, uniq, hw) if seek else _decode_sequential(p, info, uniq, hw)
+    return torch.from_numpy(np.stack([got[int(i)] for i in wanted]))
 
+
+def _decode_error(p: Path, n_decoded: int, expected: int, e: Exception) -> VideoDecodeError:
+    if n_decoded == 0:
+        return VideoDecodeError(p, "decode_error", f"no frame decodes ({type(e).__name__}: {e})")
+    return VideoDecodeError(p, "decode_error", f"decoder failed after {n_decoded} of {expected} frames "
+                                               f"({type(e).__name__}: {e})")
+
+
+def _check_short(p: Path, last_index: int, expected: int) -> None:
+    """The stream ended at frame ``last_index`` before a wanted one: a little short is metadata rounding,
+    a lot is a truncated file."""
+    n_decoded = last_index + 1
+    if n_decoded < expected * (1 - _TRUNCATION_TOLERANCE) - 1:
+        raise VideoDecodeError(p, "truncated",
+                               f"the container announces {expected} frames but only {n_decoded} decode")
+
+
+def _decode_sequential(p: Path, info: VideoInfo, wanted: list[int], hw) -> dict[int, np.ndarray]:
+    """Decode from the start up to the last wanted frame, counting frames."""
+    wanted_set, last_needed = set(wanted), wanted[-1]
     got: dict[int, np.ndarray] = {}
     last_frame = None
     n_decoded = 0
@@ -197,29 +236,80 @@ def read_video(path: str | os.PathLike, n_frames: int, sampling: str = "uniform"
                 if i >= last_needed:
                     break
         except Exception as e:  # av.error.* mid-stream
-            if n_decoded == 0:
-                msg = f"no frame decodes ({type(e).__name__}: {e})"
-                raise VideoDecodeError(p, "decode_error", msg) from e
-            raise VideoDecodeError(p, "decode_error",
-                                   f"decoder failed after {n_decoded} of {expected} frames "
-                                   f"({type(e).__name__}: {e})") from e
+            raise _decode_error(p, n_decoded, info.n_frames, e) from e
     finally:
         container.close()
-
     if n_decoded == 0:
         raise VideoDecodeError(p, "no_frames", "the video stream decodes to 0 frames")
     if n_decoded <= last_needed:
-        # The stream ended before the frames we wanted: a little short is metadata rounding, a lot is a
-        # truncated file.
-        if n_decoded < expected * (1 - _TRUNCATION_TOLERANCE) - 1:
-            raise VideoDecodeError(p, "truncated",
-                                   f"the container announces {expected} frames but only {n_decoded} decode")
+        _check_short(p, n_decoded - 1, info.n_frames)
         tail = _to_rgb(last_frame, hw)
         for i in wanted_set:
             if i >= n_decoded:
                 got[i] = tail
-    out = np.stack([got[int(i)] for i in wanted])
-    return torch.from_numpy(out)
+    return got
+
+
+def _decode_seek(p: Path, info: VideoInfo, wanted: list[int], hw) -> dict[int, np.ndarray]:
+    """Seek to the keyframe before each far-away wanted frame, then decode up to it. Frame ``i`` is the one
+    on screen at ``i / fps``: the last decoded frame whose timestamp index is <= ``i``."""
+    got: dict[int, np.ndarray] = {}
+    container = _open(p)
+    n_decoded = 0
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        tb = float(stream.time_base)
+        start = stream.start_time or 0
+
+        def index_of(frame) -> int:
+            t = (frame.pts - start) * tb if frame.pts is not None else float(frame.time or 0.0)
+            return int(round(t * info.fps))
+
+        frames = None
+        last = buf = None  # (index, frame): the latest frame at or before the target, one decoded past it
+        for target in wanted:
+            cur = buf[0] if buf else (last[0] if last else None)
+            if frames is None or cur is None or target - cur > SEEK_MIN_GAP:
+                try:
+                    container.seek(start + int(target / info.fps / tb), stream=stream, backward=True,
+                                   any_frame=False)
+                except Exception as e:
+                    raise _decode_error(p, n_decoded, info.n_frames, e) from e
+                frames = container.decode(stream)
+                last = buf = None
+            while True:
+                if buf is None:
+                    try:
+                        fr = next(frames, None)
+                    except Exception as e:  # av.error.* mid-stream
+                        raise _decode_error(p, n_decoded, info.n_frames, e) from e
+                    if fr is None:
+                        break
+                    n_decoded += 1
+                    buf = (index_of(fr), fr)
+                if buf[0] > target:
+                    break  # keep it for the next target
+                last, buf = buf, None
+                if last[0] == target:
+                    break
+            if last is not None and (last[0] == target or buf is not None):
+                got[target] = _to_rgb(last[1], hw)
+            elif buf is not None:  # the seek landed past the target (no earlier keyframe): nearest frame
+                got[target] = _to_rgb(buf[1], hw)
+            elif last is None:  # nothing decodes from here on: let decoding from the start say why
+                container.close()
+                return _decode_sequential(p, info, wanted, hw)
+            else:  # the stream ended before the target
+                _check_short(p, last[0], info.n_frames)
+                tail = _to_rgb(last[1], hw)
+                for t in wanted:
+                    if t >= target:
+                        got[t] = tail
+                break
+    finally:
+        container.close()
+    return got
 
 
 def _to_rgb(frame: av.VideoFrame, hw: tuple[int, int] | None) -> np.ndarray:
@@ -305,4 +395,4 @@ def video_content_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 _HASH_MEMO: dict[tuple[str, int, int], str] = {}
 
 __all__ = ["VideoDecodeError", "VideoInfo", "probe_video", "read_video", "sample_indices", "write_video",
-           "video_content_hash", "SAMPLING_MODES"]
+           "video_content_hash", "SAMPLING_MODES", "SEEK_MIN_GAP"]

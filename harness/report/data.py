@@ -56,6 +56,7 @@ class RunInfo:
     protocol: str | None = None  # config.protocol: lmm | probe (lmm for records from before the field)
     values: dict[tuple[str, str], float] = field(default_factory=dict)  # (task, metric) -> value
     costs: dict[str, float] = field(default_factory=dict)  # cost key -> value (tokens, x.ttft_ms ...)
+    failed_samples: dict[str, int] = field(default_factory=dict)  # task -> samples whose video failed
 
 
 @dataclass
@@ -108,6 +109,18 @@ class StudyData:
     tasks: list[str]  # per-family scores, sorted
     costs: list[str]  # cost keys with at least one value
     axis_order: dict[str, list[Any]] = field(default_factory=dict)  # axis -> its values in order
+    # the metric each task / group is shown by: ``metric`` where the task has it, else the task's own
+    # (Video-MME's videomme_perception_score, LVBench's lvbench_score ...)
+    task_metric: dict[str, str] = field(default_factory=dict)
+    n_failed: dict[str, int] = field(default_factory=dict)  # run id -> failed samples (unreadable videos)
+
+    def metric_of(self, task: str) -> str:
+        return self.task_metric.get(task, self.metric)
+
+    @property
+    def mixed_metrics(self) -> bool:
+        """Whether the suite columns are different metrics (real benchmarks): then no mean over them."""
+        return len({self.metric_of(g) for g in self.groups}) > 1
 
     # ----------------------------------------------------------------------------- axes and values
     @property
@@ -137,9 +150,10 @@ class StudyData:
         fixed = set(self.determined_by(x))
         return [a for a in self.axes if a != x and a not in fixed]
 
-    def scale(self, metric: str | None = None) -> float:
-        """100 for fraction metrics shown in percent (``acc``), else 1."""
-        return 100.0 if (metric or self.metric) in style.PERCENT_METRICS else 1.0
+    def scale(self, metric: str | None = None, task: str | None = None) -> float:
+        """100 for fraction metrics shown in percent (``acc``, LVBench's ``lvbench_score``), else 1
+        (``videomme_perception_score`` is a percentage already)."""
+        return 100.0 if style.is_fraction(metric or self.metric, task) else 1.0
 
     # ------------------------------------------------------------------------------------- scores
     @property
@@ -156,20 +170,23 @@ class StudyData:
     def score_values(self, variant: Variant) -> dict[int, float]:
         """Per seed: the overall score or the mean of the group values (a run missing one is left out)."""
         if self.overall:
-            return variant.seed_values(self.overall, self.metric)
-        if not self.groups:
+            return variant.seed_values(self.overall, self.metric_of(self.overall))
+        if not self.groups or self.mixed_metrics:
             return {}
-        per = [variant.seed_values(g, self.metric) for g in self.groups]
+        per = [variant.seed_values(g, self.metric_of(g)) for g in self.groups]
         seeds = set.intersection(*(set(p) for p in per))
         return {s: sum(p[s] for p in per) / len(per) for s in sorted(seeds)}
 
     def summary(self, variant: Variant, task: str, metric: str | None = None) -> Summary:
-        """Mean ± CI over seeds of ``task``/``metric`` (in display units: percent for ``acc``)."""
-        m = metric or self.metric
-        return summarize(variant.seed_values(task, m).values()).scaled(self.scale(m))
+        """Mean ± CI over seeds of ``task``/``metric`` (default: the task's own metric; in display units:
+        percent for ``acc``)."""
+        m = metric or self.metric_of(task)
+        return summarize(variant.seed_values(task, m).values()).scaled(self.scale(m, task))
 
     def score_summary(self, variant: Variant) -> Summary:
-        return summarize(self.score_values(variant).values()).scaled(self.scale())
+        g = self.overall or (self.groups[0] if self.groups else None)
+        return summarize(self.score_values(variant).values()).scaled(
+            self.scale(self.metric_of(g) if g else None, g))
 
     def cost_summary(self, variant: Variant, key: str) -> Summary:
         return summarize(variant.cost_values(key).values())
@@ -258,6 +275,8 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
 
     runs: list[RunInfo] = []
     eval_tasks: list[str] = []
+    task_metrics: dict[str, list[str]] = {}  # task -> its metrics in the order the records list them
+    n_failed: dict[str, int] = {}
     for entry in index["runs"]:
         rid = entry["run_id"]
         rows = by_run.get(rid, [])
@@ -273,9 +292,19 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
                        status=status, reason=rec.get("reason"), finished=rec.get("finished"),
                        git_commit=rec.get("git_commit"), device=(rec.get("job") or {}).get("device"),
                        protocol=(rec["config"].get("protocol") or "lmm") if rec.get("config") else None)
+        for m in rec.get("metrics") or [] if status == "done" else []:
+            if isinstance(m, dict) and isinstance(m.get("task"), str) and isinstance(m.get("metric"), str):
+                lst = task_metrics.setdefault(m["task"], [])
+                if m["metric"] not in lst:
+                    lst.append(m["metric"])
+        if status == "done":
+            n_failed[rid] = int((rec.get("extra") or {}).get("n_failed") or 0)
         for row in rows:
             if isinstance(row.get("task"), str) and isinstance(row.get("metric"), str):
                 info.values[(str(row["task"]), str(row["metric"]))] = float(row["value"])
+                k = _num(row.get("n_failed"))
+                if k:
+                    info.failed_samples[str(row["task"])] = int(k)
             for key in [*style.COST_KEYS, *[c for c in row if str(c).startswith("x.")]]:
                 v = _num(row.get(key))
                 if v is not None:
@@ -324,10 +353,12 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
     tasks = [t for t in seen_tasks if t not in groups]
     if not groups:  # the runs report no suite scores: the per-family scores are the columns
         groups, tasks = tasks, []
+    task_metric = {t: (metric if metric in ms else ms[0]) for t, ms in task_metrics.items() if ms}
     extra_costs = [c for c in report.get("cost", []) or [] if c not in style.COST_KEYS]
     costs = [c for c in [*style.COST_KEYS, *extra_costs] if any(c in r.costs for r in runs)]
     return StudyData(name=name, index_path=index_path, description=str(index.get("description") or ""),
                      spec_path=str(index.get("spec_path") or ""), created=str(index.get("created") or ""),
                      overrides=[str(o) for o in index.get("overrides") or []],
                      axes=axes, report=report, runs=runs, variants=ordered, metric=metric, metrics=metrics,
-                     groups=groups, tasks=tasks, costs=costs, axis_order=axis_order)
+                     groups=groups, tasks=tasks, costs=costs, axis_order=axis_order, task_metric=task_metric,
+                     n_failed=n_failed)

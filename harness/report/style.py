@@ -90,9 +90,11 @@ AXIS_TITLES: dict[str, str] = {
     "wall_time_s": "Run wall time (s)",
 }
 # Costs the Pareto plot and the tables know, in order of preference (lower is better for all).
-COST_KEYS: tuple[str, ...] = ("llm_visual_tokens", "x.ttft_ms", "x.compressor_ms", "x.peak_mem_mb")
+COST_KEYS: tuple[str, ...] = ("llm_visual_tokens", "llm_input_tokens", "x.ttft_ms", "x.compressor_ms",
+                               "x.peak_mem_mb")
 COST_SHORT: dict[str, str] = {
     "llm_visual_tokens": "LLM tokens",
+    "llm_input_tokens": "LLM input tokens",
     "visual_in_tokens": "Input tokens",
     "x.ttft_ms": "TTFT (ms)",
     "x.compressor_ms": "Compressor (ms)",
@@ -108,7 +110,16 @@ SUITE_NAMES: dict[str, str] = {
     "mia_all": "All",
 }
 # Metrics stored as fractions in [0, 1] and shown in percent.
-PERCENT_METRICS: frozenset[str] = frozenset({"acc", "accuracy", "acc_norm", "exact_match", "em", "f1"})
+PERCENT_METRICS: frozenset[str] = frozenset({"acc", "accuracy", "acc_norm", "exact_match", "em", "f1",
+                                             "lvb_acc", "lvbench_score"})
+#: metrics that are fractions for one lmms-eval task only (a name too generic to list above)
+TASK_FRACTIONS: frozenset[tuple[str, str]] = frozenset({("egoschema_subset", "score"), ("egoschema", "score")})
+
+
+def is_fraction(metric: str, task: str | None = None) -> bool:
+    """Whether ``metric`` (of ``task``) is stored as a fraction and shown in percent. lmms-eval's
+    ``videomme_perception_score``, ``mlvu_percetion_score`` and ``mvbench_accuracy`` are percentages."""
+    return metric in PERCENT_METRICS or (task, metric) in TASK_FRACTIONS
 
 
 def axis_title(name: str) -> str:

@@ -246,8 +246,18 @@ def _axis_cells(study: StudyData, v: Variant, axes: list[str]) -> list[Cell]:
     return [Cell(text=fmt_value(v.values.get(a))) for a in axes]
 
 
+def _suite_title(study: StudyData, g: str) -> str:
+    """Column title of a suite: its name, with its own metric when the columns differ in metric."""
+    if not study.mixed_metrics:
+        return style.suite_name(g)
+    return f"{style.suite_name(g)} ({style.metric_title(study.metric_of(g))})"
+
+
 def _stat_note(study: StudyData) -> str:
-    unit = "%" if study.scale() == 100 else study.metric
+    if study.mixed_metrics:
+        unit = "each column in its benchmark's own metric, fractions in %"
+    else:
+        unit = "%" if study.scale() == 100 else study.metric
     return (f"Mean ± 95% CI half-width over seeds (Student t, {unit}); (n=k): fewer than {MIN_SEEDS} seeds "
             "(one seed: no interval). Best value per column in bold.")
 
@@ -286,8 +296,8 @@ def main_table(study: StudyData, options: dict[str, Any]) -> Table | None:
     """Variants x suites (+ mean over suites, costs, seeds, run status)."""
     axes = list(study.axes)
     cols = [Column(a, a) for a in axes]
-    cols += [Column(g, style.suite_name(g), "stat", better="max") for g in study.groups]
-    with_mean = len(study.groups) > 1 and study.overall is None
+    cols += [Column(g, _suite_title(study, g), "stat", better="max") for g in study.groups]
+    with_mean = len(study.groups) > 1 and study.overall is None and not study.mixed_metrics
     if with_mean:
         cols.append(Column("mean", "Mean", "stat", better="max"))
     # costs that differ between variants get a column; a constant one is stated once in the notes
@@ -313,9 +323,13 @@ def main_table(study: StudyData, options: dict[str, Any]) -> Table | None:
         n_seeds = len({r.seed for r in v.runs if r.status == "done"})
         row += [Cell(text=str(n_seeds)), Cell(text=runs_text(v))]
         rows.append(row)
-    what = style.metric_title(study.metric)
+    what = "each benchmark's own metric" if study.mixed_metrics else style.metric_title(study.metric)
     caption = f"{study.name}: {what} per suite" + (f" ({study.description})" if study.description else "")
     notes = [_stat_note(study), _protocol_note(study)]
+    failed = sum(study.n_failed.values())
+    if failed:
+        notes.append(f"{failed} samples of {sum(1 for k in study.n_failed.values() if k)} runs could not be read "
+                     "(unreadable video) and count as wrong answers (samples_failed in summary.csv).")
     if not study.variants:
         notes.insert(0, f"The study index {study.index_path.name} lists no runs yet.")
     if with_mean:
@@ -414,7 +428,7 @@ def summary_csv(study: StudyData) -> str:
     w = csv.writer(buf, lineterminator="\n")
     axes = list(study.axes)
     w.writerow(["study", *[f"v.{a}" for a in axes], "task", "metric", "n", "mean", "sd", "ci95_lo",
-                "ci95_hi", "seeds", "runs", "failed", "missing", "running"])
+                "ci95_hi", "seeds", "runs", "failed", "missing", "running", "samples_failed"])
     from harness.report.stats import summarize
 
     for v in study.variants:
@@ -427,5 +441,6 @@ def summary_csv(study: StudyData) -> str:
                             "" if s.n == 0 else f"{s.mean:.6f}", "" if s.n < 2 else f"{s.sd:.6f}",
                             "" if s.n < 2 else f"{s.lo:.6f}", "" if s.n < 2 else f"{s.hi:.6f}",
                             ";".join(str(k) for k in sorted(vals)), len(v.runs), c.get("failed", 0),
-                            c.get("missing", 0), c.get("running", 0)])
+                            c.get("missing", 0), c.get("running", 0),
+                            sum(r.failed_samples.get(t, 0) for r in v.runs if r.status == "done")])
     return buf.getvalue()

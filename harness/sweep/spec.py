@@ -322,12 +322,18 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None) -> Study
             probs.append(("suites", "both `suites:` and `base.eval.tasks` are set; keep one"))
 
     if suites is not None and not any(pth.startswith("base") for pth, _ in probs):
-        backend = ((base.get("eval") or {}) if isinstance(base.get("eval"), dict) else {}).get("backend", "native")
-        if backend == "native":
-            for i, t in enumerate(suites):
+        ev = (base.get("eval") or {}) if isinstance(base.get("eval"), dict) else {}
+        backend = ev.get("backend", "native")
+        for i, t in enumerate(suites):
+            if backend == "native":
                 msg = check_native_task(t)
-                if msg:
-                    probs.append((f"suites[{i}]", msg))
+            else:  # lmms-eval's own task manager decides (mia_* in generate mode: their *_gen variants)
+                from harness.lmms_tasks import check_lmms_task
+
+                gen = ev.get("mode") == "generate" and t.startswith("mia_") and not t.endswith("_gen")
+                msg = check_lmms_task(f"{t}_gen" if gen else t)
+            if msg:
+                probs.append((f"suites[{i}]", msg))
 
     profile = doc.get("profile", "local")
     if not isinstance(profile, str) or not profile:

@@ -8,6 +8,7 @@ only the tasks that need it, with a message saying how to create it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -86,7 +87,10 @@ def mia_process_multiple_choice(doc: dict[str, Any], results: list[Any]) -> dict
     """multiple_choice: ``results[i]`` is the model's response for continuation ``" " + LETTERS[i]``.
     Following lmms-eval's video models (LLaVA & co., and its own multiple_choice scorer, which takes the
     argmin) the first value is a LOSS (negative log-likelihood, lower is better); the prediction is the
-    letter with the smallest loss (ties: the first)."""
+    letter with the smallest loss (ties: the first). A non-finite loss (``inf``: the
+    plugin could not read the video) scores the doc wrong, never by a tie-break."""
     losses = [_loss(r) for r in results]
+    if not all(math.isfinite(x) for x in losses):  # the plugin's mark of a video that could not be read
+        return {"acc": 0.0}
     pred = min(range(len(losses)), key=lambda i: losses[i])
     return {"acc": float(pred == int(doc["answer_index"]))}
