@@ -52,7 +52,10 @@ from harness.config import (
     set_by_path,
     to_dict,
 )
+from harness.data.pipeline import DataFailureError, DataOrder, SubsetOrder
 from harness.store import atomic_write_text
+
+__all__ = ["DataOrder", "SubsetOrder", "DataFailureError", "Trainer", "train_run", "load_model", "main"]
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_DIR = "model"
@@ -172,59 +175,19 @@ def suite_texts(cfg: RunConfig) -> list[str]:
     return texts
 
 
-class DataOrder:
-    """The deterministic item stream: epoch ``e`` is a permutation of all items seeded by (seed, e).
-    Optimizer step ``s`` consumes stream positions ``[s*E, (s+1)*E)`` with E = batch_size * grad_accum *
-    world_size; micro-batch ``a`` of rank ``r`` takes its own slice. Resuming at step s gives the same
-    batches as an uninterrupted run."""
-
-    def __init__(self, n: int, seed: int, batch_size: int, grad_accum: int, world_size: int = 1):
-        if n == 0:
-            raise ValueError("no training items (check data.suite / data.families / failed videos)")
-        self.n, self.seed, self.bs, self.accum, self.world = n, seed, batch_size, grad_accum, world_size
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perms = {epoch: torch.randperm(self.n, generator=g)}
-        return self._perms[epoch]
-
-    def batch(self, step: int, micro: int, rank: int) -> list[int]:
-        start = ((step * self.accum + micro) * self.world + rank) * self.bs
-        return [int(self._perm(p // self.n)[p % self.n]) for p in range(start, start + self.bs)]
-
-
-class SubsetOrder:
-    """A stage's stream over a subset of the items (``train.stages[i].families``): a
-    :class:`DataOrder` over ``indices``, counted from the stage's first step and seeded by the stage
-    index, so it resumes like the full stream."""
-
-    def __init__(self, indices: Sequence[int], first_step: int, stage: int, seed: int, batch_size: int,
-                 grad_accum: int, world_size: int = 1):
-        self.indices, self.first_step = list(indices), first_step
-        self.order = DataOrder(len(self.indices), seed + 7919 * stage, batch_size, grad_accum, world_size)
-
-    def batch(self, step: int, micro: int, rank: int) -> list[int]:
-        return [self.indices[i] for i in self.order.batch(step - self.first_step, micro, rank)]
-
-
-def stage_orders(cfg: RunConfig, stages: Sequence[TrainStage], examples: Sequence[Example],
+def stage_orders(cfg: RunConfig, stages: Sequence[TrainStage], manifest: Any, plugin: Any,
                  world_size: int = 1) -> list[DataOrder | SubsetOrder]:
     """One item stream per stage: the run's full stream, or for a stage with ``families`` the stream of
-    its items. Errors name the stage whose families have no training items."""
-    from harness.data.synthetic import expand_families
-
+    its items (the dataset's groups). Errors name the stage whose families have no training items."""
     t = cfg.train
-    full = DataOrder(len(examples), cfg.seed, t.batch_size, t.grad_accum, world_size)
+    full = DataOrder(len(manifest), cfg.seed, t.batch_size, t.grad_accum, world_size)
     out: list[DataOrder | SubsetOrder] = []
     for i, st in enumerate(stages):
         if not st.families:
             out.append(full)
             continue
-        want = expand_families(st.families)
-        idx = [j for j, e in enumerate(examples) if e.family in want]
-        if not idx:
+        idx = plugin.select(manifest, st.families)
+        if not len(idx):
             raise ValueError(f"train.stages[{i}].families={st.families}: no training items of these families "
                              f"(data.families={cfg.data.families or 'all'})")
         out.append(SubsetOrder(idx, st.start_step, i, cfg.seed, t.batch_size, t.grad_accum, world_size))
@@ -245,7 +208,7 @@ def saved_modules(cfg: RunConfig) -> list[str]:
     mods = set()
     for st in stages_of(cfg):
         mods.update(st.train_modules)
-    if cfg.model.llm.preset == "tiny":
+    if cfg.model.llm.preset == "tiny" or cfg.model.llm.random_init:  # random: not re-creatable
         mods.add("llm")
     mods.update(("compressor", "projector"))
     return sorted(mods)
@@ -425,17 +388,6 @@ class Trainer:
                 torch.cuda.set_device(self.device)
             dist.init_process_group(backend=backend, rank=self.rank, world_size=self.world)
 
-    def _tokenizer(self):
-        from harness.model.tokenizer import build_word_tokenizer, load_tokenizer
-
-        llm = self.cfg.model.llm
-        if llm.preset != "tiny":
-            return load_tokenizer(llm.tokenizer or llm.name_or_path)
-        tok_dir = self.run_dir / MODEL_DIR
-        if (tok_dir / "tokenizer.json").is_file():  # resume: the same vocabulary
-            return load_tokenizer(tok_dir)
-        return build_word_tokenizer(suite_texts(self.cfg))
-
     def _parallel(self) -> str:
         p = self.cfg.train.parallel
         if p == "auto":
@@ -448,7 +400,9 @@ class Trainer:
         if self._parallel() == "fsdp":
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if self._amp() else None)
+            # fp32 master weights (sharded), bf16 compute, fp32 gradient reduction
+            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if self._amp() else None,
+                                      reduce_dtype=torch.float32)
             for layer in getattr(model.llm.get_decoder(), "layers", []):
                 fully_shard(layer, mp_policy=mp)
             fully_shard(model, mp_policy=mp)
@@ -482,7 +436,8 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"format": CKPT_FORMAT, "step": step, "stage": stage, "model": msd, "optimizer": osd,
-                "rng": rng, "config_hash": config_hash(self.cfg), "world_size": self.world}
+                "rng": rng, "config_hash": config_hash(self.cfg), "world_size": self.world,
+                "data_failures": self._flog.state()}
 
     def _save(self, model: nn.Module, opt, step: int, stage: int) -> None:
         state = self._state(model, opt, step, stage)  # collective under FSDP: every rank calls it
@@ -522,7 +477,39 @@ class Trainer:
                "config_hash": config_hash(self.cfg)}
         atomic_write_text(self.run_dir / "failure.json", json.dumps(rec, indent=2))
 
+    def _master_weights(self, model: nn.Module, stages: Sequence[TrainStage]) -> None:
+        """Every module trained in some stage keeps fp32 weights (bf16 compute comes from autocast /
+        FSDP's param_dtype): an AdamW step of 2e-5 on a bf16 weight is below its resolution and lost."""
+        trained = {m for s in stages for m in s.train_modules}
+        for name, mod in model.submodules().items():
+            if name in trained:
+                mod.float()
+
+    def _build(self) -> tuple[nn.Module, Any, Any]:
+        """Tokenizer, manifest, model, inputs: cheapest failure first (see :mod:`harness.train_inputs`)."""
+        from harness.data.datasets import get_dataset
+        from harness.train_inputs import build_inputs, check_manifest, local_tokenizer, pretrained_tokenizer
+
+        cfg = self.cfg
+        tokenizer = pretrained_tokenizer(cfg, self.run_dir)
+        plugin = get_dataset(cfg.data.dataset)
+        if self.world > 1 and not self.is_main:
+            dist.barrier()  # rank 0 builds the manifest once
+        manifest = plugin.manifest(cfg.data)
+        if self.world > 1 and self.is_main:
+            dist.barrier()
+        check_manifest(cfg, manifest)
+        if tokenizer is None:
+            tokenizer = local_tokenizer(cfg, manifest)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every (re)start
+        model = build_model(cfg, tokenizer).to(self.device)
+        inputs = build_inputs(cfg, manifest, tokenizer, model, self.device)
+        return model, manifest, inputs
+
     def run(self) -> dict[str, Any]:
+        from harness.data.pipeline import FailureLog, FeatureSource, write_failed
+        from harness.train_inputs import make_train_loader
+
         cfg, t = self.cfg, self.cfg.train
         self._init_dist()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -530,13 +517,11 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
             (self.run_dir / "failure.json").unlink(missing_ok=True)
         torch.manual_seed(cfg.seed)
-        examples, failed = load_examples(cfg, "train", progress=self.progress and self.is_main)
-        tokenizer = self._tokenizer()
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every (re)start
-        model = build_model(cfg, tokenizer).to(self.device)
+        stages = stages_of(cfg)
+        model, manifest, inputs = self._build()
+        self._master_weights(model, stages)
         self._unwrapped = model
         self.model = model
-        stages = stages_of(cfg)
         state = self._load()
         start = 0
         if state is not None:
@@ -544,7 +529,12 @@ class Trainer:
             if unexpected:
                 raise ValueError(f"{self.run_dir / CHECKPOINT}: unexpected keys {unexpected[:5]}")
             start = int(state["step"])
-        orders = stage_orders(cfg, stages, examples, self.world)
+        orders = stage_orders(cfg, stages, manifest, inputs.plugin, self.world)
+        flog = FailureLog(cfg.data.max_failure_rate, cfg.data.min_failure_sample,
+                          state.get("data_failures") if state is not None else None)
+        self._flog = flog
+        fsrc = FeatureSource(inputs.encoder, self.device, inputs.online_bf16, inputs.cache,
+                             int(cfg.data.cache_budget_gb * 2**30))
         metrics_path = self.run_dir / "metrics.jsonl"
         if self.is_main and metrics_path.exists():
             atomic_write_text(metrics_path, "".join(ln + "\n" for ln in metrics_upto(metrics_path, start)))
@@ -555,10 +545,14 @@ class Trainer:
                    disable=not (self.progress and self.is_main), dynamic_ncols=True)
         stage_i, wrapped, opt = -1, model, None
         t0, items_seen, tokens_seen, win_t, win_items, win_tokens = time.time(), 0, 0, time.time(), 0, 0
+        win_data = win_enc = 0.0
+        n_truncated = 0
         last_loss = float("nan")
-        T, P = examples[0].feats.shape[:2]
-        n_visual = model.count_visual_tokens(T, P)
+        n_visual = inputs.n_visual
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if self._amp() else nullcontext()
+        loader = make_train_loader(cfg, inputs, orders, [stage_index(stages, s) for s in range(t.steps)], start,
+                                   self.rank)
+        batches = iter(loader)
         for step in range(start, t.steps):
             si = stage_index(stages, step)
             if si != stage_i:
@@ -589,17 +583,28 @@ class Trainer:
             wrapped.train()
             loss_sum = torch.zeros((), device=self.device)
             for micro in range(t.grad_accum):
-                batch = [examples[i] for i in orders[si].batch(step, micro, self.rank)]
-                feats = torch.stack([b.feats for b in batch]).to(self.device, torch.float32)
+                tw = time.perf_counter()
+                batch = next(batches)
+                win_data += time.perf_counter() - tw
+                flog.add(batch)
+                flog.check(f"step {step}")
+                items = batch["items"]
+                if not items:
+                    raise DataFailureError(f"step {step} micro-batch {micro}: every item failed "
+                                           f"({batch['failed'][:4]})", dict(flog.failed))
+                te = fsrc.encode_s
+                feats = fsrc.features(items)
+                win_enc += fsrc.encode_s - te
                 sync = (micro == t.grad_accum - 1 or self.world == 1 or not hasattr(wrapped, "no_sync"))
                 ctx = nullcontext() if sync else wrapped.no_sync()
                 with ctx, amp:
-                    loss = compute_loss(wrapped, feats, [b.prompt for b in batch], [b.answer for b in batch])
+                    loss = compute_loss(wrapped, feats, items)
                     (loss / t.grad_accum).backward()
                 loss_sum += loss.detach().float() / t.grad_accum
-                items_seen += len(batch)
-                win_items += len(batch)
-                n_tok = sum(n_visual + len(model.text_ids(b.prompt)) + 2 for b in batch)
+                items_seen += len(items)
+                win_items += len(items)
+                n_tok = sum(n_visual + it["row"].n_text for it in items)
+                n_truncated += sum(it["row"].truncated for it in items)
                 tokens_seen += n_tok
                 win_tokens += n_tok
             if self.world > 1:
@@ -621,21 +626,33 @@ class Trainer:
                 dt = max(1e-9, time.time() - win_t)
                 rec = {"step": done, "loss": round(last_loss, 6), "lr": lr, "grad_norm": float(gnorm),
                        "items_per_s": win_items * self.world / dt, "tokens_per_s": win_tokens * self.world / dt,
-                       "elapsed_s": time.time() - t0, "stage": si}
+                       "elapsed_s": time.time() - t0, "stage": si, "data_wait_frac": round(win_data / dt, 4),
+                       "encode_frac": round(win_enc / dt, 4), "failed_reads": flog.n_failures}
                 bar.set_postfix(loss=f"{last_loss:.3f}", it_s=f"{rec['items_per_s']:.1f}")
                 if self.is_main:
                     with open(metrics_path, "a") as fh:
                         fh.write(json.dumps(rec) + "\n")
-                win_t, win_items, win_tokens = time.time(), 0, 0
+                win_t, win_items, win_tokens, win_data, win_enc = time.time(), 0, 0, 0.0, 0.0
             if done % t.checkpoint_every == 0 or done == t.steps:
                 self._save(wrapped, opt, done, si)
         bar.close()
+        del batches, loader  # stop the workers
         if start >= t.steps and self.is_main and not (self.run_dir / MODEL_DIR / WEIGHTS).is_file():
             export_model(model, cfg, self.run_dir / MODEL_DIR, start)
         elapsed = time.time() - t0
+        fails = flog.summary()
+        if self.is_main:
+            write_failed(self.run_dir / "failed_items.jsonl", fails["failed"])
+        mst = manifest.stats
         summary = {"steps": t.steps, "resumed_from": start, "final_loss": last_loss,
                    "train_time_s": elapsed, "items_per_s": items_seen * self.world / max(elapsed, 1e-9),
-                   "n_train_items": len(examples), "n_failed_videos": len(failed),
+                   "dataset": manifest.name, "dataset_identity": f"{manifest.name}:{manifest.identity}",
+                   "n_train_items": len(manifest), "n_failed_videos": fails["n_failed_items"],
+                   "data_failures": {k: v for k, v in fails.items() if k != "failed"},
+                   "failed_items": dict(list(fails["failed"].items())[:1000]),
+                   "manifest": {"n_records": mst.get("n_records"), "n_malformed": mst.get("n_malformed", 0),
+                                "malformed": dict(list(mst.get("malformed", {}).items())[:100])},
+                   "template": inputs.conv.template, "n_truncated": n_truncated, "features": fsrc.stats(),
                    "visual_tokens_per_item": n_visual, "world_size": self.world,
                    "params": {k: sum(p.numel() for p in m.parameters()) for k, m in model.submodules().items()},
                    "trained_modules": sorted({m for s in stages for m in s.train_modules}),
@@ -645,9 +662,11 @@ class Trainer:
         return summary
 
 
-def compute_loss(model: nn.Module, feats: torch.Tensor, prompts: list[str], answers: list[str]) -> torch.Tensor:
-    """One micro-batch's loss through the (possibly DDP/FSDP-wrapped) model's forward."""
-    return model(feats, prompts, answers)
+def compute_loss(model: nn.Module, feats: torch.Tensor, items: list[dict[str, Any]]) -> torch.Tensor:
+    """One micro-batch's loss through the (possibly DDP/FSDP-wrapped) model's forward. ``items``: the
+    collated items (``row``: :class:`~harness.data.conversation.TokenRow`, ``id``, ``group``)."""
+    rows = [it["row"] for it in items]
+    return model(feats, [r.before for r in rows], [r.after for r in rows], [r.labels for r in rows])
 
 
 def train_run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
