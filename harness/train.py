@@ -507,6 +507,14 @@ class Trainer:
         return model, manifest, inputs
 
     def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        except DataFailureError as e:
+            if self.is_main:
+                write_data_failure(self.run_dir, self.cfg, e)
+            raise
+
+    def _run(self) -> dict[str, Any]:
         from harness.data.pipeline import FailureLog, FeatureSource, write_failed
         from harness.train_inputs import make_train_loader
 
@@ -532,7 +540,7 @@ class Trainer:
         orders = stage_orders(cfg, stages, manifest, inputs.plugin, self.world)
         flog = FailureLog(cfg.data.max_failure_rate, cfg.data.min_failure_sample,
                           state.get("data_failures") if state is not None else None)
-        self._flog = flog
+        self._flog = flog  # its state goes into every checkpoint
         fsrc = FeatureSource(inputs.encoder, self.device, inputs.online_bf16, inputs.cache,
                              int(cfg.data.cache_budget_gb * 2**30))
         metrics_path = self.run_dir / "metrics.jsonl"
@@ -671,8 +679,17 @@ def compute_loss(model: nn.Module, feats: torch.Tensor, items: list[dict[str, An
 
 def train_run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` (resuming from its checkpoint if present). Raises
-    :class:`TrainingDiverged` on a NaN/inf loss. Returns the summary (also in train_summary.json)."""
+    :class:`TrainingDiverged` on a NaN/inf loss and :class:`DataFailureError` when too many items fail
+    (both leave ``failure.json``). Returns the summary (also in train_summary.json)."""
     return Trainer(cfg, run_dir, progress=progress).run()
+
+
+def write_data_failure(run_dir: Path, cfg: RunConfig, e: DataFailureError) -> None:
+    """``failure.json`` for a run stopped by bad data, with every failed item and its reason."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rec = {"error": "DataFailureError", "message": str(e), "failed": e.failed, "time": time.time(),
+           "config_hash": config_hash(cfg)}
+    atomic_write_text(run_dir / "failure.json", json.dumps(rec, indent=2))
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -710,6 +727,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except (DataFailureError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 4
     rank = _dist_env()[0]
     if rank == 0:
         print(json.dumps({k: summary[k] for k in ("steps", "final_loss", "train_time_s", "items_per_s",

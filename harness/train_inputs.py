@@ -45,11 +45,18 @@ def pretrained_tokenizer(cfg: RunConfig, run_dir: Path) -> Any | None:
     if llm.preset == "tiny":
         return None
     path = llm.tokenizer or llm.name_or_path
+    if llm.random_init and not llm.tokenizer:
+        local = Path(path) if path else None
+        if local is None or (local.is_dir() and not (local / "tokenizer.json").is_file()
+                             and not (local / "tokenizer_config.json").is_file()):
+            return None  # random weights need no download: a tokenizer is learnt from the data
     if not path:
-        if llm.random_init:
-            return None
         raise FileNotFoundError("model.llm.name_or_path / model.llm.tokenizer: the paper preset needs a tokenizer")
-    return load_tokenizer(path)
+    try:
+        return load_tokenizer(path)
+    except OSError as e:  # not local and not in the hub cache (offline): say which key to fix
+        raise FileNotFoundError(f"model.llm.{'tokenizer' if llm.tokenizer else 'name_or_path'}={path}: no "
+                                f"tokenizer there ({type(e).__name__}: {str(e)[:200]})") from e
 
 
 def local_tokenizer(cfg: RunConfig, manifest: Manifest) -> Any:

@@ -17,8 +17,10 @@ the entry's ``video_root`` (or absolute). Study config::
           - {path: 30_60_s_youtube_v0_1_qa.jsonl, video_root: /data/LLaVA-Video-178K, sampling: "random:25%"}
         seed: 0                       # the random:N% draws
 
-``sampling``: ``all``, ``first:N%`` / ``first:N`` or ``random:N%`` / ``random:N`` (LLaVA-NeXT's
-``sampling_strategy``; LLaVA-NeXT's ``json_path`` is accepted for ``path``). An entry's ``name``
+``sampling``: ``all``, ``first:N%``, ``end:N%`` or ``random:N%`` (``:N`` without ``%``: N records),
+LLaVA-NeXT's ``sampling_strategy`` (its ``json_path`` is accepted for ``path``, ``video_folder`` for
+``video_root``; relative paths in a mixture YAML are relative to the YAML's folder). Turns may also be
+``{role: user|assistant|system, content}`` (MambaMia's own JSONL). An entry's ``name``
 (default: the file's stem) is its group for ``data.families`` and a stage's ``families``.
 
 The manifest is built once per content (files streamed, never loaded whole: a JSON array is parsed
@@ -49,6 +51,7 @@ VIDEO = "<video>"
 MANIFEST_VERSION = 1
 _ENTRY_KEYS = ("path", "json_path", "video_root", "video_folder", "sampling", "sampling_strategy", "name")
 _ARG_KEYS = ("mixture", "path", "video_root", "sampling", "seed")
+_ROLE_ALIASES = {"user": "human", "assistant": "gpt", "system": "system"}
 _MAX_LISTED = 1000  # malformed records listed by location in manifest.json (all are counted)
 
 
@@ -67,8 +70,8 @@ def parse_sampling(text: str, where: str) -> tuple[str, float, bool]:
         val = float(amount[:-1] if pct else amount)
     except ValueError:
         val = -1.0
-    if mode not in ("first", "random") or val <= 0 or (pct and val > 100) or (not pct and val != int(val)):
-        raise ConfigError(where, f"sampling must be all, first:N%, first:N, random:N% or random:N; got {text!r}")
+    if mode not in ("first", "end", "random") or val <= 0 or (pct and val > 100) or (not pct and val != int(val)):
+        raise ConfigError(where, f"sampling must be all, first:N%, end:N%, random:N% (or :N items); got {text!r}")
     return mode, val, pct
 
 
@@ -112,6 +115,8 @@ def mixture_entries(args: dict[str, Any], where: str = "args") -> list[dict[str,
         sampling = str(e.get("sampling", e.get("sampling_strategy", "all")))
         parse_sampling(sampling, f"{w}.sampling")
         p = Path(path) if Path(path).is_absolute() else base / path
+        if root and not Path(root).is_absolute() and base != Path("."):
+            root = str(base / root)
         out.append({"path": str(p), "video_root": str(root), "sampling": sampling,
                     "name": str(e.get("name") or Path(path).name.split(".")[0])})
     names = [e["name"] for e in out]
@@ -185,6 +190,8 @@ def normalise(raw: Any, root: str) -> tuple[dict[str, Any] | None, str]:
         return None, "no `conversations` list"
     turns, n_ph = [], 0
     for j, t in enumerate(conv):
+        if isinstance(t, dict) and "role" in t and "from" not in t:  # {role, content} turns
+            t = {"from": _ROLE_ALIASES.get(t["role"], t["role"]), "value": t.get("content")}
         if not isinstance(t, dict) or not isinstance(t.get("value"), str) or t.get("from") not in (
                 "human", "gpt", "system"):
             return None, f"conversations[{j}]: expected {{from: human|gpt|system, value: str}}"
@@ -272,6 +279,8 @@ def _selection(entry: dict[str, Any], i: int, seed: int) -> tuple[set[int] | Non
     k = min(n, int(round(n * amount / 100)) if pct else int(amount))
     if mode == "first":
         return set(range(k)), k
+    if mode == "end":
+        return set(range(n - k, n)), k
     rng = np.random.default_rng([seed, i])
     return set(rng.choice(n, size=k, replace=False).tolist()), k
 
