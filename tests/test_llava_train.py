@@ -132,3 +132,29 @@ def test_paper_random_init_builds_what_it_needs_and_fails_fast(sample, tmp_path)
     with pytest.raises(FileNotFoundError, match="no_such_model"):
         train_run(bad, tmp_path / "bad", progress=False)
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_sweep_trains_the_offline_twin_of_five_way_paper(sample, tmp_path):
+    from harness.data.synthetic import SuiteSpec, make_suite
+    from harness.store import ResultsStore
+    from harness.sweep import run_sweep
+
+    suite = tmp_path / "mia"
+    make_suite(suite, SuiteSpec(n_train=8, n_val=0, n_test=24, frames_long=16, frames_dense=16), workers=1,
+               progress=False)
+    sets = [f"base.data.args.mixture={sample['mixture']}", f"base.data.suite={suite}",
+            f"base.data.cache_dir={tmp_path / 'cache'}", f"base.data.manifest_dir={tmp_path / 'manifests'}",
+            "grid.data.n_frames=[4]", "base.train.steps=4", "base.data.workers=0", "base.data.max_failure_rate=0.5"]
+    spec = Path(__file__).resolve().parents[1] / "ablations" / "five_way_paper_twin.yaml"
+    out = run_sweep(spec, sets, results=tmp_path / "res", executor="debug", report=False, progress=False,
+                    log=lambda s: None)
+    store = ResultsStore(tmp_path / "res" / "store")
+    recs = [store.read_run(r.run_id) for r in out.plan.runs]
+    assert out.exit_code == 0, [r.get("reason") for r in recs]
+    assert len(recs) == 5 and all(r["status"] == "done" for r in recs)
+    summaries = [json.loads((tmp_path / "res" / "runs" / r["run_id"] / "train_summary.json").read_text())
+                 for r in recs]
+    assert {s["dataset_identity"] for s in summaries} == {summaries[0]["dataset_identity"]}
+    assert all(s["dataset"] == "llava_video" and s["template"] == "chat" for s in summaries)
+    assert all({"mia_long", "mia_dense"} <= {m["task"] for m in r["metrics"]} for r in recs)
