@@ -5,10 +5,17 @@ CONFIG is a YAML file of RunConfig overrides (see harness/config.py) or a preset
 (values parsed as YAML). The same entry point runs on one CPU, one GPU, or under ``torchrun``
 (DDP; FSDP for the paper preset): ``torchrun --nproc-per-node 8 -m harness.train paper ...``.
 
-Training reads frozen-encoder features from the feature cache (the video is never decoded inside the
-loop). Per optimizer step: ``grad_accum`` micro-batches of ``batch_size`` items per process, the loss
-is the answer-letter cross-entropy (:meth:`VideoLMM.loss`), AdamW with linear warm-up and cosine
-decay (per stage), gradient clipping, bf16 autocast on GPU.
+Training streams its dataset (``data.dataset``: the synthetic suite or LLaVA-style conversation records,
+:mod:`harness.data.datasets`) through a DataLoader whose workers decode only the sampled frames; the
+frozen encoder runs on the training device (bf16 on GPU), or its features come from the on-disk cache
+(``data.feature_cache``; on by default for the synthetic suite). Per optimizer step: ``grad_accum``
+micro-batches of ``batch_size`` items per process; the loss is next-token cross-entropy on the
+assistant turns only (:mod:`harness.data.conversation`: the tokenizer's chat template, or the plain
+prompt + `` A`` format of the synthetic suite); AdamW over fp32 master weights, linear warm-up and
+cosine decay per stage, gradient clipping, bf16 autocast on GPU (FSDP2: bf16 params, fp32 reduce).
+Bad items (missing / damaged videos, malformed records, too long) are skipped and counted in the
+summary; past ``data.max_failure_rate`` the run stops (:class:`DataFailureError`, ``failure.json``).
+Set-up order fails cheapest first (:mod:`harness.train_inputs`).
 
 Run directory (``--run-dir``, default ``results/runs/<config hash>``)::
 
@@ -19,7 +26,8 @@ Run directory (``--run-dir``, default ``results/runs/<config hash>``)::
                          config), model.safetensors  -> harness.evaluate / the lmms-eval plugin
     metrics.jsonl        one JSON line per logged step (loss, lr, grad norm, items/s, tokens/s)
     train_summary.json   written at the end
-    failure.json         written when the loss turns NaN/inf (the run raises TrainingDiverged)
+    failed_items.jsonl   every item that failed to load, with its reason
+    failure.json         written when the loss turns NaN/inf (TrainingDiverged) or too many items fail
 """
 
 from __future__ import annotations
@@ -696,7 +704,8 @@ def write_data_failure(run_dir: Path, cfg: RunConfig, e: DataFailureError) -> No
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m harness.train",
-        description="Train one MambaMia LMM variant from cached encoder features.",
+        description="Train one MambaMia LMM variant: a dataset streamed through the frozen encoder "
+                    "(synthetic suite or LLaVA-style conversations), compressor + projector + LLM.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  python -m harness.data make-synthetic --out results/data/mia_synthetic\n"
@@ -704,6 +713,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                "  python -m harness.train tiny model.compressor.block=transformer train.steps=200\n"
                "  python -m harness.train my_variant.yaml --eval        # train, then score natively\n"
                "  torchrun --nproc-per-node 2 -m harness.train tiny     # DDP (gloo on CPU)\n"
+               "  python -m harness.data make-llava-sample --out results/data/llava_sample\n"
+               "  python -m harness.train tiny data.dataset=llava_video \\\n"
+               "      data.args.mixture=results/data/llava_sample/mixture.yaml data.workers=2\n"
+               "  python -m harness.train paper data.dataset=llava_video \\\n"
+               "      data.args.mixture=configs/paper_llava_video_178k.yaml train.steps=20\n"
                "A killed run resumes from <run-dir>/checkpoint.pt when started again with the same config.",
     )
     ap.add_argument("config", help="YAML file of RunConfig overrides, or a preset name (tiny, paper)")

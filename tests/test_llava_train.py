@@ -158,3 +158,16 @@ def test_sweep_trains_the_offline_twin_of_five_way_paper(sample, tmp_path):
     assert {s["dataset_identity"] for s in summaries} == {summaries[0]["dataset_identity"]}
     assert all(s["dataset"] == "llava_video" and s["template"] == "chat" for s in summaries)
     assert all({"mia_long", "mia_dense"} <= {m["task"] for m in r["metrics"]} for r in recs)
+
+
+def test_feature_cache_with_a_size_budget(sample, tmp_path):
+    on = {"workers": 0, "feature_cache": "on", "cache_budget_gb": 3 * 4 * 16 * 32 * 4 / 2**30}  # 3 entries
+    first = train_run(_cfg(sample, tmp_path, on, steps=2, checkpoint_every=2), tmp_path / "a", progress=False)
+    f = first["features"]
+    assert f["cache_hits"] == 0 and f["cache_bytes_added"] == 3 * 4 * 16 * 32 * 4 and f["cache_skipped_budget"] > 0
+    again = train_run(_cfg(sample, tmp_path, on, steps=2, checkpoint_every=2, lr=2e-3), tmp_path / "b",
+                      progress=False)
+    assert again["features"]["cache_hits"] >= 1  # what the budget let in is read back, not re-encoded
+    off = train_run(_cfg(sample, tmp_path, {"workers": 0}, steps=2, checkpoint_every=2), tmp_path / "c",
+                    progress=False)
+    assert off["features"]["cache_bytes_added"] == 0 and off["features"]["encoded"] > 0
