@@ -83,6 +83,10 @@ def test_config_errors_name_the_key(sample, tmp_path):
         build(RunConfig, {"data": {"dataset": "llava_vide"}})
     with pytest.raises(ConfigError, match=r"data\.families\[0\]"):  # the synthetic suite checks its own
         build(RunConfig, {"data": {"families": ["colr"]}})
+    # a mixture YAML that is not there yet: the config builds (a sweep can be planned), the manifest says
+    later = build(DataConfig, {"dataset": "llava_video", "args": {"mixture": str(tmp_path / "later.yaml")}})
+    with pytest.raises(FileNotFoundError, match=r"data\.args\.mixture: .*later.yaml: no such mixture YAML"):
+        build_manifest(later)
     with pytest.raises(FileNotFoundError, match=r"mixture\[0\]\.path"):
         build_manifest(build(DataConfig, {"dataset": "llava_video", "args": {"path": str(tmp_path / "no.json")},
                                           "manifest_dir": str(tmp_path)}))

@@ -145,7 +145,8 @@ def test_sweep_trains_the_offline_twin_of_five_way_paper(sample, tmp_path):
                progress=False)
     sets = [f"base.data.args.mixture={sample['mixture']}", f"base.data.suite={suite}",
             f"base.data.cache_dir={tmp_path / 'cache'}", f"base.data.manifest_dir={tmp_path / 'manifests'}",
-            "grid.data.n_frames=[4]", "base.train.steps=4", "base.data.workers=0", "base.data.max_failure_rate=0.5"]
+            "grid.data.n_frames=[4]", "seeds=[2025]", "base.train.steps=4", "base.data.workers=0",
+            "base.data.max_failure_rate=0.5"]
     spec = Path(__file__).resolve().parents[1] / "ablations" / "five_way_paper_twin.yaml"
     out = run_sweep(spec, sets, results=tmp_path / "res", executor="debug", report=False, progress=False,
                     log=lambda s: None)

@@ -75,9 +75,10 @@ def parse_sampling(text: str, where: str) -> tuple[str, float, bool]:
     return mode, val, pct
 
 
-def mixture_entries(args: dict[str, Any], where: str = "args") -> list[dict[str, Any]]:
+def mixture_entries(args: dict[str, Any], where: str = "args", must_exist: bool = True) -> list[dict[str, Any]]:
     """The mixture of ``data.args`` as ``[{path, video_root, sampling, name}]`` (validated; relative
-    paths of a mixture YAML are resolved against the YAML's folder)."""
+    paths of a mixture YAML are resolved against the YAML's folder). ``must_exist`` false: a mixture
+    YAML that does not exist yet gives ``[]`` (config build), else a ConfigError."""
     unknown = sorted(set(args) - set(_ARG_KEYS))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}", f"unknown key; known keys: {', '.join(_ARG_KEYS)}")
@@ -92,6 +93,8 @@ def mixture_entries(args: dict[str, Any], where: str = "args") -> list[dict[str,
 
         p = Path(mix)
         if not p.is_file():
+            if not must_exist:  # a config built before its data exists (login node, dry run): checked later
+                return []
             raise ConfigError(f"{where}.mixture", f"{mix}: no such mixture YAML")
         doc = yaml.safe_load(p.read_text()) or {}
         mix = doc.get("datasets") if isinstance(doc, dict) else None
@@ -232,9 +235,11 @@ class LlavaVideoDataset(DatasetPlugin):
     default_template = "chat"
 
     def validate(self, data: DataConfig) -> None:
-        entries = mixture_entries(data.args)  # data.synthetic may still describe data.suite (native eval)
+        # data.synthetic may still describe data.suite (native eval). A mixture YAML not there yet is
+        # checked when the manifest is built (a sweep can be planned before the data is in place)
+        entries = mixture_entries(data.args, must_exist=False)
         names = {e["name"] for e in entries}
-        for i, f in enumerate(data.families):
+        for i, f in enumerate(data.families if entries else ()):
             if f not in names:
                 raise ConfigError(f"families[{i}]", f"unknown mixture entry {f!r}; entries: {', '.join(sorted(names))}")
         seed = data.args.get("seed", 0)
@@ -254,7 +259,10 @@ class LlavaVideoDataset(DatasetPlugin):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def manifest(self, data: DataConfig) -> Manifest:
-        entries = mixture_entries(data.args)
+        try:
+            entries = mixture_entries(data.args)
+        except ConfigError as e:
+            raise FileNotFoundError(f"data.{e.path}: {e.message}") from None
         if data.families:
             entries = [e for e in entries if e["name"] in set(data.families)]
         ident = self.identity(data, entries)
