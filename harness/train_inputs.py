@@ -91,7 +91,9 @@ def check_manifest(cfg: RunConfig, manifest: Manifest) -> None:
                                dict(st.get("malformed", {})))
 
 
-def resolve_template(cfg: RunConfig, manifest: Manifest, tokenizer: Any) -> str:
+def resolve_template(cfg: RunConfig, tokenizer: Any) -> str:
+    """``data.chat_template`` resolved (``plain`` | ``chat``): what training used, so a scorer can
+    render prompts the same way (``ConversationEncoder.prompt``)."""
     t = cfg.data.chat_template
     if t == "auto":
         t = get_dataset(cfg.data.dataset).default_template
@@ -136,7 +138,7 @@ def build_inputs(cfg: RunConfig, manifest: Manifest, tokenizer: Any, model: Any,
     encoder = build_encoder_on(cfg, device)
     n_visual = model.count_visual_tokens(d.n_frames, encoder.num_patches)
     max_len = d.max_length or int(getattr(model.llm.config, "max_position_embeddings", 0) or 0)
-    conv = ConversationEncoder(tokenizer, resolve_template(cfg, manifest, tokenizer), n_visual, max_len,
+    conv = ConversationEncoder(tokenizer, resolve_template(cfg, tokenizer), n_visual, max_len,
                                cfg.model.video_position)
     bf16 = cfg.train.bf16 and device.type == "cuda"
     cache = FeatureCache(d.cache_dir) if feature_cache_on(cfg) else None
@@ -154,4 +156,4 @@ def make_train_loader(cfg: RunConfig, inputs: TrainInputs, orders: list, stage_o
 
 
 __all__ = ["TrainInputs", "build_inputs", "make_train_loader", "pretrained_tokenizer", "local_tokenizer",
-           "check_manifest", "tokenizer_kind", "feature_cache_on"]
+           "check_manifest", "tokenizer_kind", "feature_cache_on", "resolve_template"]

@@ -122,6 +122,15 @@ def test_chat_template_labels_only_assistant_turns(bpe):
     assert bpe.decode(row2.after).startswith("\nHi<|im_end|>")
 
 
+def test_scoring_prompt_matches_training_rendering(bpe):
+    enc = ConversationEncoder(bpe, "chat", n_visual=10)
+    train_row = enc.encode(CONV[:2])
+    p = enc.prompt("What colour is the square?")
+    assert p.before == train_row.before
+    assert train_row.after[: len(p.after)] == p.after  # the answer's tokens follow the prompt's
+    assert bpe.decode(train_row.after[len(p.after):]) == "Red.<|im_end|>\n"
+
+
 def test_plain_template_is_the_original_format():
     from harness.model.tokenizer import build_word_tokenizer
 

@@ -140,6 +140,21 @@ class ConversationEncoder:
             raise BadItem("template", "an assistant turn comes before the video")
         return TokenRow(before, after, labels)
 
+    def prompt(self, context: str) -> TokenRow:
+        """The row a scorer feeds for one user turn ``context`` (``<video>`` placeholder optional):
+        ``before`` / ``after`` ids up to where the answer starts (chat: the generation prompt), as
+        training rendered it; ``labels`` all IGNORE. Continuations are appended to ``after``."""
+        if self.template == "plain":
+            before_txt, after_txt = split_context(context, self.video_position)
+            bos = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
+            after = self._ids(after_txt)
+            return TokenRow(bos + self._ids(before_txt), after, [IGNORE] * len(after))
+        content = context if VIDEO in context else VIDEO + "\n" + context
+        full = self._render([{"role": "user", "content": content}], gen=True)
+        cut = full.index(VIDEO)
+        after = self._ids(full[cut + len(VIDEO):])
+        return TokenRow(self._ids(full[:cut]), after, [IGNORE] * len(after))
+
     # ------------------------------------------------------------------ entry point
     def encode(self, conversations: list[dict[str, str]]) -> TokenRow:
         """Token row of one conversation (truncated to ``max_length``); raises :class:`BadItem`."""
