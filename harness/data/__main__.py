@@ -1,4 +1,5 @@
-"""``python -m harness.data``: make the synthetic suite, inspect it, probe videos, fill the feature cache.
+"""``python -m harness.data``: make the synthetic suite, inspect it, probe videos, fill the feature cache;
+write a LLaVA-Video-178K-schema sample and show a conversation dataset's manifest.
 
 Examples::
 
@@ -8,6 +9,8 @@ Examples::
     python -m harness.data info results/data/mia_synthetic
     python -m harness.data probe some_video.mp4 --n-frames 16 --size 64
     python -m harness.data features --suite results/data/mia_synthetic --n-frames 16 --encoder tiny
+    python -m harness.data make-llava-sample --out results/data/llava_sample
+    python -m harness.data manifest --mixture configs/paper_llava_video_178k.yaml   # identity, counts
 """
 
 from __future__ import annotations
