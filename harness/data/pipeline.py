@@ -124,6 +124,7 @@ class TrainItems(torch.utils.data.Dataset):
     def __init__(self, manifest: Any, conv: ConversationEncoder, video: VideoSpec, retries: int = 8):
         self.manifest, self.conv, self.video, self.retries = manifest, conv, video, retries
         self._cache: Any = None
+        self._hashes: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> content hash
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -136,7 +137,14 @@ class TrainItems(torch.utils.data.Dataset):
         if self._cache is None:
             self._cache = FeatureCache(self.video.cache_dir)
         v = self.video
-        key = FeatureKey(video_hash=video_content_hash(path), n_frames=v.n_frames, sampling=v.sampling,
+        st = os.stat(path)
+        memo = (path, st.st_size, st.st_mtime_ns)
+        vh = self._hashes.get(memo)
+        if vh is None:
+            vh = video_content_hash(path)
+            if len(self._hashes) < 50_000:  # bounded (~15 MB); beyond it, hashed on every read
+                self._hashes[memo] = vh
+        key = FeatureKey(video_hash=vh, n_frames=v.n_frames, sampling=v.sampling,
                          fps=v.fps if v.sampling == "fps" else None, size=v.size, encoder_id=v.encoder_id,
                          weights_hash=v.weights_hash).digest()
         return self._cache.get(key), key
