@@ -407,12 +407,23 @@ class LLMConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16
     attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2
     random_init: bool = False  # paper preset: random weights (speed/memory benchmarks, no download)
+    # tiny (and paper with random_init and no tokenizer files): the tokenizer built locally. auto: word
+    # level for the synthetic suite (its old behaviour), byte-level BPE (+ chat template) otherwise
+    tokenizer_kind: str = "auto"  # auto | word | bpe
+    bpe_vocab_size: int = 2048
+
+    def hash_omit(self) -> tuple[str, ...]:
+        """Added after the first results: at their defaults they are the old behaviour."""
+        return tuple(n for n, d in (("tokenizer_kind", "auto"), ("bpe_vocab_size", 2048)) if getattr(self, n) == d)
 
     def __post_init__(self) -> None:
         check_choice("preset", self.preset, ("tiny", "paper"))
         check_choice("arch", self.arch, ("qwen2", "llama"))
         check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
         check_choice("attn_implementation", self.attn_implementation, ("sdpa", "eager", "flash_attention_2"))
+        check_choice("tokenizer_kind", self.tokenizer_kind, ("auto", "word", "bpe"))
+        if self.bpe_vocab_size < 259:
+            raise ConfigError("bpe_vocab_size", f"must be >= 259 (256 bytes + 3 specials), got {self.bpe_vocab_size}")
         for name in ("hidden_size", "n_layers", "n_heads", "intermediate_size", "max_position_embeddings"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
@@ -452,44 +463,75 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Which suite, how frames are sampled, where features are cached (see docs/data.md)."""
+    """What a run trains on and how its videos become encoder input (see docs/data.md).
 
+    ``dataset`` names a plug-in of :mod:`harness.data.datasets` (``synthetic``: the suite at ``suite``;
+    ``llava_video``: LLaVA-Video-178K / LLaVA-NeXT conversation records, a mixture in ``args``); each
+    dataset validates its own keys (``families``, ``synthetic``, ``args``). Frames: ``n_frames`` per
+    video (a cap under ``fps`` sampling), ``uniform`` or ``fps`` sampling, resized for the encoder.
+    ``feature_cache``: ``auto`` (on for ``synthetic``, off otherwise: the encoder then runs online on the
+    training device), ``on`` / ``off``; ``cache_budget_gb`` caps what a run adds to ``cache_dir``.
+    ``chat_template``: ``auto`` (``plain`` for ``synthetic``, whose native scorer reads plain prompts;
+    the tokenizer's own chat template for conversation datasets), ``plain`` or ``chat``.
+    ``max_length`` (0: the LLM's ``max_position_embeddings``) truncates text, never visual tokens: an
+    item whose visual tokens would not fit is skipped. Items that fail (missing / damaged video,
+    malformed record, too long) are skipped and counted; a failure rate above ``max_failure_rate`` (over
+    at least ``min_failure_sample`` attempts) stops the run with the list."""
+
+    dataset: str = "synthetic"
     suite: str = "results/data/mia_synthetic"
-    families: list[str] = field(default_factory=list)  # empty: all; names or groups "long" / "dense"
+    families: list[str] = field(default_factory=list)  # empty: all; names or groups ("long", a source name)
+    args: dict[str, Any] = field(default_factory=dict)  # dataset-specific (llava_video: mixture, ...)
     n_frames: int = 16
     sampling: str = "uniform"  # uniform | fps
     fps: float = 1.0  # sampling: fps only
     cache_dir: str = "results/cache/features"
+    manifest_dir: str = "results/cache/manifests"
     max_train_items: int = 0  # 0: all
     # SuiteSpec fields ({clutter: 0, noise: 0}) for a suite the sweep generates when data.suite is missing;
     # an existing suite must have been made with them. Empty: the defaults of `make-synthetic`.
     synthetic: dict[str, Any] = field(default_factory=dict)
+    chat_template: str = "auto"  # auto | plain | chat
+    max_length: int = 0  # 0: the LLM's max_position_embeddings
+    workers: int = 0  # DataLoader worker processes (0: decode in the training process)
+    feature_cache: str = "auto"  # auto | on | off
+    cache_budget_gb: float = 0.0  # 0: no limit
+    max_failure_rate: float = 0.05
+    min_failure_sample: int = 50
+
+    #: fields that do not change what is trained (speed, memory, when to give up): never hashed
+    _NOT_BEHAVIOUR = ("manifest_dir", "workers", "feature_cache", "cache_budget_gb", "max_failure_rate",
+                      "min_failure_sample")
 
     def hash_omit(self) -> tuple[str, ...]:
-        """``synthetic`` came after the first results: empty is the old behaviour."""
-        return () if self.synthetic else ("synthetic",)
+        """Fields added after the first results are left out at their old behaviour (empty / default),
+        so the synthetic runs keep their ids; the dataset's content is in :func:`dataset_identity`."""
+        omit = list(self._NOT_BEHAVIOUR)
+        for name, default in (("synthetic", {}), ("dataset", "synthetic"), ("args", {}),
+                              ("chat_template", "auto"), ("max_length", 0)):
+            if getattr(self, name) == default:
+                omit.append(name)
+        return tuple(omit)
 
     def __post_init__(self) -> None:
         check_choice("sampling", self.sampling, ("uniform", "fps"))
+        check_choice("chat_template", self.chat_template, ("auto", "plain", "chat"))
+        check_choice("feature_cache", self.feature_cache, ("auto", "on", "off"))
         if not 1 <= self.n_frames <= 4096:
             raise ConfigError("n_frames", f"must be in [1, 4096], got {self.n_frames}")
         if self.fps <= 0:
             raise ConfigError("fps", f"must be > 0, got {self.fps}")
-        if self.max_train_items < 0:
-            raise ConfigError("max_train_items", f"must be >= 0 (0 = all), got {self.max_train_items}")
-        from harness.data.synthetic import FAMILIES, GROUPS  # the suite's own list (no import cycle here)
+        for name in ("max_train_items", "max_length", "workers", "min_failure_sample"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.cache_budget_gb < 0:
+            raise ConfigError("cache_budget_gb", f"must be >= 0 (0 = no limit), got {self.cache_budget_gb}")
+        if not 0 <= self.max_failure_rate <= 1:
+            raise ConfigError("max_failure_rate", f"must be in [0, 1], got {self.max_failure_rate}")
+        from harness.data.datasets import DATASETS, get_dataset  # plug-ins (no import cycle: lazy)
 
-        allowed = (*FAMILIES, *GROUPS)
-        for i, f in enumerate(self.families):
-            check_choice(f"families[{i}]", f, allowed)
-        if self.synthetic:
-            from harness.data.synthetic import spec_from
-
-            try:
-                spec_from(self.synthetic, "synthetic")
-            except (ValueError, TypeError) as e:
-                key, _, msg = str(e).partition(": ")
-                raise ConfigError(key if key.startswith("synthetic") else "synthetic", msg or str(e)) from None
+        check_choice("dataset", self.dataset, list(DATASETS))
+        get_dataset(self.dataset).validate(self)  # dataset-specific keys: raises ConfigError
 
 
 TRAIN_MODULES = ("compressor", "projector", "llm")
@@ -528,10 +570,7 @@ class TrainStage:
             raise ConfigError("lr", f"must be >= 0 (0 = train.lr), got {self.lr}")
         if self.start_frac != -1.0 and not 0 <= self.start_frac < 1:
             raise ConfigError("start_frac", f"must be in [0, 1) (or -1: use start_step), got {self.start_frac}")
-        from harness.data.synthetic import FAMILIES, GROUPS
-
-        for i, f in enumerate(self.families):
-            check_choice(f"families[{i}]", f, (*FAMILIES, *GROUPS))
+        # ``families`` names the dataset's groups: checked by the dataset in RunConfig.__post_init__
 
 
 @dataclass
@@ -640,6 +679,13 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_choice("protocol", self.protocol, ("lmm", "probe"))
+
+    def __post_init__(self) -> None:
+        from harness.data.datasets import get_dataset
+
+        ds = get_dataset(self.data.dataset)
+        for i, st in enumerate(self.train.stages):
+            ds.check_groups(st.families, f"train.stages[{i}].families")
 
 
 @dataclass

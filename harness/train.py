@@ -5,10 +5,17 @@ CONFIG is a YAML file of RunConfig overrides (see harness/config.py) or a preset
 (values parsed as YAML). The same entry point runs on one CPU, one GPU, or under ``torchrun``
 (DDP; FSDP for the paper preset): ``torchrun --nproc-per-node 8 -m harness.train paper ...``.
 
-Training reads frozen-encoder features from the feature cache (the video is never decoded inside the
-loop). Per optimizer step: ``grad_accum`` micro-batches of ``batch_size`` items per process, the loss
-is the answer-letter cross-entropy (:meth:`VideoLMM.loss`), AdamW with linear warm-up and cosine
-decay (per stage), gradient clipping, bf16 autocast on GPU.
+Training streams its dataset (``data.dataset``: the synthetic suite or LLaVA-style conversation records,
+:mod:`harness.data.datasets`) through a DataLoader whose workers decode only the sampled frames; the
+frozen encoder runs on the training device (bf16 on GPU), or its features come from the on-disk cache
+(``data.feature_cache``; on by default for the synthetic suite). Per optimizer step: ``grad_accum``
+micro-batches of ``batch_size`` items per process; the loss is next-token cross-entropy on the
+assistant turns only (:mod:`harness.data.conversation`: the tokenizer's chat template, or the plain
+prompt + `` A`` format of the synthetic suite); AdamW over fp32 master weights, linear warm-up and
+cosine decay per stage, gradient clipping, bf16 autocast on GPU (FSDP2: bf16 params, fp32 reduce).
+Bad items (missing / damaged videos, malformed records, too long) are skipped and counted in the
+summary; past ``data.max_failure_rate`` the run stops (:class:`DataFailureError`, ``failure.json``).
+Set-up order fails cheapest first (:mod:`harness.train_inputs`).
 
 Run directory (``--run-dir``, default ``results/runs/<config hash>``)::
 
@@ -19,7 +26,8 @@ Run directory (``--run-dir``, default ``results/runs/<config hash>``)::
                          config), model.safetensors  -> harness.evaluate / the lmms-eval plugin
     metrics.jsonl        one JSON line per logged step (loss, lr, grad norm, items/s, tokens/s)
     train_summary.json   written at the end
-    failure.json         written when the loss turns NaN/inf (the run raises TrainingDiverged)
+    failed_items.jsonl   every item that failed to load, with its reason
+    failure.json         written when the loss turns NaN/inf (TrainingDiverged) or too many items fail
 """
 
 from __future__ import annotations
@@ -28,9 +36,7 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -52,12 +58,25 @@ from harness.config import (
     set_by_path,
     to_dict,
 )
+from harness.data.pipeline import DataFailureError, DataOrder, SubsetOrder
+from harness.model_io import (  # noqa: F401  (re-exported: harness.train is their historical home)
+    CKPT_FORMAT,
+    MODEL_DIR,
+    WEIGHTS,
+    build_model,
+    export_model,
+    load_model,
+    metrics_upto,
+    module_state,
+    save_pretrained_atomic,
+    saved_modules,
+)
 from harness.store import atomic_write_text
+from harness.train_schedule import lr_at, stage_index, stages_of
+
+__all__ = ["DataOrder", "SubsetOrder", "DataFailureError", "Trainer", "train_run", "load_model", "main"]
 
 CHECKPOINT = "checkpoint.pt"
-MODEL_DIR = "model"
-WEIGHTS = "model.safetensors"
-CKPT_FORMAT = 1
 
 
 class TrainingDiverged(RuntimeError):
@@ -172,229 +191,23 @@ def suite_texts(cfg: RunConfig) -> list[str]:
     return texts
 
 
-class DataOrder:
-    """The deterministic item stream: epoch ``e`` is a permutation of all items seeded by (seed, e).
-    Optimizer step ``s`` consumes stream positions ``[s*E, (s+1)*E)`` with E = batch_size * grad_accum *
-    world_size; micro-batch ``a`` of rank ``r`` takes its own slice. Resuming at step s gives the same
-    batches as an uninterrupted run."""
-
-    def __init__(self, n: int, seed: int, batch_size: int, grad_accum: int, world_size: int = 1):
-        if n == 0:
-            raise ValueError("no training items (check data.suite / data.families / failed videos)")
-        self.n, self.seed, self.bs, self.accum, self.world = n, seed, batch_size, grad_accum, world_size
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perms = {epoch: torch.randperm(self.n, generator=g)}
-        return self._perms[epoch]
-
-    def batch(self, step: int, micro: int, rank: int) -> list[int]:
-        start = ((step * self.accum + micro) * self.world + rank) * self.bs
-        return [int(self._perm(p // self.n)[p % self.n]) for p in range(start, start + self.bs)]
-
-
-class SubsetOrder:
-    """A stage's stream over a subset of the items (``train.stages[i].families``): a
-    :class:`DataOrder` over ``indices``, counted from the stage's first step and seeded by the stage
-    index, so it resumes like the full stream."""
-
-    def __init__(self, indices: Sequence[int], first_step: int, stage: int, seed: int, batch_size: int,
-                 grad_accum: int, world_size: int = 1):
-        self.indices, self.first_step = list(indices), first_step
-        self.order = DataOrder(len(self.indices), seed + 7919 * stage, batch_size, grad_accum, world_size)
-
-    def batch(self, step: int, micro: int, rank: int) -> list[int]:
-        return [self.indices[i] for i in self.order.batch(step - self.first_step, micro, rank)]
-
-
-def stage_orders(cfg: RunConfig, stages: Sequence[TrainStage], examples: Sequence[Example],
+def stage_orders(cfg: RunConfig, stages: Sequence[TrainStage], manifest: Any, plugin: Any,
                  world_size: int = 1) -> list[DataOrder | SubsetOrder]:
     """One item stream per stage: the run's full stream, or for a stage with ``families`` the stream of
-    its items. Errors name the stage whose families have no training items."""
-    from harness.data.synthetic import expand_families
-
+    its items (the dataset's groups). Errors name the stage whose families have no training items."""
     t = cfg.train
-    full = DataOrder(len(examples), cfg.seed, t.batch_size, t.grad_accum, world_size)
+    full = DataOrder(len(manifest), cfg.seed, t.batch_size, t.grad_accum, world_size)
     out: list[DataOrder | SubsetOrder] = []
     for i, st in enumerate(stages):
         if not st.families:
             out.append(full)
             continue
-        want = expand_families(st.families)
-        idx = [j for j, e in enumerate(examples) if e.family in want]
-        if not idx:
+        idx = plugin.select(manifest, st.families)
+        if not len(idx):
             raise ValueError(f"train.stages[{i}].families={st.families}: no training items of these families "
                              f"(data.families={cfg.data.families or 'all'})")
         out.append(SubsetOrder(idx, st.start_step, i, cfg.seed, t.batch_size, t.grad_accum, world_size))
     return out
-
-
-# ------------------------------------------------------------------------------------------ model I/O
-def build_model(cfg: RunConfig, tokenizer: Any) -> nn.Module:
-    from harness.model.lmm import VideoLMM
-    from harness.model.presets import build_llm
-
-    return VideoLMM(cfg.model, build_llm(cfg.model.llm, tokenizer), tokenizer)
-
-
-def saved_modules(cfg: RunConfig) -> list[str]:
-    """Modules whose weights a checkpoint holds: every module ever trained, and the whole LLM for the
-    tiny preset (it is random, so it cannot be re-created from a hub id)."""
-    mods = set()
-    for st in stages_of(cfg):
-        mods.update(st.train_modules)
-    if cfg.model.llm.preset == "tiny":
-        mods.add("llm")
-    mods.update(("compressor", "projector"))
-    return sorted(mods)
-
-
-def module_state(model: nn.Module, modules: Sequence[str]) -> dict[str, torch.Tensor]:
-    sd = model.state_dict()
-    return {k: v for k, v in sd.items() if k.split(".", 1)[0] in modules}
-
-
-def metrics_upto(path: Path, step: int) -> list[str]:
-    """The lines of a ``metrics.jsonl`` at or before ``step`` (what a run resumed at ``step`` keeps).
-    A line that does not parse is the torn tail of a write cut by a kill: it is dropped, with a warning
-    naming the file and line, since the steps it logged are trained again."""
-    keep = []
-    for n, ln in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not ln.strip():
-            continue
-        try:
-            rec = json.loads(ln)
-        except json.JSONDecodeError:
-            print(f"[train] {path}:{n}: dropping a torn metrics line (the run was killed mid-write)",
-                  file=sys.stderr)
-            continue
-        if isinstance(rec, dict) and rec.get("step", 0) <= step:
-            keep.append(ln)
-    return keep
-
-
-def save_pretrained_atomic(obj: Any, out_dir: Path) -> None:
-    """``obj.save_pretrained(out_dir)`` where every file lands whole: transformers truncates and
-    rewrites in place, so a job killed mid-checkpoint (Slurm scancel, preemption) would leave an empty
-    ``tokenizer.json`` that the resumed run then fails to read. Written to a sibling temp folder, each
-    file is then ``os.replace``'d into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.parent.glob(f".{out_dir.name}.export.*"):  # left by a SIGKILL; one writer per run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.export."))
-    try:
-        obj.save_pretrained(str(tmp))
-        for f in sorted(tmp.rglob("*")):
-            if f.is_file():
-                dest = out_dir / f.relative_to(tmp)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(f, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def export_model(model: nn.Module, cfg: RunConfig, out_dir: Path, step: int,
-                 state: dict[str, torch.Tensor] | None = None) -> None:
-    """Write the self-contained model directory (config, tokenizer, LLM config, safetensors).
-    ``state``: an already gathered full state dict (FSDP); default: the model's own."""
-    from safetensors.torch import save_file
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    mods = saved_modules(cfg)
-    if state is None:
-        state = module_state(model, mods)
-    state = {k: v.detach().cpu().contiguous() for k, v in state.items() if k.split(".", 1)[0] in mods}
-    # tied weights (tiny LLM: lm_head = embeddings) are stored once
-    seen: dict[int, str] = {}
-    for k in list(state):
-        ptr = state[k].untyped_storage().data_ptr()
-        if ptr in seen:
-            del state[k]
-        else:
-            seen[ptr] = k
-    tmp = out_dir / (WEIGHTS + f".tmp{os.getpid()}")
-    save_file(state, str(tmp), metadata={"step": str(step)})
-    os.replace(tmp, out_dir / WEIGHTS)
-    save_pretrained_atomic(model.tokenizer, out_dir)
-    save_pretrained_atomic(model.llm.config, out_dir / "llm")
-    meta = {"format": CKPT_FORMAT, "step": step, "modules": mods, "run": to_dict(cfg),
-            "config_hash": config_hash(cfg)}
-    atomic_write_text(out_dir / "config.json", json.dumps(meta, indent=2))
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
-    """Load an exported model directory (``<run_dir>/model`` or the run dir itself) for scoring."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig
-
-    from harness.model.lmm import VideoLMM
-    from harness.model.presets import build_llm
-    from harness.model.tokenizer import load_tokenizer
-
-    p = Path(path)
-    if (p / MODEL_DIR / "config.json").is_file():
-        p = p / MODEL_DIR
-    meta_path = p / "config.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{p}: not a trained model directory (no config.json; expected "
-                                f"<run_dir>/{MODEL_DIR} written by harness.train)")
-    meta = json.loads(meta_path.read_text())
-    cfg = build(RunConfig, meta["run"])
-    tok = load_tokenizer(p)
-    if cfg.model.llm.preset == "tiny":
-        from transformers import AutoModelForCausalLM
-
-        from harness.model.presets import DTYPES
-
-        llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(p / "llm")),
-                                               dtype=DTYPES[cfg.model.llm.dtype],
-                                               attn_implementation=cfg.model.llm.attn_implementation)
-    else:
-        llm = build_llm(cfg.model.llm, tok)
-    model = VideoLMM(cfg.model, llm, tok)
-    state = load_file(str(p / WEIGHTS))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected:
-        raise ValueError(f"{p / WEIGHTS}: unexpected weights {unexpected[:5]}")
-    saved = set(meta["modules"])
-    tied = {"llm.lm_head.weight"} if getattr(llm.config, "tie_word_embeddings", False) else set()
-    bad = [k for k in missing if k.split(".", 1)[0] in saved and k not in tied]
-    if bad:
-        raise ValueError(f"{p / WEIGHTS}: missing weights {bad[:5]}")
-    model.to(device).eval()
-    return model, cfg
-
-
-# ------------------------------------------------------------------------------------------ schedule
-def stages_of(cfg: RunConfig) -> list[TrainStage]:
-    from harness.model.presets import default_train_modules
-
-    t = cfg.train
-    if t.stages:
-        return list(t.stages)
-    mods = list(t.train_modules) or default_train_modules(cfg.model.llm)
-    return [TrainStage(start_step=0, train_modules=mods)]
-
-
-def stage_index(stages: Sequence[TrainStage], step: int) -> int:
-    return max(i for i, s in enumerate(stages) if s.start_step <= step)
-
-
-def lr_at(cfg: RunConfig, stages: Sequence[TrainStage], step: int) -> float:
-    """Linear warm-up then cosine decay to ``min_lr_ratio * lr``, restarted at every stage."""
-    i = stage_index(stages, step)
-    st = stages[i]
-    end = stages[i + 1].start_step if i + 1 < len(stages) else cfg.train.steps
-    base = st.lr or cfg.train.lr
-    warm = cfg.train.warmup_steps if st.warmup_steps < 0 else st.warmup_steps
-    k, n = step - st.start_step, end - st.start_step
-    if warm and k < warm:
-        return base * (k + 1) / warm
-    frac = (k - warm) / max(1, n - warm)
-    lo = cfg.train.min_lr_ratio
-    return base * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -425,17 +238,6 @@ class Trainer:
                 torch.cuda.set_device(self.device)
             dist.init_process_group(backend=backend, rank=self.rank, world_size=self.world)
 
-    def _tokenizer(self):
-        from harness.model.tokenizer import build_word_tokenizer, load_tokenizer
-
-        llm = self.cfg.model.llm
-        if llm.preset != "tiny":
-            return load_tokenizer(llm.tokenizer or llm.name_or_path)
-        tok_dir = self.run_dir / MODEL_DIR
-        if (tok_dir / "tokenizer.json").is_file():  # resume: the same vocabulary
-            return load_tokenizer(tok_dir)
-        return build_word_tokenizer(suite_texts(self.cfg))
-
     def _parallel(self) -> str:
         p = self.cfg.train.parallel
         if p == "auto":
@@ -448,7 +250,9 @@ class Trainer:
         if self._parallel() == "fsdp":
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if self._amp() else None)
+            # fp32 master weights (sharded), bf16 compute, fp32 gradient reduction
+            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if self._amp() else None,
+                                      reduce_dtype=torch.float32)
             for layer in getattr(model.llm.get_decoder(), "layers", []):
                 fully_shard(layer, mp_policy=mp)
             fully_shard(model, mp_policy=mp)
@@ -482,7 +286,8 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"format": CKPT_FORMAT, "step": step, "stage": stage, "model": msd, "optimizer": osd,
-                "rng": rng, "config_hash": config_hash(self.cfg), "world_size": self.world}
+                "rng": rng, "config_hash": config_hash(self.cfg), "world_size": self.world,
+                "data_failures": self._flog.state()}
 
     def _save(self, model: nn.Module, opt, step: int, stage: int) -> None:
         state = self._state(model, opt, step, stage)  # collective under FSDP: every rank calls it
@@ -522,7 +327,47 @@ class Trainer:
                "config_hash": config_hash(self.cfg)}
         atomic_write_text(self.run_dir / "failure.json", json.dumps(rec, indent=2))
 
+    def _master_weights(self, model: nn.Module, stages: Sequence[TrainStage]) -> None:
+        """Every module trained in some stage keeps fp32 weights (bf16 compute comes from autocast /
+        FSDP's param_dtype): an AdamW step of 2e-5 on a bf16 weight is below its resolution and lost."""
+        trained = {m for s in stages for m in s.train_modules}
+        for name, mod in model.submodules().items():
+            if name in trained:
+                mod.float()
+
+    def _build(self) -> tuple[nn.Module, Any, Any]:
+        """Tokenizer, manifest, model, inputs: cheapest failure first (see :mod:`harness.train_inputs`)."""
+        from harness.data.datasets import get_dataset
+        from harness.train_inputs import build_inputs, check_manifest, local_tokenizer, pretrained_tokenizer
+
+        cfg = self.cfg
+        tokenizer = pretrained_tokenizer(cfg, self.run_dir)
+        plugin = get_dataset(cfg.data.dataset)
+        if self.world > 1 and not self.is_main:
+            dist.barrier()  # rank 0 builds the manifest once
+        manifest = plugin.manifest(cfg.data)
+        if self.world > 1 and self.is_main:
+            dist.barrier()
+        check_manifest(cfg, manifest)
+        if tokenizer is None:
+            tokenizer = local_tokenizer(cfg, manifest)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every (re)start
+        model = build_model(cfg, tokenizer).to(self.device)
+        inputs = build_inputs(cfg, manifest, tokenizer, model, self.device)
+        return model, manifest, inputs
+
     def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        except DataFailureError as e:
+            if self.is_main:
+                write_data_failure(self.run_dir, self.cfg, e)
+            raise
+
+    def _run(self) -> dict[str, Any]:
+        from harness.data.pipeline import FailureLog, FeatureSource, write_failed
+        from harness.train_inputs import make_train_loader
+
         cfg, t = self.cfg, self.cfg.train
         self._init_dist()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -530,13 +375,11 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
             (self.run_dir / "failure.json").unlink(missing_ok=True)
         torch.manual_seed(cfg.seed)
-        examples, failed = load_examples(cfg, "train", progress=self.progress and self.is_main)
-        tokenizer = self._tokenizer()
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every (re)start
-        model = build_model(cfg, tokenizer).to(self.device)
+        stages = stages_of(cfg)
+        model, manifest, inputs = self._build()
+        self._master_weights(model, stages)
         self._unwrapped = model
         self.model = model
-        stages = stages_of(cfg)
         state = self._load()
         start = 0
         if state is not None:
@@ -544,7 +387,12 @@ class Trainer:
             if unexpected:
                 raise ValueError(f"{self.run_dir / CHECKPOINT}: unexpected keys {unexpected[:5]}")
             start = int(state["step"])
-        orders = stage_orders(cfg, stages, examples, self.world)
+        orders = stage_orders(cfg, stages, manifest, inputs.plugin, self.world)
+        flog = FailureLog(cfg.data.max_failure_rate, cfg.data.min_failure_sample,
+                          state.get("data_failures") if state is not None else None)
+        self._flog = flog  # its state goes into every checkpoint
+        fsrc = FeatureSource(inputs.encoder, self.device, inputs.online_bf16, inputs.cache,
+                             int(cfg.data.cache_budget_gb * 2**30))
         metrics_path = self.run_dir / "metrics.jsonl"
         if self.is_main and metrics_path.exists():
             atomic_write_text(metrics_path, "".join(ln + "\n" for ln in metrics_upto(metrics_path, start)))
@@ -555,10 +403,14 @@ class Trainer:
                    disable=not (self.progress and self.is_main), dynamic_ncols=True)
         stage_i, wrapped, opt = -1, model, None
         t0, items_seen, tokens_seen, win_t, win_items, win_tokens = time.time(), 0, 0, time.time(), 0, 0
+        win_data = win_enc = 0.0
+        n_truncated = 0
         last_loss = float("nan")
-        T, P = examples[0].feats.shape[:2]
-        n_visual = model.count_visual_tokens(T, P)
+        n_visual = inputs.n_visual
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if self._amp() else nullcontext()
+        loader = make_train_loader(cfg, inputs, orders, [stage_index(stages, s) for s in range(t.steps)], start,
+                                   self.rank)
+        batches = iter(loader)
         for step in range(start, t.steps):
             si = stage_index(stages, step)
             if si != stage_i:
@@ -589,17 +441,28 @@ class Trainer:
             wrapped.train()
             loss_sum = torch.zeros((), device=self.device)
             for micro in range(t.grad_accum):
-                batch = [examples[i] for i in orders[si].batch(step, micro, self.rank)]
-                feats = torch.stack([b.feats for b in batch]).to(self.device, torch.float32)
+                tw = time.perf_counter()
+                batch = next(batches)
+                win_data += time.perf_counter() - tw
+                flog.add(batch)
+                flog.check(f"step {step}")
+                items = batch["items"]
+                if not items:
+                    raise DataFailureError(f"step {step} micro-batch {micro}: every item failed "
+                                           f"({batch['failed'][:4]})", dict(flog.failed))
+                te = fsrc.encode_s
+                feats = fsrc.features(items)
+                win_enc += fsrc.encode_s - te
                 sync = (micro == t.grad_accum - 1 or self.world == 1 or not hasattr(wrapped, "no_sync"))
                 ctx = nullcontext() if sync else wrapped.no_sync()
                 with ctx, amp:
-                    loss = compute_loss(wrapped, feats, [b.prompt for b in batch], [b.answer for b in batch])
+                    loss = compute_loss(wrapped, feats, items)
                     (loss / t.grad_accum).backward()
                 loss_sum += loss.detach().float() / t.grad_accum
-                items_seen += len(batch)
-                win_items += len(batch)
-                n_tok = sum(n_visual + len(model.text_ids(b.prompt)) + 2 for b in batch)
+                items_seen += len(items)
+                win_items += len(items)
+                n_tok = sum(n_visual + it["row"].n_text for it in items)
+                n_truncated += sum(it["row"].truncated for it in items)
                 tokens_seen += n_tok
                 win_tokens += n_tok
             if self.world > 1:
@@ -621,21 +484,33 @@ class Trainer:
                 dt = max(1e-9, time.time() - win_t)
                 rec = {"step": done, "loss": round(last_loss, 6), "lr": lr, "grad_norm": float(gnorm),
                        "items_per_s": win_items * self.world / dt, "tokens_per_s": win_tokens * self.world / dt,
-                       "elapsed_s": time.time() - t0, "stage": si}
+                       "elapsed_s": time.time() - t0, "stage": si, "data_wait_frac": round(win_data / dt, 4),
+                       "encode_frac": round(win_enc / dt, 4), "failed_reads": flog.n_failures}
                 bar.set_postfix(loss=f"{last_loss:.3f}", it_s=f"{rec['items_per_s']:.1f}")
                 if self.is_main:
                     with open(metrics_path, "a") as fh:
                         fh.write(json.dumps(rec) + "\n")
-                win_t, win_items, win_tokens = time.time(), 0, 0
+                win_t, win_items, win_tokens, win_data, win_enc = time.time(), 0, 0, 0.0, 0.0
             if done % t.checkpoint_every == 0 or done == t.steps:
                 self._save(wrapped, opt, done, si)
         bar.close()
+        del batches, loader  # stop the workers
         if start >= t.steps and self.is_main and not (self.run_dir / MODEL_DIR / WEIGHTS).is_file():
             export_model(model, cfg, self.run_dir / MODEL_DIR, start)
         elapsed = time.time() - t0
+        fails = flog.summary()
+        if self.is_main:
+            write_failed(self.run_dir / "failed_items.jsonl", fails["failed"])
+        mst = manifest.stats
         summary = {"steps": t.steps, "resumed_from": start, "final_loss": last_loss,
                    "train_time_s": elapsed, "items_per_s": items_seen * self.world / max(elapsed, 1e-9),
-                   "n_train_items": len(examples), "n_failed_videos": len(failed),
+                   "dataset": manifest.name, "dataset_identity": f"{manifest.name}:{manifest.identity}",
+                   "n_train_items": len(manifest), "n_failed_videos": fails["n_failed_items"],
+                   "data_failures": {k: v for k, v in fails.items() if k != "failed"},
+                   "failed_items": dict(list(fails["failed"].items())[:1000]),
+                   "manifest": {"n_records": mst.get("n_records"), "n_malformed": mst.get("n_malformed", 0),
+                                "malformed": dict(list(mst.get("malformed", {}).items())[:100])},
+                   "template": inputs.conv.template, "n_truncated": n_truncated, "features": fsrc.stats(),
                    "visual_tokens_per_item": n_visual, "world_size": self.world,
                    "params": {k: sum(p.numel() for p in m.parameters()) for k, m in model.submodules().items()},
                    "trained_modules": sorted({m for s in stages for m in s.train_modules}),
@@ -645,22 +520,34 @@ class Trainer:
         return summary
 
 
-def compute_loss(model: nn.Module, feats: torch.Tensor, prompts: list[str], answers: list[str]) -> torch.Tensor:
-    """One micro-batch's loss through the (possibly DDP/FSDP-wrapped) model's forward."""
-    return model(feats, prompts, answers)
+def compute_loss(model: nn.Module, feats: torch.Tensor, items: list[dict[str, Any]]) -> torch.Tensor:
+    """One micro-batch's loss through the (possibly DDP/FSDP-wrapped) model's forward. ``items``: the
+    collated items (``row``: :class:`~harness.data.conversation.TokenRow`, ``id``, ``group``)."""
+    rows = [it["row"] for it in items]
+    return model(feats, [r.before for r in rows], [r.after for r in rows], [r.labels for r in rows])
 
 
 def train_run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` (resuming from its checkpoint if present). Raises
-    :class:`TrainingDiverged` on a NaN/inf loss. Returns the summary (also in train_summary.json)."""
+    :class:`TrainingDiverged` on a NaN/inf loss and :class:`DataFailureError` when too many items fail
+    (both leave ``failure.json``). Returns the summary (also in train_summary.json)."""
     return Trainer(cfg, run_dir, progress=progress).run()
+
+
+def write_data_failure(run_dir: Path, cfg: RunConfig, e: DataFailureError) -> None:
+    """``failure.json`` for a run stopped by bad data, with every failed item and its reason."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rec = {"error": "DataFailureError", "message": str(e), "failed": e.failed, "time": time.time(),
+           "config_hash": config_hash(cfg)}
+    atomic_write_text(run_dir / "failure.json", json.dumps(rec, indent=2))
 
 
 # ------------------------------------------------------------------------------------------ CLI
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m harness.train",
-        description="Train one MambaMia LMM variant from cached encoder features.",
+        description="Train one MambaMia LMM variant: a dataset streamed through the frozen encoder "
+                    "(synthetic suite or LLaVA-style conversations), compressor + projector + LLM.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  python -m harness.data make-synthetic --out results/data/mia_synthetic\n"
@@ -668,6 +555,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                "  python -m harness.train tiny model.compressor.block=transformer train.steps=200\n"
                "  python -m harness.train my_variant.yaml --eval        # train, then score natively\n"
                "  torchrun --nproc-per-node 2 -m harness.train tiny     # DDP (gloo on CPU)\n"
+               "  python -m harness.data make-llava-sample --out results/data/llava_sample\n"
+               "  python -m harness.train tiny data.dataset=llava_video \\\n"
+               "      data.args.mixture=results/data/llava_sample/mixture.yaml data.workers=2\n"
+               "  python -m harness.train paper data.dataset=llava_video \\\n"
+               "      data.args.mixture=configs/paper_llava_video_178k.yaml train.steps=20\n"
                "A killed run resumes from <run-dir>/checkpoint.pt when started again with the same config.",
     )
     ap.add_argument("config", help="YAML file of RunConfig overrides, or a preset name (tiny, paper)")
@@ -691,6 +583,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except (DataFailureError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 4
     rank = _dist_env()[0]
     if rank == 0:
         print(json.dumps({k: summary[k] for k in ("steps", "final_loss", "train_time_s", "items_per_s",

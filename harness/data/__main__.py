@@ -1,4 +1,5 @@
-"""``python -m harness.data``: make the synthetic suite, inspect it, probe videos, fill the feature cache.
+"""``python -m harness.data``: make the synthetic suite, inspect it, probe videos, fill the feature cache;
+write a LLaVA-Video-178K-schema sample and show a conversation dataset's manifest.
 
 Examples::
 
@@ -8,6 +9,8 @@ Examples::
     python -m harness.data info results/data/mia_synthetic
     python -m harness.data probe some_video.mp4 --n-frames 16 --size 64
     python -m harness.data features --suite results/data/mia_synthetic --n-frames 16 --encoder tiny
+    python -m harness.data make-llava-sample --out results/data/llava_sample
+    python -m harness.data manifest --mixture configs/paper_llava_video_178k.yaml   # identity, counts
 """
 
 from __future__ import annotations
@@ -128,6 +131,30 @@ def _cmd_features(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_make_llava(a: argparse.Namespace) -> int:
+    from harness.data.llava_sample import make_llava_sample
+
+    info = make_llava_sample(a.out, n_videos=a.n_videos, long_frames=a.long_frames, seed=a.seed)
+    print(json.dumps(info, indent=1))
+    print(f"train on it: python -m harness.train tiny data.dataset=llava_video "
+          f"data.args.mixture={info['mixture']}", file=sys.stderr)
+    return 0
+
+
+def _cmd_manifest(a: argparse.Namespace) -> int:
+    from harness.config import DataConfig
+    from harness.data.datasets import build_manifest
+
+    args = {"mixture": a.mixture} if a.mixture else {"path": a.path, "video_root": a.video_root}
+    m = build_manifest(DataConfig(dataset="llava_video", args=args, manifest_dir=a.manifest_dir))
+    st = m.stats
+    print(json.dumps({"identity": f"{m.name}:{m.identity}", "n_items": len(m), "groups": m.groups,
+                      **{k: st[k] for k in ("n_records", "n_malformed", "entries") if k in st}}, indent=1))
+    for loc, why in list(st.get("malformed", {}).items())[:20]:
+        print(f"MALFORMED {loc}: {why}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.data", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,9 +182,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoder", choices=("tiny", "siglip", "clip"), default="tiny")
     p.add_argument("--name-or-path", default="", help="HF model for siglip / clip (must be available locally)")
     p.add_argument("--quiet", action="store_true")
+    p = sub.add_parser("make-llava-sample", help="write a small LLaVA-Video-178K-schema dataset (real H.264 "
+                       "files, a long one, damaged ones, malformed records) and its mixture YAML",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--n-videos", type=int, default=24)
+    p.add_argument("--long-frames", type=int, default=2400, help="frames of the one long video (8 fps)")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("manifest", help="build / show the manifest of a llava_video mixture: identity, counts, "
+                       "malformed records", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--mixture", default="", help="LLaVA-NeXT-style data YAML ({datasets: [...]})")
+    p.add_argument("--path", default="", help="one JSON / JSONL file (instead of --mixture)")
+    p.add_argument("--video-root", default="")
+    p.add_argument("--manifest-dir", default="results/cache/manifests")
     a = ap.parse_args(argv)
     return {"make-synthetic": _cmd_make, "info": _cmd_info, "probe": _cmd_probe,
-            "features": _cmd_features}[a.cmd](a)
+            "features": _cmd_features, "make-llava-sample": _cmd_make_llava,
+            "manifest": _cmd_manifest}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,19 @@ class FrozenEncoder(nn.Module):
             outs.append(self._encode(x).float().cpu())
         return torch.cat(outs, 0) if outs else torch.zeros(0, self.num_patches, self.dim)
 
+    @torch.no_grad()
+    def encode_on_device(self, frames: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+        """uint8 ``(N, H, W, 3)`` (any device) -> ``(N, P, D)`` in ``dtype`` on the encoder's device,
+        ``batch_size`` frames per forward: the training loop's online path (bf16 autocast on CUDA; the
+        uint8 frames cross to the GPU, not float32 pixels)."""
+        outs = []
+        amp = dtype != torch.float32 and self._device.type == "cuda"
+        for i in range(0, frames.shape[0], self.batch_size):
+            x = self._preprocess(frames[i:i + self.batch_size].to(self._device, non_blocking=True))
+            with torch.autocast("cuda", dtype=dtype, enabled=amp):
+                outs.append(self._encode(x).to(dtype))
+        return torch.cat(outs, 0) if outs else torch.zeros(0, self.num_patches, self.dim, dtype=dtype)
+
     def _encode(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 

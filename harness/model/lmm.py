@@ -182,11 +182,47 @@ class VideoLMM(nn.Module):
         logits, tgt, _ = self._target_logits(visuals, contexts, targets)
         return F.cross_entropy(logits, tgt)
 
-    def forward(self, feats: torch.Tensor, contexts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
-        """Training forward (what DDP/FSDP wrap): feats (B, T, P, d_in), B prompts and B answers
-        (e.g. " A") -> scalar loss (:meth:`loss`)."""
+    def sft_loss(self, visuals: Sequence[torch.Tensor], before: Sequence[list[int]], after: Sequence[list[int]],
+                 labels: Sequence[list[int]]) -> torch.Tensor:
+        """Mean next-token cross-entropy over the labelled tokens of rows ``before_i + visual_i +
+        after_i`` (``labels_i`` one per ``after_i`` id, -100: no loss; see
+        :mod:`harness.data.conversation`). visuals: list of (N_i, H). With one answer per row this is
+        exactly :meth:`loss` (the same rows, positions and reduction)."""
+        emb_layer = self.llm.get_input_embeddings()
+        rows, r_idx, c_idx, tgt = [], [], [], []
+        for i, (vis, b, a, lab) in enumerate(zip(visuals, before, after, labels, strict=True)):
+            ids_b = torch.tensor(b, dtype=torch.long, device=self.device)
+            ids_a = torch.tensor(a, dtype=torch.long, device=self.device)
+            rows.append(torch.cat([emb_layer(ids_b), vis.to(emb_layer.weight.dtype), emb_layer(ids_a)], 0))
+            off = len(b) + vis.shape[0]
+            for j, t in enumerate(lab):
+                if t != -100:
+                    r_idx.append(i)
+                    c_idx.append(off + j - 1)  # the position that predicts after[j]
+                    tgt.append(t)
+        if not tgt:
+            raise ValueError("no labelled token in the batch (every assistant turn was cut?)")
+        L = max(r.shape[0] for r in rows)
+        embeds = rows[0].new_zeros(len(rows), L, rows[0].shape[1])
+        mask = torch.zeros(len(rows), L, dtype=torch.long, device=self.device)
+        for i, r in enumerate(rows):
+            embeds[i, : r.shape[0]] = r
+            mask[i, : r.shape[0]] = 1
+        h = self.hidden_states(embeds, mask)
+        ri = torch.tensor(r_idx, dtype=torch.long, device=h.device)
+        ci = torch.tensor(c_idx, dtype=torch.long, device=h.device)
+        logits = self.llm.get_output_embeddings()(h[ri, ci]).float()
+        return F.cross_entropy(logits, torch.tensor(tgt, dtype=torch.long, device=logits.device))
+
+    def forward(self, feats: torch.Tensor, before: Sequence[Any], after: Sequence[Any],
+                labels: Sequence[list[int]] | None = None) -> torch.Tensor:
+        """Training forward (what DDP/FSDP wrap): feats (B, T, P, d_in) and B token rows (``before``,
+        ``after``, ``labels``: :meth:`sft_loss`) -> scalar loss. Without ``labels``, ``before`` /
+        ``after`` are B prompts and B answers (e.g. " A"): :meth:`loss`."""
         vis, _ = self.encode_video(feats)
-        return self.loss(list(vis), contexts, answers)
+        if labels is None:
+            return self.loss(list(vis), before, after)
+        return self.sft_loss(list(vis), before, after, labels)
 
     # ------------------------------------------------------------------------------ scoring
     @torch.no_grad()

@@ -116,11 +116,13 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
                            "taa": {"enabled": True, "sampling": "delta", "threshold": 0.6, "max_frames": 180}},
             "projector": "mlp2x_gelu",
         },
-        "data": {"n_frames": 64},
-        "train": {"steps": 4000, "batch_size": 1, "grad_accum": 16, "lr": 1e-3, "warmup_steps": 100,
+        "data": {"n_frames": 64, "sampling": "fps", "fps": 2.0, "workers": 8},
+        # stage 2 from half the steps: `train.steps=20` shortens both stages (fp32 master weights: the
+        # 2e-5 steps of stage 2 reach the bf16 LLM; harness.train.Trainer._master_weights)
+        "train": {"steps": 4000, "batch_size": 1, "grad_accum": 16, "lr": 1e-4, "warmup_steps": 100,
                   "bf16": True, "parallel": "fsdp",
-                  "stages": [{"start_step": 0, "train_modules": ["compressor", "projector"], "lr": 1e-3},
-                             {"start_step": 2000, "train_modules": ["compressor", "projector", "llm"],
+                  "stages": [{"start_step": 0, "train_modules": ["compressor", "projector"], "lr": 1e-4},
+                             {"start_frac": 0.5, "train_modules": ["compressor", "projector", "llm"],
                               "lr": 2e-5}]},
     },
 }

@@ -23,6 +23,12 @@ def data_keys(configs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[
     return list(out.values())
 
 
+def _needs_no_suite(c: dict[str, Any]) -> bool:
+    """A run that trains on a conversation dataset and scores with lmms-eval never reads data.suite."""
+    return (c["data"].get("dataset", "synthetic") != "synthetic"
+            and (c.get("eval") or {}).get("backend", "native") != "native")
+
+
 def prepare_data(configs: list[dict[str, Any]], progress: bool = True, log: Any = print) -> dict[str, Any]:
     """Generate missing suites and fill the feature cache for every distinct (data, encoder) config.
 
@@ -42,6 +48,9 @@ def prepare_data(configs: list[dict[str, Any]], progress: bool = True, log: Any 
             raise ValueError(f"data.suite {d['suite']}: variants ask for different data.synthetic specs "
                              f"({specs[d['suite']]} vs {over}); give each spec its own data.suite")
     for suite, over in specs.items():
+        users = [c for c in configs if c["data"]["suite"] == suite]
+        if all(_needs_no_suite(c) for c in users):
+            continue
         if not (Path(suite) / "meta.json").is_file():
             log(f"[sweep] data.suite {suite} does not exist: generating the synthetic suite (same as "
                 f"`python -m harness.data make-synthetic`{', with ' + str(over) if over else ''})")
@@ -50,6 +59,14 @@ def prepare_data(configs: list[dict[str, Any]], progress: bool = True, log: Any 
     # a suite made with other values than data.synthetic is refused by ensure_features (check_spec)
     for data, enc, splits in keys:
         dcfg, ecfg = build(DataConfig, data), build(EncoderConfig, enc)
+        if dcfg.dataset != "synthetic":  # conversation data streams through the encoder: build its manifest
+            from harness.data.datasets import build_manifest
+
+            m = build_manifest(dcfg)
+            log(f"[sweep] dataset {m.name}:{m.identity}: {len(m)} items, "
+                f"{m.stats.get('n_malformed', 0)} malformed records dropped")
+            feats.append({"dataset": f"{m.name}:{m.identity}", "n_items": len(m)})
+            continue
         fs = ensure_features(dcfg, ecfg, [s for s in splits if s == "train"], progress=progress)
         info = dict(fs.stats)
         # eval splits: every family (tasks may select families beyond data.families)

@@ -1,0 +1,159 @@
+"""What a training run reads, assembled in the order that fails cheapest first.
+
+1. a pretrained tokenizer (paper LLMs): loaded first, so a missing one fails in seconds;
+2. the dataset's manifest (:mod:`harness.data.datasets`), refused when too many records are malformed;
+3. a tokenizer built locally when none is given (tiny preset; paper preset with ``random_init`` and
+   no tokenizer files): word-level for the synthetic suite, else a byte-level BPE with a chat template;
+4. the frozen encoder on the training device, and the conversation encoder (template, max length).
+
+:func:`make_train_loader` then builds the DataLoader (:mod:`harness.data.pipeline`) from the resume step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.config import RunConfig
+from harness.data.conversation import ConversationEncoder
+from harness.data.datasets import Manifest, get_dataset
+from harness.data.pipeline import DataFailureError, StepBatchSampler, TrainItems, VideoSpec, make_loader
+
+
+def tokenizer_kind(cfg: RunConfig) -> str:
+    """``model.llm.tokenizer_kind`` resolved: ``auto`` is word-level for the synthetic suite (its
+    behaviour before BPE existed), byte-level BPE for every other dataset."""
+    k = cfg.model.llm.tokenizer_kind
+    if k == "auto":
+        return "word" if cfg.data.dataset == "synthetic" else "bpe"
+    return k
+
+
+def pretrained_tokenizer(cfg: RunConfig, run_dir: Path) -> Any | None:
+    """The tokenizer to load (resume: the run's own copy), or None when it is to be built locally.
+    Raises FileNotFoundError / OSError at once when a named one is missing."""
+    from harness.model.tokenizer import load_tokenizer
+
+    llm = cfg.model.llm
+    saved = run_dir / "model"
+    if (saved / "tokenizer.json").is_file() and (llm.preset == "tiny" or not (llm.tokenizer or llm.name_or_path)):
+        return load_tokenizer(saved)  # resume: the same vocabulary
+    if llm.preset == "tiny":
+        return None
+    path = llm.tokenizer or llm.name_or_path
+    if llm.random_init and not llm.tokenizer:
+        local = Path(path) if path else None
+        if local is None or (local.is_dir() and not (local / "tokenizer.json").is_file()
+                             and not (local / "tokenizer_config.json").is_file()):
+            return None  # random weights need no download: a tokenizer is learnt from the data
+    if not path:
+        raise FileNotFoundError("model.llm.name_or_path / model.llm.tokenizer: the paper preset needs a tokenizer")
+    try:
+        return load_tokenizer(path)
+    except OSError as e:  # not local and not in the hub cache (offline): say which key to fix
+        raise FileNotFoundError(f"model.llm.{'tokenizer' if llm.tokenizer else 'name_or_path'}={path}: no "
+                                f"tokenizer there ({type(e).__name__}: {str(e)[:200]})") from e
+
+
+def local_tokenizer(cfg: RunConfig, manifest: Manifest) -> Any:
+    """A tokenizer learnt from the dataset's texts (nothing downloaded)."""
+    from harness.model.bpe_tokenizer import train_bpe_tokenizer
+    from harness.model.tokenizer import build_word_tokenizer
+
+    llm = cfg.model.llm
+    if tokenizer_kind(cfg) == "word":
+        if cfg.data.dataset == "synthetic":
+            from harness.train import suite_texts
+
+            return build_word_tokenizer(suite_texts(cfg))
+        return build_word_tokenizer(manifest.texts())
+    vocab = llm.bpe_vocab_size
+    if llm.preset != "tiny" and llm.vocab_size:
+        vocab = min(vocab, llm.vocab_size)
+    return train_bpe_tokenizer(manifest.texts(), vocab, model_max_length=llm.max_position_embeddings)
+
+
+def check_manifest(cfg: RunConfig, manifest: Manifest) -> None:
+    """Stop before any training when too many records are malformed (the list is in the error)."""
+    st, d = manifest.stats, cfg.data
+    n, bad = int(st.get("n_records", len(manifest))), int(st.get("n_malformed", 0))
+    if not len(manifest):
+        raise DataFailureError(f"data ({manifest.name}): no usable training record in {st.get('sources')}",
+                               dict(st.get("malformed", {})))
+    if n and bad / n > d.max_failure_rate:
+        listed = "\n".join(f"  {k}: {v}" for k, v in list(st.get("malformed", {}).items())[:20])
+        raise DataFailureError(f"data ({manifest.name}): {bad} of {n} records are malformed ({bad / n:.1%} > "
+                               f"data.max_failure_rate={d.max_failure_rate:.1%}):\n{listed}",
+                               dict(st.get("malformed", {})))
+
+
+def resolve_template(cfg: RunConfig, tokenizer: Any) -> str:
+    """``data.chat_template`` resolved (``plain`` | ``chat``): what training used, so a scorer can
+    render prompts the same way (``ConversationEncoder.prompt``)."""
+    t = cfg.data.chat_template
+    if t == "auto":
+        t = get_dataset(cfg.data.dataset).default_template
+        if t == "chat" and not getattr(tokenizer, "chat_template", None):
+            t = "plain"
+    return t
+
+
+def build_encoder_on(cfg: RunConfig, device: torch.device) -> Any:
+    """The frozen encoder, on the training device when ``model.encoder.device`` is ``auto``."""
+    from harness.data.encoders import build_encoder
+
+    enc = cfg.model.encoder
+    if enc.device == "auto":
+        enc = dataclasses.replace(enc, device=str(device))
+    return build_encoder(enc)
+
+
+def feature_cache_on(cfg: RunConfig) -> bool:
+    fc = cfg.data.feature_cache
+    return fc == "on" or (fc == "auto" and cfg.data.dataset == "synthetic")
+
+
+@dataclass
+class TrainInputs:
+    """Everything the loop reads: manifest, encoder, conversation encoder, video spec, cache."""
+
+    manifest: Manifest
+    plugin: Any
+    encoder: Any
+    conv: ConversationEncoder
+    video: VideoSpec
+    n_visual: int
+    cache: Any
+    online_bf16: bool
+
+
+def build_inputs(cfg: RunConfig, manifest: Manifest, tokenizer: Any, model: Any, device: torch.device) -> TrainInputs:
+    from harness.data.cache import FeatureCache
+
+    d = cfg.data
+    encoder = build_encoder_on(cfg, device)
+    n_visual = model.count_visual_tokens(d.n_frames, encoder.num_patches)
+    max_len = d.max_length or int(getattr(model.llm.config, "max_position_embeddings", 0) or 0)
+    conv = ConversationEncoder(tokenizer, resolve_template(cfg, tokenizer), n_visual, max_len,
+                               cfg.model.video_position)
+    bf16 = cfg.train.bf16 and device.type == "cuda"
+    cache = FeatureCache(d.cache_dir) if feature_cache_on(cfg) else None
+    video = VideoSpec(n_frames=d.n_frames, sampling=d.sampling, fps=float(d.fps) if d.sampling == "fps" else None,
+                      size=encoder.image_size, encoder_id=encoder.encoder_id + ("|bf16" if bf16 else ""),
+                      weights_hash=encoder.weights_hash, cache_dir=str(d.cache_dir) if cache is not None else "")
+    return TrainInputs(manifest, get_dataset(d.dataset), encoder, conv, video, n_visual, cache, bf16)
+
+
+def make_train_loader(cfg: RunConfig, inputs: TrainInputs, orders: list, stage_of: list[int], start: int,
+                      rank: int) -> torch.utils.data.DataLoader:
+    items = TrainItems(inputs.manifest, inputs.conv, inputs.video)
+    sampler = StepBatchSampler(orders, stage_of, start, cfg.train.grad_accum, rank)
+    return make_loader(items, sampler, cfg.data.workers, cfg.seed)
+
+
+__all__ = ["TrainInputs", "build_inputs", "make_train_loader", "pretrained_tokenizer", "local_tokenizer",
+           "check_manifest", "tokenizer_kind", "feature_cache_on", "resolve_template"]
