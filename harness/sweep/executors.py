@@ -315,6 +315,9 @@ def job_failure(job: Any, spec: JobSpec) -> tuple[str, str | None, bool]:
     """Why a job ended without a record, its log, and whether the plain rerun should resume it (it
     died by a signal or the scheduler, not by its own error, and has a checkpoint)."""
     reason, log = _job_failure(job)
+    res = _job_result(job)
+    if res.get("status") == "failed" and res.get("reason"):  # its record could not be written (full disk)
+        return str(res["reason"]), log, bool(res.get("resumable"))
     sig = signal_words(getattr(getattr(job, "_process", None), "returncode", None))
     killed = sig is not None
     if sig:
@@ -334,6 +337,15 @@ def job_failure(job: Any, spec: JobSpec) -> tuple[str, str | None, bool]:
     if resumable:
         reason += f" | resumes from {ckpt} on the next run of the sweep"
     return reason, log, resumable
+
+
+def _job_result(job: Any) -> dict[str, Any]:
+    """The record ``run_job`` returned, when the job got that far (else ``{}``)."""
+    try:
+        res = job.result()
+    except Exception:  # noqa: BLE001 - no result
+        return {}
+    return res if isinstance(res, dict) else {}
 
 
 def _job_failure(job: Any) -> tuple[str, str | None]:

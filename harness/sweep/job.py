@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import gc
 import importlib
 import inspect
 import json
@@ -320,28 +321,39 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
         tb = traceback.format_exc()
         full = disk_full(e, run_dir)
         reason = describe_io_failure(e, run_dir) if full else f"{type(e).__name__}: {e}".strip()
-        removed = remove_temp_files(run_dir)  # frees the room a half-written checkpoint took
-        if removed:
-            reason += f" | removed {len(removed)} temporary file(s)"
-        err = run_dir / "error.txt"
-        try:
-            err.write_text(f"run {job.run_id} ({job.label}, seed {job.seed}) failed at {now()}\n{reason}\n\n{tb}")
-        except OSError:
-            err = None
-        rec = {**base, "status": "failed", "finished": now(), "wall_time_s": round(time.perf_counter() - t0, 3),
-               "versions": package_versions(), "reason": reason[:2000],
-               "log_path": info.get("log_err") or (str(err) if err else None),
-               # not the run's own error: a plain rerun (once there is room) resumes it
-               "resumable": full, "extra": {"error_file": str(err) if err else None}}
-        try:
-            store.write_run(rec)
-        except OSError as e2:  # the store's disk is full too: say so; the driver tries again
-            print(f"[sweep] run {job.run_id}: could not write its failed record: "
-                  f"{describe_io_failure(e2, store.root)}", flush=True)
-        print(f"[sweep] run {job.run_id} failed: {reason[:500]}\n{tb}", flush=True)
         if reraise:
+            _record_failure(job, store, base, info, run_dir, reason, tb, full, t0)
             raise
-        return rec
+    # outside the handler: the traceback (and the half-written checkpoint's still-open file, whose room
+    # a full disk needs back) is gone by now
+    gc.collect()
+    return _record_failure(job, store, base, info, run_dir, reason, tb, full, t0)
+
+
+def _record_failure(job: JobSpec, store: ResultsStore, base: dict[str, Any], info: dict[str, Any], run_dir: Path,
+                    reason: str, tb: str, full: bool, t0: float) -> dict[str, Any]:
+    """Remove the run's temp files, write ``error.txt`` and the ``failed`` record (each may fail on a
+    full disk: then say so on stdout, the job's log; the driver records the run from the job's result)."""
+    removed = remove_temp_files(run_dir)  # frees the room a half-written checkpoint took
+    if removed:
+        reason += f" | removed {len(removed)} temporary file(s)"
+    err: Path | None = run_dir / "error.txt"
+    try:
+        err.write_text(f"run {job.run_id} ({job.label}, seed {job.seed}) failed at {now()}\n{reason}\n\n{tb}")
+    except OSError:
+        err = None
+    rec = {**base, "status": "failed", "finished": now(), "wall_time_s": round(time.perf_counter() - t0, 3),
+           "versions": package_versions(), "reason": reason[:2000],
+           "log_path": info.get("log_err") or (str(err) if err else None),
+           # not the run's own error: a plain rerun (once there is room) resumes it
+           "resumable": full, "extra": {"error_file": str(err) if err else None}}
+    try:
+        store.write_run(rec)
+    except OSError as e2:  # the store's disk is full too: say so; the driver tries again
+        print(f"[sweep] run {job.run_id}: could not write its failed record: "
+              f"{describe_io_failure(e2, store.root)}", flush=True)
+    print(f"[sweep] run {job.run_id} failed: {reason[:500]}\n{tb}", flush=True)
+    return rec
 
 
 def _worker_rank(job: JobSpec) -> dict[str, Any]:
@@ -361,4 +373,5 @@ class SweepJob(submitit.helpers.Checkpointable):
 
     def __call__(self, job: JobSpec) -> dict[str, Any]:
         rec = run_job(job)
-        return {"run_id": rec["run_id"], "status": rec["status"], "reason": rec.get("reason")}
+        return {"run_id": rec["run_id"], "status": rec["status"], "reason": rec.get("reason"),
+                "resumable": rec.get("resumable", False)}

@@ -158,8 +158,8 @@ class ProgressView:
         lines = [f"sweep finished in {_fmt_s(time.time() - self.t0)}: {c['done']} done, {c['failed']} failed, "
                  f"{c['queued'] + c['running']} unfinished, {self.n_skipped} already done before"]
         if n_resume:
-            lines.append(f"{n_resume} of the failed run(s) were killed (not by their own error) and have a "
-                         "checkpoint: run the same command again to resume them")
+            lines.append(f"{n_resume} of the failed run(s) did not fail by their own error (killed by a signal "
+                         "or the scheduler, or a full disk): run the same command again to resume them")
         done = sorted((st for st in self.states.values() if st.status == "done"),
                       key=lambda st: -float((st.record or {}).get("wall_time_s") or 0))
         if done:
