@@ -533,7 +533,27 @@ class SlurmExecutor(BaseExecutor):
         sjobs = self.executor(f"{self.study}").map_array(SweepJob(), specs)
         view.write(f"submitted Slurm array {sjobs[0].job_id.split('_')[0]} ({len(sjobs)} task(s), "
                    f"%{self.profile.array_parallelism}); logs in {self.log_dir}")
+        for j, spec in zip(sjobs, specs):
+            self.mark_queued(spec, j)
         return {spec.run_id: (j, spec) for j, spec in zip(sjobs, specs)}
+
+    def mark_queued(self, spec: JobSpec, job: Any) -> None:
+        """Record the queued Slurm task before it starts (``running``, its job id, the attempt unchanged),
+        so that if this driver dies a rerun finds the task in ``squeue`` and waits for it instead of
+        submitting the run a second time."""
+        try:
+            prev = self.store.read_run(spec.run_id) or {}
+            if prev.get("status") == "done":
+                return
+            self.store.write_run({
+                "run_id": spec.run_id, "study": spec.study, "seed": spec.seed, "label": spec.label,
+                "config": spec.config, "git_commit": spec.git_commit, "status": "running", "reason": None,
+                "log_path": str(job.paths.stderr), "started": None, "finished": None, "wall_time_s": None,
+                "job": {"executor": "slurm", "job_id": str(job.job_id), "queued": now(),
+                        "attempt": int((prev.get("job") or {}).get("attempt", 0))}})
+        except (OSError, ValueError) as e:
+            view_msg = describe_io_failure(e, self.store.root) if isinstance(e, OSError) else str(e)
+            print(f"[sweep] could not record the queued job of run {spec.run_id}: {view_msg}", flush=True)
 
 
 EXECUTORS = {"local": LocalExecutor, "slurm": SlurmExecutor, "debug": DebugExecutor}
