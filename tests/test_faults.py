@@ -196,3 +196,37 @@ def test_full_disk_is_a_failed_record_and_the_rerun_finishes(tmp_path: Path, sui
     assert rc == 0, out
     assert "1 resume" in out, out
     assert_complete(res, "fulldisk", 4, executions=2)
+
+
+def test_a_live_worker_of_a_dead_driver_is_waited_for_then_the_run_resumes(tmp_path: Path, suite: Path) -> None:
+    """A ``running`` record naming a live process of this host and no live owner (a worker left by a
+    driver without the PDEATHSIG tie, or on a system without it): the rerun waits for it, counts it
+    against --max-parallel, and resumes the run once it is gone; it never runs the run alongside it."""
+    from harness.sweep.lock import HOST, proc_start
+
+    spec = study(tmp_path, suite, "orphan", steps=3, seeds="[0]")
+    res = tmp_path / "res"
+    (rid,) = run_ids(spec)
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        wait_for(lambda: proc_start(orphan.pid), what="the stand-in worker")
+        store = ResultsStore(res / "store")
+        store.write_run({"run_id": rid, "study": "orphan", "seed": 0, "status": "running", "started": None,
+                         "job": {"executor": "local", "host": HOST, "pid": orphan.pid,
+                                 "pid_start": proc_start(orphan.pid), "attempt": 1}})
+        log = tmp_path / "sweep.log"
+        with log.open("w") as f:
+            drv = subprocess.Popen([sys.executable, "-m", "harness.sweep", str(spec), "--results", str(res),
+                                    "--no-progress", "--no-report", "--poll", "0.3"], cwd=ROOT, stdout=f,
+                                   stderr=subprocess.STDOUT, text=True)
+            wait_for(lambda: "attached" in log.read_text(), what="the driver to attach")
+            time.sleep(2)
+            assert not attempts(res, rid), "the run started while the old worker still ran"
+            orphan.kill()
+            orphan.wait()
+            assert drv.wait(timeout=240) == 0, log.read_text()
+    finally:
+        orphan.kill()
+    out = log.read_text()
+    assert "1 running" in out and "waiting for the job of a previous driver" in out, out
+    assert_complete(res, "orphan", 3)

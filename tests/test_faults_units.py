@@ -183,3 +183,19 @@ def test_a_tied_child_dies_with_its_parent(tmp_path: Path) -> None:
     while pid_alive(pid) and time.monotonic() - t0 < 10:
         time.sleep(0.05)
     assert not pid_alive(pid)
+
+
+def test_stop_job_terminates_a_previous_drivers_worker() -> None:
+    """``--stop-previous``: SIGTERM to the pid a running record names (SIGKILL after the grace)."""
+    from harness.sweep.executors import stop_job
+
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+                                 "time.sleep(300)"], stdout=subprocess.PIPE, text=True)
+    assert stubborn.stdout.readline().strip() == "ready"
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    time.sleep(0.2)
+    for p, code in ((polite, -15), (stubborn, -9)):
+        job = {"executor": "local", "host": HOST, "pid": p.pid, "pid_start": proc_start(p.pid)}
+        stop_job(job, grace_s=1.0)
+        assert p.wait(timeout=10) == code
