@@ -247,11 +247,11 @@ def test_sigkill_of_the_driver_then_the_rerun_waits_for_its_slurm_task(slurm_clu
         def queued_task() -> str | None:
             for rec in records(results).values():
                 job_id = str((rec.get("job") or {}).get("job_id") or "")
-                if rec["status"] == "running" and "_" in job_id:
+                if rec["status"] == "running" and job_id:  # from submission on (a 1-task array is a plain job)
                     return job_id
             return None
 
-        job_id = wait_until(queued_task, 240, "the array task's record", proc, log)
+        job_id = wait_until(queued_task, 240, "the Slurm task's record", proc, log)
         proc.kill()
         proc.wait(timeout=30)
     finally:
