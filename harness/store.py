@@ -18,21 +18,31 @@ A run record::
 
 ``records()`` flattens the store into one row per (run, task, metric), the unit every table is made of.
 Each file is written through a temporary file in the same folder and ``os.replace``, so a reader never
-sees half a record and concurrent writers of different runs never collide.
+sees half a record and concurrent writers of different runs never collide. Files get the mode a plain
+``open()`` would give (``0666 & ~umask``: group-readable under the usual umask 022 or 002, so teammates on
+a shared cluster can read the store), not ``mkstemp``'s 0600. Temporary files are named
+``.<name>.<host>.<pid>.<random>.tmp`` and removed when the write fails; one left by a killed process is
+removed by :func:`clean_temp_files` (the sweep driver and the report call it on their folders).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 SCHEMA = 1
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:24] or "host"
+# .<name>.<host>.<pid>.<mkstemp's random part>.tmp
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
 
 
 def safe_name(name: str, what: str = "name") -> str:
@@ -42,13 +52,32 @@ def safe_name(name: str, what: str = "name") -> str:
     return name
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``/proc/self/status``)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)  # elsewhere: the classic set-and-restore (briefly process-wide)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666 & ~umask``."""
+    return 0o666 & ~current_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old or the new file, never a mix:
-    a temporary file in the same folder, fsync'ed, then ``os.replace``'d into place."""
+    a temporary file in the same folder, fsync'ed, then ``os.replace``'d into place. The file gets
+    :func:`file_mode` (umask-respecting); on any error (a full disk: ``OSError`` ENOSPC) the temporary
+    file is removed and the old file, if any, stays as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:32]}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:32]}.{_HOST}.{os.getpid()}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -57,6 +86,43 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _pid_exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (a zombie counts: this only guards temp files)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_temp_files(folder: str | os.PathLike, older_than_s: float = 3600.0) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_write_bytes` in ``folder`` (not recursive) that no
+    live writer owns: those of a dead process of this host, and any older than ``older_than_s`` (another
+    host's writer, which this host cannot ask). Returns the removed paths."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for e in entries:
+        m = _TEMP.match(e.name)
+        if not m or not e.is_file(follow_symlinks=False):
+            continue
+        try:
+            old = now - e.stat(follow_symlinks=False).st_mtime > older_than_s
+        except OSError:
+            continue
+        dead = m["host"] == _HOST and not _pid_exists(int(m["pid"]))
+        if dead or old:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -8,7 +8,8 @@ as a subprocess, the way a user does, on a tiny synthetic suite and a few traini
 * a failing run is recorded as ``failed`` with its Slurm log path, and the other runs finish;
 * ``scontrol requeue`` of a running training job (what preemption does) resumes it from its checkpoint,
   and the store ends with one completed run, not two;
-* Ctrl-C (SIGINT) on the driver cancels its Slurm jobs, and the same command afterwards resumes them.
+* Ctrl-C (SIGINT) on the driver cancels its Slurm jobs, and the same command afterwards resumes them;
+* a SIGKILLed driver leaves its array to Slurm, and the immediate rerun waits for it (no resubmission).
 
 The ``slurm_cluster`` fixture (tests/conftest.py) skips these tests where no cluster answers, and fails
 them under CI=true. The profile tests at the bottom need no cluster.
@@ -232,6 +233,42 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tiny_suite, tmp
         wait_until(lambda: sacct_states(job_id)[-1:] == ["COMPLETED"], 60, f"sacct to show {job_id} COMPLETED")
         states = sacct_states(job_id)
         assert states[:-1] and set(states[:-1]) == {"REQUEUED"}, f"sacct states of {job_id}: {states}"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_sigkill_of_the_driver_then_the_rerun_waits_for_its_slurm_task(slurm_cluster, tiny_suite, tmp_path):
+    """The driver is SIGKILLed with its array in Slurm's hands: the task's record names it from the moment
+    it is queued, so the immediate rerun finds it in squeue and waits for it (one execution, no second
+    submission)."""
+    over = TINY + [f"{k}={v}" for k, v in tiny_suite.items()] + [
+        "grid.model.compressor.block=[bi_ssm]", "train.steps=40", "train.batch_size=4"]
+    results, log = tmp_path / "res", tmp_path / "sweep.log"
+    proc = start_sweep(results, over, log)
+    try:
+        def queued_task() -> str | None:
+            for rec in records(results).values():
+                job_id = str((rec.get("job") or {}).get("job_id") or "")
+                if rec["status"] == "running" and job_id:  # from submission on (a 1-task array is a plain job)
+                    return job_id
+            return None
+
+        job_id = wait_until(queued_task, 240, "the Slurm task's record", proc, log)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert squeue(job_id), f"task {job_id} should outlive its driver"
+    res = run_sweep(results, over)
+    assert res.returncode == 0, outcome(res)
+    assert "attached" in res.stdout + res.stderr and "submitted Slurm array" not in res.stdout + res.stderr, \
+        outcome(res)
+    (final,) = records(results).values()
+    assert final["status"] == "done" and final["job"]["job_id"] == job_id, final
+    lines = (results / "runs" / final["run_id"] / "attempts.jsonl").read_text().splitlines()
+    assert len(lines) == 1, lines  # one execution
 
 
 @pytest.mark.slurm

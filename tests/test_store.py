@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing as mp
+import os
+import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -85,3 +90,44 @@ def test_unsafe_names_are_refused(tmp_path: Path, bad: str) -> None:
 def test_missing_study_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such study"):
         ResultsStore(tmp_path).read_study("nope")
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_store_files_follow_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """Records and tables are as readable as any file the user writes (mkstemp alone gives 0600)."""
+    old = os.umask(umask)
+    try:
+        ResultsStore(tmp_path).write_run({"run_id": "r1", "status": "done"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "runs" / "r1.json").stat().st_mode) == mode
+
+
+def test_clean_temp_files_removes_only_dead_writers_files(tmp_path: Path) -> None:
+    from harness.store import _HOST, clean_temp_files
+
+    dead = tmp_path / f".r1.json.{_HOST}.{2**22 + 4321}.ab_c.tmp"
+    live = tmp_path / f".r2.json.{_HOST}.{os.getpid()}.ab_c.tmp"
+    far_new, far_old = tmp_path / ".r3.json.otherhost.12.ab.tmp", tmp_path / ".r4.json.otherhost.12.ab.tmp"
+    for p in (dead, live, far_new, far_old):
+        p.write_text("half")
+    os.utime(far_old, (time.time() - 7200, time.time() - 7200))
+    assert sorted(clean_temp_files(tmp_path)) == sorted([dead, far_old])
+    assert live.exists() and far_new.exists()
+
+
+def test_atomic_write_on_a_full_disk_raises_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        atomic_write_json(mnt / "a.json", {"v": 1})
+        with pytest.raises(OSError) as ei:
+            atomic_write_json(mnt / "a.json", {"v": "x" * 200_000})
+        assert ei.value.errno == errno.ENOSPC
+        assert json.loads((mnt / "a.json").read_text()) == {"v": 1}
+        assert [p.name for p in mnt.iterdir()] == ["a.json"]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

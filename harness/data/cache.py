@@ -114,21 +114,27 @@ class FeatureCache:
 
     def get_or_compute(self, key: FeatureKey | str, compute: Callable[[], torch.Tensor],
                        meta: dict[str, str] | None = None) -> torch.Tensor:
-        """The cached tensor, or ``compute()`` stored under ``key`` (counted as a miss; compare
-        :meth:`stats` before/after to tell). Exceptions from ``compute`` propagate, nothing is stored."""
+        """The cached tensor, or ``compute()`` stored under ``key`` (counted as a miss). Exceptions from
+        ``compute`` propagate, nothing is stored. :meth:`fetch` also says which it was."""
+        return self.fetch(key, compute, meta)[0]
+
+    def fetch(self, key: FeatureKey | str, compute: Callable[[], torch.Tensor],
+              meta: dict[str, str] | None = None) -> tuple[torch.Tensor, bool]:
+        """``(tensor, hit)``: as :meth:`get_or_compute`, with ``hit`` False when this call computed it.
+        (Comparing ``hits`` before and after is wrong when threads share the cache.)"""
         t = self._peek(key)
         if t is not None:
             self._count("hits")
-            return t
+            return t, True
         with self.lock(key):
             t = self._peek(key)  # another process may have filled it while we waited
             if t is not None:
                 self._count("hits")
-                return t
+                return t, True
             self._count("misses")
             t = compute()
             self.put(key, t, meta)
-            return t
+            return t, False
 
     def _peek(self, key: FeatureKey | str) -> torch.Tensor | None:
         try:

@@ -91,18 +91,13 @@ def video_features(video: str, data_cfg: DataConfig, encoder: FrozenEncoder, cac
                    ) -> tuple[torch.Tensor, bool]:
     """``((T, P, D) features, hit)`` of one video through the cache (raises VideoDecodeError)."""
     key = feature_key(video, data_cfg, encoder)
-    t = cache.get(key)
-    if t is not None:
-        return t, True
 
     def compute() -> torch.Tensor:
         frames = read_video(video, data_cfg.n_frames, sampling=data_cfg.sampling,
                             fps=data_cfg.fps if data_cfg.sampling == "fps" else None, size=encoder.image_size)
         return encoder.encode(frames)
 
-    before = cache.hits
-    t = cache.get_or_compute(key, compute, meta={"video": os.path.basename(video)})
-    return t, cache.hits > before
+    return cache.fetch(key, compute, meta={"video": os.path.basename(video)})
 
 
 def ensure_features(data_cfg: DataConfig, enc_cfg: EncoderConfig, splits: Sequence[str] = ("train", "val", "test"),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report.data import ReportError, StudyData, load_study
-from harness.store import ResultsStore, atomic_write_text
+from harness.store import ResultsStore, atomic_write_text, clean_temp_files
 
 __all__ = ["Artifact", "ReportError", "StudyReport", "load_plugins", "load_study", "report_study",
            "clean_outputs", "GENERATED_MARK"]
@@ -54,8 +54,10 @@ def load_plugins(modules: Iterable[str]) -> None:
 
 
 def clean_outputs(out_dir: Path) -> None:
-    """Remove the files a previous report wrote into ``out_dir`` (so a dropped figure does not linger)."""
+    """Remove the files a previous report wrote into ``out_dir`` (so a dropped figure does not linger),
+    and the temporary files of a report that was killed while writing."""
     if out_dir.is_dir():
+        clean_temp_files(out_dir)
         for p in sorted(out_dir.iterdir()):
             if p.is_file() and _OWNED.match(p.name):
                 p.unlink()

@@ -24,8 +24,9 @@ what it does:
   1. validates the study (unknown keys with "did you mean", types, empty axes, values the model rejects),
      naming the file and key; nothing runs if anything is wrong
   2. plans: one run per (variant, seed), id = hash of the resolved config; duplicates collapse
-  3. skips finished runs, resumes unfinished ones from their checkpoint, leaves failed ones alone
-     unless --retry-failed; the same command after an interruption finishes the study
+  3. skips finished runs, resumes unfinished ones from their checkpoint (also runs whose job was
+     killed: SIGKILL, OOM, scheduler), leaves failed ones alone unless --retry-failed; the same command
+     after an interruption finishes the study
   4. generates the synthetic suite if missing and fills the feature cache once
   5. runs the jobs (local processes | Slurm job array | in process) with a live progress view
   6. writes the report: results/reports/<study>/ (table: mean ± 95% CI over seeds, figures)
@@ -36,6 +37,11 @@ results (--results DIR, default results/):
   DIR/store/studies/<study>.json   the study index (variants, seeds, axes) read by harness.report
   DIR/runs/<run_id>/               checkpoint, exported model, metrics.jsonl, error.txt
   DIR/logs/<study>/<job id>/       submitit job logs (--log-dir)
+one owner per run (DIR/locks/, NFS-safe lock files with host, pid and heartbeat):
+  a second driver of the same study on the same DIR waits for the first, then finds the study done;
+  a run another study's driver owns is waited for; a job of a dead driver that still runs (a Slurm
+  job, a local worker) is waited for, or stopped and resumed with --stop-previous. Local jobs die
+  with the driver. A full disk is a failed run "disk full: no space left on ..." (never a traceback).
 exit status: 0 all runs done, 1 some failed/unfinished, 2 bad spec/profile or environment (the failed
 checks of `python -m harness doctor`, run before anything is written), 130 interrupted.
 """
@@ -59,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--log-dir", default=None, metavar="DIR", help="submitit logs (default: DIR/logs/<study>)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and the estimated cost; run nothing")
     ap.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    ap.add_argument("--stop-previous", action="store_true",
+                    help="stop the still-running jobs of a previous, dead driver of these runs (local worker: "
+                         "SIGTERM then SIGKILL; Slurm: scancel) and resume them; default: wait for them")
     ap.add_argument("--max-parallel", type=int, default=None, metavar="N",
                     help="local executor: runs at once (default: profile max_parallel_local, else "
                          "cores // cpus_per_task)")
@@ -85,10 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         res = run_sweep(a.spec, a.overrides, executor=a.executor, profile=a.profile, results=a.results,
                         log_dir=a.log_dir, dry_run=a.dry_run, retry_failed=a.retry_failed,
                         max_parallel=a.max_parallel, report=not a.no_report, progress=not a.no_progress,
-                        pdb=a.pdb, body=a.job, show=a.show, poll_s=a.poll)
+                        pdb=a.pdb, body=a.job, show=a.show, poll_s=a.poll, stop_previous=a.stop_previous)
     except (SpecError, ConfigError, ValueError, EnvironmentProblem) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full or unwritable results disk: one line, not a traceback
+        from harness.sweep.job import describe_io_failure
+
+        print(f"error: {describe_io_failure(e, a.results)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

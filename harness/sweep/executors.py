@@ -15,21 +15,41 @@ writes the ``failed`` record itself, with submitit's reason and the job's log pa
 * ``debug``: runs the jobs one by one inside the driver (``--pdb`` drops into the debugger on error).
 
 Ctrl-C cancels the submitted jobs (``scancel`` on Slurm, SIGINT to local processes) and re-raises.
+
+**One owner per run.** Before a job is submitted the driver takes the run's lock
+(``<results>/locks/run-<id>.lock``, :mod:`~harness.sweep.lock`) and keeps it, heartbeating, until the job
+has ended. A run whose lock another live driver holds (a second driver of the study, or another study
+sharing the run) waits in the queue until that owner lets go; then it is skipped if it is finished, or
+taken over. A run whose record names a job that still runs though its driver is gone (a worker left by
+an old driver, a Slurm job still in the queue) is waited for, or with ``stop_previous`` stopped and
+resumed. Local jobs die with their driver (:mod:`~harness.sweep.controller`), and a job that dies by a
+signal is recorded ``failed`` with the signal named and, when the run has a checkpoint,
+``"resumable": true``: the next plain rerun resumes it (``--retry-failed`` is for runs that failed by
+their own error).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
+import signal
+import subprocess
+import sys
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 import submitit
+from submitit.local import local as submitit_local
 
 from harness.config import ComputeProfile, ConfigError
 from harness.store import ResultsStore
-from harness.sweep.job import JobSpec, SweepJob, now, run_job
+from harness.sweep.controller import DRIVER_PID_ENV, die_with_parent
+from harness.sweep.job import JobSpec, SweepJob, describe_io_failure, now, run_job
+from harness.sweep.lock import Heartbeat, Lock, describe_owner, pid_alive
+from harness.sweep.plan import job_alive
 from harness.sweep.progress import ProgressView
 
 
@@ -56,10 +76,20 @@ def parse_sbatch_options(options: list[str]) -> dict[str, Any]:
 
 
 class BaseExecutor:
+    """Claims runs (locks), submits them when a slot is free, waits for them, records jobs that died.
+    Subclasses implement :meth:`submit` (and may limit :meth:`slots`)."""
+
     name = "base"
 
-    def __init__(self, profile: ComputeProfile, store: ResultsStore, log_dir: Path, poll_s: float = 1.0):
+    def __init__(self, profile: ComputeProfile, store: ResultsStore, log_dir: Path, poll_s: float = 1.0,
+                 locks_dir: str | os.PathLike | None = None, stop_previous: bool = False, study: str = "sweep"):
         self.profile, self.store, self.log_dir, self.poll_s = profile, store, Path(log_dir), poll_s
+        self.locks_dir = Path(locks_dir) if locks_dir else Path(store.root).parent / "locks"
+        self.stop_previous = stop_previous
+        self.study = study
+        self.locks: dict[str, Lock] = {}
+        self.heartbeat: Heartbeat | None = None
+        self._told: set[str] = set()
 
     @property
     def parallel(self) -> int:
@@ -71,36 +101,251 @@ class BaseExecutor:
 
         prepare_data(configs, progress=progress)
 
-    def run(self, jobs: list[JobSpec], view: ProgressView) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def slots(self, busy: int) -> int:
+        """How many more jobs may start while ``busy`` run (jobs of this driver + watched workers)."""
+        return 1 << 30
+
+    def submit(self, specs: list[JobSpec], view: ProgressView) -> dict[str, tuple[Any, JobSpec]]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    # ------------------------------------------------------------------------------------ ownership
+    def run_lock(self, run_id: str) -> Lock:
+        if run_id not in self.locks:
+            self.locks[run_id] = Lock(self.locks_dir / f"run-{run_id}.lock",
+                                      what=f"sweep driver of study {self.study}")
+        return self.locks[run_id]
+
+    def release(self, run_id: str) -> None:
+        lk = self.locks.pop(run_id, None)
+        if lk is not None:
+            if self.heartbeat:
+                self.heartbeat.remove(run_id)
+            lk.release()
+
+    def _tell(self, key: str, view: ProgressView, msg: str) -> None:
+        if key not in self._told:
+            self._told.add(key)
+            view.write(msg)
+
+    def claim(self, spec: JobSpec, view: ProgressView) -> str:
+        """Try to own ``spec``'s run: ``go`` (ours, start it), ``busy`` (another live driver owns it:
+        ask again later), ``ended`` (finished or failed by another owner meanwhile), ``watch`` (ours,
+        but a job of a previous driver still runs on it: wait for that job)."""
+        rid = spec.run_id
+        lk = self.run_lock(rid)
+        if not lk.acquire():
+            self._tell(f"busy:{rid}", view, f"waiting   {spec.label} seed={spec.seed} [{rid}]: owned by "
+                       f"{describe_owner(lk.holder())}")
+            return "busy"
+        if self.heartbeat is None:
+            self.heartbeat = Heartbeat()
+        self.heartbeat.add(rid, lk)
+        rec = self.store.read_run(rid) or {}
+        st = view.states[rid]
+        attempt = int((rec.get("job") or {}).get("attempt", 0))
+        if rec.get("status") == "done" and rec.get("config") == spec.config:
+            view.attach(rid, attempt)
+            self.release(rid)
+            return "ended"
+        if rec.get("status") == "failed" and attempt > st.baseline and not rec.get("resumable"):
+            view.refresh_one(rid)
+            self.release(rid)
+            return "ended"
+        if rec.get("status") == "running" and job_alive(rec.get("job")):
+            job = rec.get("job") or {}
+            if self.stop_previous:
+                view.write(f"stopping  {spec.label} seed={spec.seed} [{rid}]: a job of a previous driver "
+                           f"({_job_words(job)}) runs it (--stop-previous)")
+                stop_job(job)
+                return "watch"
+            self._tell(f"watch:{rid}", view, f"attached  {spec.label} seed={spec.seed} [{rid}]: waiting for "
+                       f"the job of a previous driver ({_job_words(job)}; --stop-previous stops it instead)")
+            view.attach(rid, attempt)
+            return "watch"
+        return "go"
+
+    # ------------------------------------------------------------------------------------- the loop
+    def run(self, jobs: list[JobSpec], view: ProgressView) -> None:
+        """Claim, submit and wait for every job of ``jobs``; returns when each has ended."""
+        pending = deque(jobs)
+        active: dict[str, tuple[Any, JobSpec]] = {}
+        watched: dict[str, JobSpec] = {}
+        try:
+            while pending or active or watched:
+                batch: list[JobSpec] = []
+                for _ in range(len(pending)):
+                    if len(batch) >= self.slots(len(active) + len(watched)):
+                        break
+                    spec = pending.popleft()
+                    state = self.claim(spec, view)
+                    if state == "go":
+                        batch.append(spec)
+                    elif state == "busy":
+                        pending.append(spec)
+                    elif state == "watch":
+                        watched[spec.run_id] = spec
+                if batch:
+                    active.update(self.submit(batch, view))
+                    for spec in batch:
+                        view.mark_started(spec.run_id)
+                for rid, spec in list(watched.items()):
+                    rec = self.store.read_run(rid) or {}
+                    if rec.get("status") == "running" and job_alive(rec.get("job")):
+                        continue
+                    del watched[rid]
+                    st = view.refresh_one(rid)
+                    if st.status in ("done", "failed") and not (rec.get("resumable")):
+                        self.release(rid)
+                    else:  # the old job died without a result: ours now, resume it
+                        pending.appendleft(spec)
+                self.reap(active, view)
+                if pending or active or watched:
+                    time.sleep(self.poll_s)
+        except BaseException:
+            self.cancel(active)
+            raise
+        finally:
+            for rid in list(self.locks):
+                self.release(rid)
+            if self.heartbeat:
+                self.heartbeat.close()
+                self.heartbeat = None
+
+    def cancel(self, active: dict[str, tuple[Any, JobSpec]]) -> None:
+        for job, _ in active.values():
+            with contextlib.suppress(Exception):
+                job.cancel(check=False)
 
     def reap(self, active: dict[str, tuple[Any, JobSpec]], view: ProgressView) -> None:
         """One poll of the submitted jobs: drop finished ones from ``active`` (recording as failed any
-        that died without writing their own record), refresh the view, and wait ``poll_s`` if any remain."""
+        that died without writing their own record), release their locks, refresh the view."""
         for rid, (job, spec) in list(active.items()):
             if job.done():
                 view.refresh_one(rid)
                 if view.states[rid].status not in ("done", "failed"):
-                    reason, log = _job_failure(job)
-                    self.finalize(spec, view, reason, log)
+                    reason, log, resumable = job_failure(job, spec)
+                    self.finalize(spec, view, reason, log, resumable)
                 del active[rid]
+                self.release(rid)
         view.update()
-        if active:
-            time.sleep(self.poll_s)
 
-    def finalize(self, spec: JobSpec, view: ProgressView, reason: str, log_path: str | None) -> None:
-        """Write a ``failed`` record for a job that ended without writing its own final record."""
+    def finalize(self, spec: JobSpec, view: ProgressView, reason: str, log_path: str | None,
+                 resumable: bool = False) -> None:
+        """Write a ``failed`` record for a job that ended without writing its own final record (if the
+        store cannot be written, say so and keep going: the rerun resumes the run)."""
         st = view.refresh_one(spec.run_id)
         if st.status in ("done", "failed"):
             return
-        rec = self.store.read_run(spec.run_id) or {}
+        try:
+            rec = self.store.read_run(spec.run_id) or {}
+        except (OSError, ValueError):
+            rec = {}
         attempt = max(int((rec.get("job") or {}).get("attempt", 0)), st.baseline + 1)
-        self.store.write_run({
-            "run_id": spec.run_id, "study": spec.study, "seed": spec.seed, "label": spec.label,
-            "config": spec.config, "git_commit": spec.git_commit, "status": "failed", "reason": reason[:2000],
-            "log_path": log_path, "started": rec.get("started"), "finished": now(), "wall_time_s": None,
-            "job": {**(rec.get("job") or {}), "executor": self.name, "attempt": attempt}})
+        new = {"run_id": spec.run_id, "study": spec.study, "seed": spec.seed, "label": spec.label,
+               "config": spec.config, "git_commit": spec.git_commit, "status": "failed", "reason": reason[:2000],
+               "log_path": log_path, "started": rec.get("started"), "finished": now(), "wall_time_s": None,
+               "resumable": resumable, "job": {**(rec.get("job") or {}), "executor": self.name, "attempt": attempt}}
+        try:
+            self.store.write_run(new)
+        except OSError as e:
+            view.write(f"[sweep] could not record run {spec.run_id} as failed: "
+                       f"{describe_io_failure(e, self.store.root)}\n"
+                       "        (its record stays `running`; the next run of this command resumes it)")
+            view.force_state(spec.run_id, "failed", new)
+            return
         view.refresh_one(spec.run_id)
+
+
+def _job_words(job: dict[str, Any]) -> str:
+    if job.get("executor") == "slurm" and job.get("job_id"):
+        return f"Slurm job {job['job_id']}"
+    return f"pid {job.get('pid')} on {job.get('host')}"
+
+
+def stop_job(job: dict[str, Any], grace_s: float = 10.0) -> None:
+    """Stop the job a ``running`` record names: ``scancel`` a Slurm job; SIGTERM a local worker (and its
+    submitit controller), then SIGKILL after ``grace_s``."""
+    if job.get("executor") == "slurm" and job.get("job_id"):
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(["scancel", str(job["job_id"])], capture_output=True, timeout=30)
+        return
+    pid = job.get("pid")
+    if not isinstance(pid, int) or not pid_alive(pid, job.get("pid_start")):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+    t0 = time.monotonic()
+    while pid_alive(pid, job.get("pid_start")) and time.monotonic() - t0 < grace_s:
+        time.sleep(0.1)
+    if pid_alive(pid, job.get("pid_start")):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def signal_words(code: int | None) -> str | None:
+    """``137`` (a controller's ``128 + signal``) or ``-9`` (a process's return code) -> ``SIGKILL``."""
+    if code is None or code == 0:
+        return None
+    num = -code if code < 0 else code - 128 if code > 128 else None
+    if not num:
+        return None
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def oom_kills() -> int | None:
+    """The ``oom_kill`` count of this process's cgroup (v2 ``memory.events``), None where unreadable."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = next((ln.strip().split("::", 1)[1] for ln in f if ln.startswith("0::")), None)
+        if path is None:
+            return None
+        with open(f"/sys/fs/cgroup{path}/memory.events") as f:
+            for ln in f:
+                if ln.startswith("oom_kill "):
+                    return int(ln.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def job_failure(job: Any, spec: JobSpec) -> tuple[str, str | None, bool]:
+    """Why a job ended without a record, its log, and whether the plain rerun should resume it (it
+    died by a signal or the scheduler, not by its own error, and has a checkpoint)."""
+    reason, log = _job_failure(job)
+    res = _job_result(job)
+    if res.get("status") == "failed" and res.get("reason"):  # its record could not be written (full disk)
+        return str(res["reason"]), log, bool(res.get("resumable"))
+    sig = signal_words(getattr(getattr(job, "_process", None), "returncode", None))
+    killed = sig is not None
+    if sig:
+        oom_before = getattr(job, "_oom_kills", None)
+        oom_now = oom_kills()
+        why = f"killed by {sig}"
+        if sig == "SIGKILL" and oom_before is not None and oom_now is not None and oom_now > oom_before:
+            why += f" (the OOM killer: this cgroup's oom_kill count rose from {oom_before} to {oom_now})"
+        reason = f"{why}: {reason}"
+    state = str(getattr(job, "state", "") or "")
+    if any(s in state for s in ("OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL", "PREEMPTED", "TIMEOUT")):
+        killed = True
+        if "OUT_OF_MEMORY" in state and "OOM" not in reason:
+            reason = f"OOM (Slurm OUT_OF_MEMORY): {reason}"
+    ckpt = Path(spec.run_dir) / "checkpoint.pt"
+    resumable = killed and ckpt.is_file()
+    if resumable:
+        reason += f" | resumes from {ckpt} on the next run of the sweep"
+    return reason, log, resumable
+
+
+def _job_result(job: Any) -> dict[str, Any]:
+    """The record ``run_job`` returned, when the job got that far (else ``{}``)."""
+    try:
+        res = job.result()
+    except Exception:  # noqa: BLE001 - no result
+        return {}
+    return res if isinstance(res, dict) else {}
 
 
 def _job_failure(job: Any) -> tuple[str, str | None]:
@@ -134,8 +379,11 @@ class DebugExecutor(BaseExecutor):
         super().__init__(*args, **kw)
         self.pdb = pdb
 
-    def run(self, jobs: list[JobSpec], view: ProgressView) -> None:
-        for spec in jobs:
+    def slots(self, busy: int) -> int:
+        return 0 if busy else 1
+
+    def submit(self, specs: list[JobSpec], view: ProgressView) -> dict[str, tuple[Any, JobSpec]]:
+        for spec in specs:
             try:
                 run_job(spec, reraise=self.pdb)
             except Exception:  # only with --pdb
@@ -144,7 +392,9 @@ class DebugExecutor(BaseExecutor):
 
                 traceback.print_exc()
                 pdb.post_mortem()
+            self.release(spec.run_id)
             view.update()
+        return {}
 
 
 def local_gpu_parameters(profile: ComputeProfile) -> dict[str, Any]:
@@ -163,44 +413,77 @@ def local_gpu_parameters(profile: ComputeProfile) -> dict[str, Any]:
     return {"gpus_per_node": n, **({"visible_gpus": ids} if ids else {})}
 
 
+def _start_tied_controller(folder: Path, command: str, tasks_per_node: int = 1, cuda_devices: str = "",
+                           timeout_min: float = 5.0, signal_delay_s: int = 30, stderr_to_stdout: bool = False,
+                           setup: tuple[str, ...] | list[str] = ()) -> subprocess.Popen:
+    """``submitit.local.local.start_controller`` with :mod:`harness.sweep.controller` as the controller,
+    started so that it dies with this process (``PR_SET_PDEATHSIG``)."""
+    env = dict(os.environ)
+    env.update(SUBMITIT_LOCAL_NTASKS=str(tasks_per_node), SUBMITIT_LOCAL_COMMAND=command,
+               SUBMITIT_LOCAL_TIMEOUT_S=str(int(60 * timeout_min)),
+               SUBMITIT_LOCAL_SIGNAL_DELAY_S=str(int(signal_delay_s)),
+               SUBMITIT_LOCAL_NODEID="0", SUBMITIT_LOCAL_JOB_NUM_NODES="1",
+               SUBMITIT_STDERR_TO_STDOUT="1" if stderr_to_stdout else "", SUBMITIT_EXECUTOR="local",
+               CUDA_VISIBLE_DEVICES=cuda_devices, SUBMITIT_LOCAL_WITH_SHELL="1" if setup else "",
+               **{DRIVER_PID_ENV: str(os.getpid())})
+    cmd: Any = [sys.executable, "-m", "harness.sweep.controller", str(folder)]
+    if setup:
+        cmd = " && ".join([*setup, shlex.join(cmd)])
+    parent = os.getpid()
+    return subprocess.Popen(cmd, shell=bool(setup), env=env,  # noqa: S603 - argument list or the profile's setup
+                            preexec_fn=lambda: die_with_parent(signal.SIGKILL, parent))
+
+
+class TiedLocalExecutor(submitit.LocalExecutor):
+    """submitit's LocalExecutor whose jobs die with the driver and report the signal that killed them."""
+
+    def _submit_command(self, command: str) -> submitit_local.LocalJob:
+        n = self.parameters.get("tasks_per_node", 1)
+        n_gpus = self.parameters.get("gpus_per_node", 0)
+        visible = self.parameters.get("visible_gpus", ())
+        gpus = range(n_gpus) if visible == () else visible[:n_gpus]
+        proc = _start_tied_controller(
+            self.folder, command, tasks_per_node=n, cuda_devices=",".join(str(k) for k in gpus),
+            timeout_min=self.parameters.get("timeout_min", 2.0),
+            signal_delay_s=self.parameters.get("signal_delay_s", 30),
+            stderr_to_stdout=self.parameters.get("stderr_to_stdout", False), setup=self.parameters.get("setup", ()))
+        return submitit_local.LocalJob(folder=self.folder, job_id=str(proc.pid), process=proc, tasks=list(range(n)))
+
+
 class LocalExecutor(BaseExecutor):
-    """One submitit local process per run, at most ``max_parallel`` at a time."""
+    """One submitit local process per run, at most ``max_parallel`` at a time (live workers of a
+    previous driver that this one waits for count against the limit)."""
 
     name = "local"
 
     def __init__(self, *args: Any, max_parallel: int | None = None, **kw: Any):
         super().__init__(*args, **kw)
         self.max_parallel = max_parallel or default_parallel(self.profile)
+        self._ex: TiedLocalExecutor | None = None
 
     @property
     def parallel(self) -> int:
         return self.max_parallel
 
-    def run(self, jobs: list[JobSpec], view: ProgressView) -> None:
-        ex = submitit.LocalExecutor(folder=self.log_dir)
-        ex.update_parameters(timeout_min=self.profile.time_min, **local_gpu_parameters(self.profile))
-        pending = deque(jobs)
-        active: dict[str, tuple[Any, JobSpec]] = {}
-        try:
-            while pending or active:
-                while pending and len(active) < self.max_parallel:
-                    spec = pending.popleft()
-                    active[spec.run_id] = (ex.submit(run_job, spec), spec)
-                self.reap(active, view)
-        except BaseException:
-            for job, _ in active.values():
-                job.cancel()
-            raise
+    def slots(self, busy: int) -> int:
+        return max(0, self.max_parallel - busy)
+
+    def submit(self, specs: list[JobSpec], view: ProgressView) -> dict[str, tuple[Any, JobSpec]]:
+        if self._ex is None:
+            self._ex = TiedLocalExecutor(folder=self.log_dir)
+            self._ex.update_parameters(timeout_min=self.profile.time_min, **local_gpu_parameters(self.profile))
+        out = {}
+        for spec in specs:
+            job = self._ex.submit(run_job, spec)
+            job._oom_kills = oom_kills()  # compared when the job ends: was it the OOM killer?
+            out[spec.run_id] = (job, spec)
+        return out
 
 
 class SlurmExecutor(BaseExecutor):
     """Data preparation as one Slurm job, then every run as one array of :class:`SweepJob` tasks."""
 
     name = "slurm"
-
-    def __init__(self, *args: Any, study: str = "sweep", **kw: Any):
-        super().__init__(*args, **kw)
-        self.study = study
 
     @property
     def parallel(self) -> int:
@@ -244,19 +527,33 @@ class SlurmExecutor(BaseExecutor):
             job.cancel(check=False)
             raise
 
-    def run(self, jobs: list[JobSpec], view: ProgressView) -> None:
-        ex = self.executor(f"{self.study}")
-        sjobs = ex.map_array(SweepJob(), jobs)
+    def submit(self, specs: list[JobSpec], view: ProgressView) -> dict[str, tuple[Any, JobSpec]]:
+        """The first batch (every run this driver owns) as one job array; later ones (runs another
+        driver let go of) as their own arrays."""
+        sjobs = self.executor(f"{self.study}").map_array(SweepJob(), specs)
         view.write(f"submitted Slurm array {sjobs[0].job_id.split('_')[0]} ({len(sjobs)} task(s), "
                    f"%{self.profile.array_parallelism}); logs in {self.log_dir}")
-        active = {spec.run_id: (j, spec) for j, spec in zip(sjobs, jobs)}
+        for j, spec in zip(sjobs, specs):
+            self.mark_queued(spec, j)
+        return {spec.run_id: (j, spec) for j, spec in zip(sjobs, specs)}
+
+    def mark_queued(self, spec: JobSpec, job: Any) -> None:
+        """Record the queued Slurm task before it starts (``running``, its job id, the attempt unchanged),
+        so that if this driver dies a rerun finds the task in ``squeue`` and waits for it instead of
+        submitting the run a second time."""
         try:
-            while active:
-                self.reap(active, view)
-        except BaseException:
-            for job, _ in active.values():
-                job.cancel(check=False)
-            raise
+            prev = self.store.read_run(spec.run_id) or {}
+            if prev.get("status") == "done":
+                return
+            self.store.write_run({
+                "run_id": spec.run_id, "study": spec.study, "seed": spec.seed, "label": spec.label,
+                "config": spec.config, "git_commit": spec.git_commit, "status": "running", "reason": None,
+                "log_path": str(job.paths.stderr), "started": None, "finished": None, "wall_time_s": None,
+                "job": {"executor": "slurm", "job_id": str(job.job_id), "queued": now(),
+                        "attempt": int((prev.get("job") or {}).get("attempt", 0))}})
+        except (OSError, ValueError) as e:
+            view_msg = describe_io_failure(e, self.store.root) if isinstance(e, OSError) else str(e)
+            print(f"[sweep] could not record the queued job of run {spec.run_id}: {view_msg}", flush=True)
 
 
 EXECUTORS = {"local": LocalExecutor, "slurm": SlurmExecutor, "debug": DebugExecutor}

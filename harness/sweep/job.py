@@ -10,7 +10,13 @@ driver itself with ``--executor debug``). It
    ``harness.evaluate.evaluate_run``; training resumes from ``run_dir/checkpoint.pt``);
 4. writes the ``done`` record (metrics, tokens, extra, git commit, package versions, wall time), or on
    any exception a ``failed`` record with the reason and the log path (the traceback is in
-   ``run_dir/error.txt``).
+   ``run_dir/error.txt``). A full disk (``ENOSPC``, or torch's cryptic writer error when the file system
+   has no room left) is named as such with the path and its free space; the run's temporary files
+   (``*.tmp<pid>`` checkpoints, export folders) are removed first, so the record fits.
+
+Every execution appends one line to ``run_dir/attempts.jsonl`` (attempt, host, pid, start time): the
+history of who ran the run, one line per execution. A local job dies with its submitit controller
+(``PR_SET_PDEATHSIG``), which dies with the driver: no worker outlives a killed sweep.
 
 :class:`SweepJob` is the same as a ``submitit.helpers.Checkpointable`` callable: when Slurm preempts
 or times out the job, submitit requeues it with the same arguments and the training resumes from the
@@ -21,9 +27,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import gc
 import importlib
 import inspect
+import json
 import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -34,7 +46,7 @@ from typing import Any
 
 import submitit
 
-from harness.store import ResultsStore, safe_name
+from harness.store import ResultsStore, file_mode, safe_name
 
 DEFAULT_BODY = "harness.sweep.job:train_and_evaluate"
 VERSION_PACKAGES = ("torch", "transformers", "numpy", "submitit", "lmms_eval", "mambamia-harness")
@@ -174,12 +186,102 @@ def train_and_evaluate(cfg: Any, run_dir: Path, progress: bool = False) -> dict[
     return out
 
 
+_TRAIN_TMP = re.compile(r"\.tmp\d+$")  # harness.train's `<file>.tmp<pid>`
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def remove_temp_files(run_dir: Path) -> list[Path]:
+    """Remove the temporary files a killed or failed writer leaves in its run dir: ``<file>.tmp<pid>``
+    (checkpoints, weights), ``.<name>.export.*`` folders (model exports) and the store's ``.*.tmp``.
+    Only the run's owner calls this (the driver holds the run's lock), so none of them is live."""
+    removed: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(run_dir):
+        for d in list(dirnames):
+            if d.startswith(".") and ".export." in d:
+                shutil.rmtree(os.path.join(dirpath, d), ignore_errors=True)
+                removed.append(Path(dirpath, d))
+                dirnames.remove(d)
+        for f in filenames:
+            if _TRAIN_TMP.search(f) or (f.startswith(".") and f.endswith(".tmp")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(dirpath, f))
+                    removed.append(Path(dirpath, f))
+    return removed
+
+
+def _mount_of(path: Path) -> Path:
+    p = path.resolve()
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def disk_full(exc: BaseException | None, path: str | os.PathLike) -> bool:
+    """Whether ``exc`` (or its cause) is a full disk or quota, or ``path``'s file system is (nearly) full
+    now: torch.save reports ENOSPC as ``RuntimeError: ... unexpected pos``, naming neither."""
+    e: BaseException | None = exc
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+            return True
+        if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    try:
+        du = shutil.disk_usage(path)
+    except OSError:
+        return False
+    return du.free < max(1 << 20, du.total // 200)
+
+
+def describe_io_failure(exc: BaseException, path: str | os.PathLike) -> str:
+    """One line for an I/O failure near ``path``: what, where, how much room is left."""
+    base = f"{type(exc).__name__}: {exc}".strip()
+    if not disk_full(exc, path):
+        return base
+    p = Path(path)
+    try:
+        du = shutil.disk_usage(p)
+        room = f"{_size(du.free)} free of {_size(du.total)}"
+    except OSError:
+        room = "free space unknown"
+    return f"disk full: no space left on {_mount_of(p)} (writing under {p}; {room}) | {base}"
+
+
+def _record_attempt(run_dir: Path, info: dict[str, Any]) -> None:
+    """Append this execution to ``run_dir/attempts.jsonl`` (one small O_APPEND write)."""
+    line = json.dumps({k: info.get(k) for k in ("attempt", "host", "pid", "executor", "job_id")} | {"started": now()})
+    with contextlib.suppress(OSError):
+        fd = os.open(run_dir / "attempts.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, file_mode())
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+def _tie_to_controller(job: JobSpec) -> None:
+    """A local job dies with its submitit controller (which dies with the driver)."""
+    if job.executor != "local" or not os.environ.get("SUBMITIT_LOCAL_JOB_ID"):
+        return
+    from harness.sweep.controller import die_with_parent
+
+    die_with_parent(signal.SIGKILL)
+
+
 def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
     """Run one job; returns the final record (``done`` or ``failed``). Never raises unless ``reraise``
     (the debug executor's ``--pdb``), and even then the ``failed`` record is written first."""
     from harness.config import RunConfig, build
 
     os.environ.update(job.env)
+    _tie_to_controller(job)
     rank, n_tasks = task_rank()
     if n_tasks > 1:  # profile tasks_per_node > 1: one process per GPU, torch.distributed over env://
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
@@ -200,9 +302,11 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
     base = {"run_id": job.run_id, "study": job.study, "seed": job.seed, "label": job.label,
             "config": job.config, "git_commit": job.git_commit, "started": started, "job": info,
             "reason": None, "log_path": info.get("log_err")}
-    store.write_run({**base, "status": "running", "finished": None, "wall_time_s": None})
     t0 = time.perf_counter()
     try:
+        remove_temp_files(run_dir)  # left by a killed attempt: this job owns the run dir now
+        store.write_run({**base, "status": "running", "finished": None, "wall_time_s": None})
+        _record_attempt(run_dir, info)
         set_threads(job.cpus)
         cfg = build(RunConfig, job.config)
         fn = load_body(job.body)
@@ -220,17 +324,41 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
         return rec
     except Exception as e:  # noqa: BLE001 - every failure becomes a record
         tb = traceback.format_exc()
-        err = run_dir / "error.txt"
-        err.write_text(f"run {job.run_id} ({job.label}, seed {job.seed}) failed at {now()}\n\n{tb}")
-        reason = f"{type(e).__name__}: {e}".strip()
-        rec = {**base, "status": "failed", "finished": now(), "wall_time_s": round(time.perf_counter() - t0, 3),
-               "versions": package_versions(), "reason": reason[:2000],
-               "log_path": info.get("log_err") or str(err), "extra": {"error_file": str(err)}}
-        store.write_run(rec)
-        print(f"[sweep] run {job.run_id} failed: {reason[:500]}\n{tb}", flush=True)
+        full = disk_full(e, run_dir)
+        reason = describe_io_failure(e, run_dir) if full else f"{type(e).__name__}: {e}".strip()
         if reraise:
+            _record_failure(job, store, base, info, run_dir, reason, tb, full, t0)
             raise
-        return rec
+    # outside the handler: the traceback (and the half-written checkpoint's still-open file, whose room
+    # a full disk needs back) is gone by now
+    gc.collect()
+    return _record_failure(job, store, base, info, run_dir, reason, tb, full, t0)
+
+
+def _record_failure(job: JobSpec, store: ResultsStore, base: dict[str, Any], info: dict[str, Any], run_dir: Path,
+                    reason: str, tb: str, full: bool, t0: float) -> dict[str, Any]:
+    """Remove the run's temp files, write ``error.txt`` and the ``failed`` record (each may fail on a
+    full disk: then say so on stdout, the job's log; the driver records the run from the job's result)."""
+    removed = remove_temp_files(run_dir)  # frees the room a half-written checkpoint took
+    if removed:
+        reason += f" | removed {len(removed)} temporary file(s)"
+    err: Path | None = run_dir / "error.txt"
+    try:
+        err.write_text(f"run {job.run_id} ({job.label}, seed {job.seed}) failed at {now()}\n{reason}\n\n{tb}")
+    except OSError:
+        err = None
+    rec = {**base, "status": "failed", "finished": now(), "wall_time_s": round(time.perf_counter() - t0, 3),
+           "versions": package_versions(), "reason": reason[:2000],
+           "log_path": info.get("log_err") or (str(err) if err else None),
+           # not the run's own error: a plain rerun (once there is room) resumes it
+           "resumable": full, "extra": {"error_file": str(err) if err else None}}
+    try:
+        store.write_run(rec)
+    except OSError as e2:  # the store's disk is full too: say so; the driver tries again
+        print(f"[sweep] run {job.run_id}: could not write its failed record: "
+              f"{describe_io_failure(e2, store.root)}", flush=True)
+    print(f"[sweep] run {job.run_id} failed: {reason[:500]}\n{tb}", flush=True)
+    return rec
 
 
 def _worker_rank(job: JobSpec) -> dict[str, Any]:
@@ -250,4 +378,5 @@ class SweepJob(submitit.helpers.Checkpointable):
 
     def __call__(self, job: JobSpec) -> dict[str, Any]:
         rec = run_job(job)
-        return {"run_id": rec["run_id"], "status": rec["status"], "reason": rec.get("reason")}
+        return {"run_id": rec["run_id"], "status": rec["status"], "reason": rec.get("reason"),
+                "resumable": rec.get("resumable", False)}

@@ -10,8 +10,10 @@ Against the results store every run gets an ``action``:
 
 =============  =================================================================================
 ``submit``     no record yet
-``resume``     a ``running`` record whose job is gone (killed, preempted, driver died): rerun; the
-               training resumes from ``results/runs/<run_id>/checkpoint.pt``
+``resume``     a ``running`` record whose job is gone (killed, preempted, driver died), or a ``failed``
+               one marked ``resumable`` (its job was killed by a signal, the OOM killer or the
+               scheduler, and left a checkpoint): rerun; the training resumes from
+               ``results/runs/<run_id>/checkpoint.pt``
 ``skip``       ``done`` (never rerun, never duplicated)
 ``failed``     ``failed`` and ``--retry-failed`` not given: reported, not rerun
 ``retry``      ``failed`` and ``--retry-failed`` given
@@ -221,6 +223,8 @@ def mark_status(plan: Plan, store: ResultsStore, retry_failed: bool = False) -> 
         r.reason, r.log_path, r.wall_time_s = rec.get("reason"), rec.get("log_path"), rec.get("wall_time_s")
         if st == "done":
             r.status, r.action = "done", "skip"
+        elif st == "failed" and rec.get("resumable"):  # killed (signal, OOM, scheduler) with a checkpoint
+            r.status, r.action = "failed", "resume"
         elif st == "failed":
             r.status, r.action = "failed", ("retry" if retry_failed else "failed")
         elif st == "running" and job_alive(rec.get("job")):

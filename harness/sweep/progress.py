@@ -76,11 +76,29 @@ class ProgressView:
     def mark_started(self, run_id: str) -> None:
         """Executors that know a job started (before it wrote its record) may say so."""
 
+    def attach(self, run_id: str, attempt: int) -> None:
+        """Count the record of ``attempt`` as this sweep's: a job of a previous driver that this one
+        waits for, or a run another owner finished while this one waited."""
+        st = self.states[run_id]
+        st.baseline = min(st.baseline, attempt - 1)
+        self.refresh_one(run_id)
+
+    def force_state(self, run_id: str, status: str, record: dict[str, Any]) -> None:
+        """Set a run's state without a record in the store (one that could not be written)."""
+        st = self.states[run_id]
+        if st.status not in ("done", "failed"):
+            st.status, st.record = status, record
+            self.write(f"FAILED  {st.job.label} seed={st.job.seed} [{run_id}]: {record.get('reason')}")
+            self.bar.update(1)
+
     def refresh_one(self, run_id: str) -> RunState:
         st = self.states[run_id]
         if st.status in ("done", "failed"):
             return st
-        rec = self.store.read_run(run_id)
+        try:
+            rec = self.store.read_run(run_id)
+        except (OSError, ValueError):  # unreadable for now (a full disk, a file being replaced on NFS)
+            return st
         if rec is None or _attempt(rec) <= st.baseline:
             return st
         status = rec.get("status")
@@ -136,8 +154,12 @@ class ProgressView:
 
     def summary(self) -> str:
         c = self.counts()
+        n_resume = sum(1 for st in self.states.values() if st.status == "failed" and (st.record or {}).get("resumable"))
         lines = [f"sweep finished in {_fmt_s(time.time() - self.t0)}: {c['done']} done, {c['failed']} failed, "
                  f"{c['queued'] + c['running']} unfinished, {self.n_skipped} already done before"]
+        if n_resume:
+            lines.append(f"{n_resume} of the failed run(s) did not fail by their own error (killed by a signal "
+                         "or the scheduler, or a full disk): run the same command again to resume them")
         done = sorted((st for st in self.states.values() if st.status == "done"),
                       key=lambda st: -float((st.record or {}).get("wall_time_s") or 0))
         if done:
