@@ -679,8 +679,6 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_choice("protocol", self.protocol, ("lmm", "probe"))
-
-    def __post_init__(self) -> None:
         from harness.data.datasets import get_dataset
 
         ds = get_dataset(self.data.dataset)
