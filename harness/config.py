@@ -160,11 +160,6 @@ class CompressorConfig:
         """Whether the mixing stages see sin-cos positions (``pos_embed`` resolved for ``block``)."""
         return self.pos_embed == "sincos" or (self.pos_embed == "auto" and self.block == "transformer")
 
-    def hash_omit(self) -> tuple[str, ...]:
-        """``pos_embed`` / ``pos_norm`` came after the first results: without positions it is the old
-        behaviour. With positions ``pos_norm`` is hashed: runs with the unnormalised code keep their ids."""
-        return () if self.uses_pos_embed else ("pos_embed", "pos_norm")
-
     def __post_init__(self) -> None:
         check_choice("block", self.block, BLOCK_TYPES)
         check_choice("pooling", self.pooling, POOLING_TYPES)
@@ -299,33 +294,29 @@ def build(cls: type[T], data: dict[str, Any] | None, _prefix: str = "") -> T:
         raise ConfigError(f"{_prefix}.{e.path}" if _prefix else e.path, e.message) from None
 
 
-def to_dict(obj: Any, *, for_hash: bool = False) -> Any:
-    """Dataclass tree -> plain JSON-able dict (lists stay lists). ``for_hash``: leave out the fields a
-    config's ``hash_omit()`` names (see :func:`config_hash`)."""
+def to_dict(obj: Any) -> Any:
+    """Dataclass tree -> plain JSON-able dict (lists stay lists)."""
     if obj is None or isinstance(obj, (str, int, float)):  # most nodes: a fast path (bool is an int)
         return obj
     if dataclasses.is_dataclass(obj):
-        omit = obj.hash_omit() if for_hash and hasattr(obj, "hash_omit") else ()
-        return {name: to_dict(getattr(obj, name), for_hash=for_hash) for name in _field_names(type(obj))
-                if name not in omit}
+        return {name: to_dict(getattr(obj, name)) for name in _field_names(type(obj))}
     if isinstance(obj, (list, tuple)):
-        return [to_dict(v, for_hash=for_hash) for v in obj]
+        return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
-        return {k: to_dict(v, for_hash=for_hash) for k, v in obj.items()}
+        return {k: to_dict(v) for k, v in obj.items()}
     return obj
 
 
 def config_hash(obj: Any, n: int = 12) -> str:
-    """Stable short hash of a resolved config: canonical JSON (sorted keys) of the full tree, so key
-    order and spelled-out defaults do not change it. A switch added after results existed is left out
-    while it keeps the behaviour those results had (a config's ``hash_omit()``), so adding it does not
-    orphan them: run ids name behaviour."""
-    return hash_view(to_dict(obj, for_hash=True), n)
+    """Stable short hash of a resolved config: canonical JSON (sorted keys) of the full tree, every field
+    included, so key order and spelled-out defaults do not change it and any other value does. This is
+    the config alone; the run id adds the code's versions and the data (:mod:`harness.identity`)."""
+    return hash_view(to_dict(obj), n)
 
 
 def hash_view(view: dict[str, Any], n: int = 12) -> str:
-    """The hash of a config's hash view ``to_dict(cfg, for_hash=True)``: ``config_hash(cfg)`` without the
-    dataclass walk (the planner hashes one view per seed)."""
+    """The hash of a resolved config dict ``to_dict(cfg)``: ``config_hash(cfg)`` without the dataclass
+    walk."""
     blob = json.dumps(view, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
@@ -465,10 +456,6 @@ class DataConfig:
     # an existing suite must have been made with them. Empty: the defaults of `make-synthetic`.
     synthetic: dict[str, Any] = field(default_factory=dict)
 
-    def hash_omit(self) -> tuple[str, ...]:
-        """``synthetic`` came after the first results: empty is the old behaviour."""
-        return () if self.synthetic else ("synthetic",)
-
     def __post_init__(self) -> None:
         check_choice("sampling", self.sampling, ("uniform", "fps"))
         if not 1 <= self.n_frames <= 4096:
@@ -512,10 +499,6 @@ class TrainStage:
     # >= 0: start at this fraction of train.steps (replaces start_step), so that shortening a run with
     # train.steps=... keeps the stages' proportions
     start_frac: float = -1.0
-
-    def hash_omit(self) -> tuple[str, ...]:
-        """``train.steps`` resolves ``start_frac`` into ``start_step`` at build; the step is the behaviour."""
-        return ("start_frac",)
 
     def __post_init__(self) -> None:
         if self.start_step < 0:

@@ -73,11 +73,13 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
               profile: str | None = None, results: str | os.PathLike = "results", log_dir: str | None = None,
               dry_run: bool = False, retry_failed: bool = False, max_parallel: int | None = None,
               report: bool = True, progress: bool = True, pdb: bool = False, body: str | None = None,
-              show: int = 60, poll_s: float | None = None, log: Callable[[str], None] = print) -> SweepResult:
+              show: int = 60, poll_s: float | None = None, log: Callable[[str], None] = print,
+              rerun_stale: bool = False, max_runs: int | None = None, yes: bool = False) -> SweepResult:
     """Plan, run and report one study (the CLI's body; arguments mirror its flags)."""
     from harness.sweep.executors import EXECUTORS
     from harness.sweep.job import DEFAULT_BODY, JobSpec, git_commit
-    from harness.sweep.plan import plan_study
+    from harness.sweep.plan import DEFAULT_MAX_RUNS, plan_study
+    from harness.sweep.prepare import make_missing_suites
     from harness.sweep.profiles import load_profile
     from harness.sweep.progress import ProgressView
     from harness.sweep.spec import load_spec
@@ -93,7 +95,12 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
     results = Path(results)
     store = ResultsStore(results / "store")
     runs_root = results / "runs"
-    plan = plan_study(spec, store, retry_failed=retry_failed)
+    plan_kw: dict[str, Any] = {"retry_failed": retry_failed, "rerun_stale": rerun_stale, "yes": yes,
+                               "max_runs": DEFAULT_MAX_RUNS if max_runs is None else max_runs}
+    plan = plan_study(spec, store, **plan_kw)
+    if plan.pending_suites and not dry_run:  # a run id includes the suite's content hash: make it first
+        make_missing_suites([r.config for r in plan.runs], progress=progress, log=log)
+        plan = plan_study(spec, store, **plan_kw)
     logs = Path(log_dir) if log_dir else results / "logs" / spec.study
     ex_kw: dict[str, Any] = {"poll_s": poll_s or (10.0 if ex_name == "slurm" else 1.0)}
     if ex_name == "local":
@@ -118,6 +125,7 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
     for r in plan.to_submit:
         run_dir = _inside(runs_root, runs_root / r.run_id)
         jobs.append(JobSpec(run_id=r.run_id, study=spec.study, seed=r.seed, label=r.label, config=r.config,
+                            identity=r.identity,
                             store_root=str(store.root), run_dir=str(run_dir), git_commit=commit,
                             cpus=prof.cpus_per_task, executor=ex_name, body=body or DEFAULT_BODY,
                             progress=ex_name == "debug" and progress))
@@ -137,12 +145,14 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
             res.exit_code = 130
             return res
     else:
-        log("nothing to run: every run of the study is finished" +
-            (" or failed (--retry-failed reruns the failed ones)" if plan.counts().get("failed") else ""))
+        c = plan.counts()
+        log("nothing to run: every run of the study is finished"
+            + (" or failed (--retry-failed reruns the failed ones)" if c.get("failed") else "")
+            + (" or stale (--rerun-stale reruns the stale ones)" if c.get("stale") else ""))
 
     from harness.sweep.plan import mark_status
 
-    mark_status(plan, store, retry_failed)
+    mark_status(plan, store, retry_failed, rerun_stale)
     res.counts = {}
     for r in plan.runs:
         res.counts[r.status] = res.counts.get(r.status, 0) + 1
@@ -157,7 +167,8 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
                 if f.name.startswith("table_main.md"):
                     log(f.read_text())
     n_bad = sum(v for k, v in res.counts.items() if k != "done")
-    res.exit_code = 1 if n_bad else 0
+    res.exit_code = 1 if n_bad or res.report_error else 0
     if n_bad:
-        log(f"{n_bad} run(s) of the study are not done: " + ", ".join(f"{v} {k}" for k, v in res.counts.items()))
+        log(f"{n_bad} run(s) of the study are not done: " + ", ".join(f"{v} {k}" for k, v in res.counts.items())
+            + (" (--rerun-stale reruns the stale ones)" if res.counts.get("stale") else ""))
     return res
