@@ -42,7 +42,7 @@ ENCODER_VERSIONS = {"tiny": 2, "siglip": 1, "clip": 1}
 # Bump with a migration when the config's fields or defaults change (see the module docstring).
 SCHEMA_VERSION = 2
 # schema version -> fingerprint of the resolved default RunConfig under it (the full tree, hashed)
-DEFAULTS_FINGERPRINTS = {2: "PLACEHOLDER"}
+DEFAULTS_FINGERPRINTS = {2: "19e0960f5133"}
 SCHEMA_KEY = "config_schema"
 
 

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in reports:
             c = r.study.status_counts()
             print(f"{r.study.name}: {len(r.study.runs)} runs ({c.get('done', 0)} done, {c.get('failed', 0)} "
-                  f"failed, {c.get('missing', 0)} missing) -> {r.out_dir}/")
+                  f"failed, {c.get('missing', 0)} missing, {len(r.study.stale_runs())} stale) -> {r.out_dir}/")
             for a in r.artifacts:
                 print(f"  {a.kind:24s} {', '.join(p.name for p in a.files)}")
             for k, why in r.skipped:
