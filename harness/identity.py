@@ -182,6 +182,12 @@ def _manifest_hash(root: str, _stamps: tuple[tuple[int, int], ...]) -> str:
     return h.hexdigest()[:16]
 
 
+def current_versions(encoder: str = "tiny") -> dict[str, Any]:
+    """The code-side part of an identity (no dataset): what :func:`code_stale_reason` checks."""
+    return {SCHEMA_KEY: SCHEMA_VERSION, "behaviour": BEHAVIOUR_VERSION,
+            "encoder": f"{encoder}/v{ENCODER_VERSIONS.get(encoder, 0)}"}
+
+
 def run_identity(resolved: dict[str, Any], dataset: str) -> dict[str, Any]:
     """The versions and content hashes that, with the resolved config, make up a run id."""
     return {SCHEMA_KEY: SCHEMA_VERSION, "behaviour": BEHAVIOUR_VERSION,
