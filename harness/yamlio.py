@@ -61,10 +61,14 @@ StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-
 
 def load_yaml_text(text: str, source: str = "<string>") -> Any:
     """Parse ``text`` with :class:`StrictLoader`; :class:`YamlFileError` names ``source`` and the line."""
+    loader = StrictLoader(text)
+    loader.name = source  # marks say `in "<file>", line N` instead of "<unicode string>"
     try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+        return loader.get_single_data()
     except yaml.YAMLError as e:
         raise YamlFileError(f"{source}: not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
 
 
 def decode_utf8(data: bytes, source: str) -> str:

@@ -336,3 +336,13 @@ def test_a_huge_grid_needs_yes_and_is_refused_before_expanding(tmp_path) -> None
     assert check_size(spec, max_runs=0) == 3_000_000 == check_size(spec, yes=True)
     with pytest.raises(SpecError, match="= 4 runs, more than --max-runs 3"):
         plan_study(load_spec(_stale_study(tmp_path, tmp_path)), max_runs=3)
+
+
+def test_a_failed_report_makes_the_sweep_exit_non_zero(tmp_path, suite, monkeypatch) -> None:
+    (tmp_path / "fakebody.py").write_text(FAKE_BODY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = _stale_study(tmp_path, suite, "report: {metric: accuracy}")  # the runs report `acc`
+    out = run_sweep(spec, results=tmp_path / "res", executor="debug", progress=False, log=lambda s: None,
+                    body="fakebody:body")
+    assert out.counts == {"done": 4} and "report.metric = 'accuracy'" in (out.report_error or "")
+    assert out.exit_code == 1
