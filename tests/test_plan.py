@@ -346,3 +346,23 @@ def test_a_failed_report_makes_the_sweep_exit_non_zero(tmp_path, suite, monkeypa
                     body="fakebody:body")
     assert out.counts == {"done": 4} and "report.metric = 'accuracy'" in (out.report_error or "")
     assert out.exit_code == 1
+
+
+def test_a_stale_record_under_the_same_id_is_rerun_without_its_checkpoint(tmp_path, suite, monkeypatch) -> None:
+    (tmp_path / "fakebody.py").write_text(FAKE_BODY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = _stale_study(tmp_path, suite)
+    kw = dict(results=tmp_path / "res", executor="debug", progress=False, log=lambda s: None,
+              body="fakebody:body", report=False)
+    rid = run_sweep(spec, **kw).plan.runs[0].run_id
+    store = ResultsStore(tmp_path / "res" / "store")
+    rec = store.read_run(rid)
+    del rec["identity"]  # e.g. written by a driver that predates identities
+    store.write_run(rec)
+    (tmp_path / "res" / "runs" / rid / "checkpoint.pt").write_text("old weights")
+    assert run_sweep(spec, **kw).counts == {"done": 3, "stale": 1}
+    out = run_sweep(spec, rerun_stale=True, **kw)
+    assert out.exit_code == 0 and store.read_run(rid)["identity"] == out.plan.runs[0].identity
+    aside = list((tmp_path / "res" / "runs").glob(f"{rid}.stale-*"))
+    assert len(aside) == 1 and (aside[0] / "checkpoint.pt").read_text() == "old weights"
+    assert not (tmp_path / "res" / "runs" / rid / "checkpoint.pt").exists()

@@ -124,6 +124,11 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
     jobs = []
     for r in plan.to_submit:
         run_dir = _inside(runs_root, runs_root / r.run_id)
+        if r.action == "rerun" and r.previous == r.run_id and run_dir.exists():
+            # a stale record under this very id: its checkpoint must not be resumed; keep it aside
+            aside = _inside(runs_root, runs_root / f"{r.run_id}.stale-{_dt.datetime.now():%Y%m%dT%H%M%S}")
+            run_dir.rename(aside)
+            log(f"[sweep] {r.run_id}: stale run folder kept as {aside}")
         jobs.append(JobSpec(run_id=r.run_id, study=spec.study, seed=r.seed, label=r.label, config=r.config,
                             identity=r.identity,
                             store_root=str(store.root), run_dir=str(run_dir), git_commit=commit,
