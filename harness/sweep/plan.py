@@ -208,7 +208,7 @@ def check_size(spec: StudySpec, max_runs: int | None = DEFAULT_MAX_RUNS, yes: bo
     :class:`SpecError` when it is above ``max_runs`` (None or 0: no limit) and ``yes`` is not given."""
     n = spec.n_variants * len(spec.seeds)
     if max_runs and n > max_runs and not yes:
-        raise SpecError(spec.source, [("grid", f"{spec.n_variants} variant(s) x {len(spec.seeds)} seed(s) = {n:,} "
+        raise SpecError(spec.source, [("grid", f"{spec.n_variants:,} variant(s) x {len(spec.seeds)} seed(s) = {n:,} "
                                                f"runs, more than --max-runs {max_runs:,}: pass --yes to plan them "
                                                "all, or narrow the grid")])
     return n
