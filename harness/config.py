@@ -160,11 +160,6 @@ class CompressorConfig:
         """Whether the mixing stages see sin-cos positions (``pos_embed`` resolved for ``block``)."""
         return self.pos_embed == "sincos" or (self.pos_embed == "auto" and self.block == "transformer")
 
-    def hash_omit(self) -> tuple[str, ...]:
-        """``pos_embed`` / ``pos_norm`` came after the first results: without positions it is the old
-        behaviour. With positions ``pos_norm`` is hashed: runs with the unnormalised code keep their ids."""
-        return () if self.uses_pos_embed else ("pos_embed", "pos_norm")
-
     def __post_init__(self) -> None:
         check_choice("block", self.block, BLOCK_TYPES)
         check_choice("pooling", self.pooling, POOLING_TYPES)
@@ -299,33 +294,29 @@ def build(cls: type[T], data: dict[str, Any] | None, _prefix: str = "") -> T:
         raise ConfigError(f"{_prefix}.{e.path}" if _prefix else e.path, e.message) from None
 
 
-def to_dict(obj: Any, *, for_hash: bool = False) -> Any:
-    """Dataclass tree -> plain JSON-able dict (lists stay lists). ``for_hash``: leave out the fields a
-    config's ``hash_omit()`` names (see :func:`config_hash`)."""
+def to_dict(obj: Any) -> Any:
+    """Dataclass tree -> plain JSON-able dict (lists stay lists)."""
     if obj is None or isinstance(obj, (str, int, float)):  # most nodes: a fast path (bool is an int)
         return obj
     if dataclasses.is_dataclass(obj):
-        omit = obj.hash_omit() if for_hash and hasattr(obj, "hash_omit") else ()
-        return {name: to_dict(getattr(obj, name), for_hash=for_hash) for name in _field_names(type(obj))
-                if name not in omit}
+        return {name: to_dict(getattr(obj, name)) for name in _field_names(type(obj))}
     if isinstance(obj, (list, tuple)):
-        return [to_dict(v, for_hash=for_hash) for v in obj]
+        return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
-        return {k: to_dict(v, for_hash=for_hash) for k, v in obj.items()}
+        return {k: to_dict(v) for k, v in obj.items()}
     return obj
 
 
 def config_hash(obj: Any, n: int = 12) -> str:
-    """Stable short hash of a resolved config: canonical JSON (sorted keys) of the full tree, so key
-    order and spelled-out defaults do not change it. A switch added after results existed is left out
-    while it keeps the behaviour those results had (a config's ``hash_omit()``), so adding it does not
-    orphan them: run ids name behaviour."""
-    return hash_view(to_dict(obj, for_hash=True), n)
+    """Stable short hash of a resolved config: canonical JSON (sorted keys) of the full tree, every field
+    included, so key order and spelled-out defaults do not change it and any other value does. This is
+    the config alone; the run id adds the code's versions and the data (:mod:`harness.identity`)."""
+    return hash_view(to_dict(obj), n)
 
 
 def hash_view(view: dict[str, Any], n: int = 12) -> str:
-    """The hash of a config's hash view ``to_dict(cfg, for_hash=True)``: ``config_hash(cfg)`` without the
-    dataclass walk (the planner hashes one view per seed)."""
+    """The hash of a resolved config dict ``to_dict(cfg)``: ``config_hash(cfg)`` without the dataclass
+    walk."""
     blob = json.dumps(view, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
@@ -412,10 +403,6 @@ class LLMConfig:
     tokenizer_kind: str = "auto"  # auto | word | bpe
     bpe_vocab_size: int = 2048
 
-    def hash_omit(self) -> tuple[str, ...]:
-        """Added after the first results: at their defaults they are the old behaviour."""
-        return tuple(n for n, d in (("tokenizer_kind", "auto"), ("bpe_vocab_size", 2048)) if getattr(self, n) == d)
-
     def __post_init__(self) -> None:
         check_choice("preset", self.preset, ("tiny", "paper"))
         check_choice("arch", self.arch, ("qwen2", "llama"))
@@ -499,20 +486,6 @@ class DataConfig:
     max_failure_rate: float = 0.05
     min_failure_sample: int = 50
 
-    #: fields that do not change what is trained (speed, memory, when to give up): never hashed
-    _NOT_BEHAVIOUR = ("manifest_dir", "workers", "feature_cache", "cache_budget_gb", "max_failure_rate",
-                      "min_failure_sample")
-
-    def hash_omit(self) -> tuple[str, ...]:
-        """Fields added after the first results are left out at their old behaviour (empty / default),
-        so the synthetic runs keep their ids; the dataset's content is in :func:`dataset_identity`."""
-        omit = list(self._NOT_BEHAVIOUR)
-        for name, default in (("synthetic", {}), ("dataset", "synthetic"), ("args", {}),
-                              ("chat_template", "auto"), ("max_length", 0)):
-            if getattr(self, name) == default:
-                omit.append(name)
-        return tuple(omit)
-
     def __post_init__(self) -> None:
         check_choice("sampling", self.sampling, ("uniform", "fps"))
         check_choice("chat_template", self.chat_template, ("auto", "plain", "chat"))
@@ -554,10 +527,6 @@ class TrainStage:
     # >= 0: start at this fraction of train.steps (replaces start_step), so that shortening a run with
     # train.steps=... keeps the stages' proportions
     start_frac: float = -1.0
-
-    def hash_omit(self) -> tuple[str, ...]:
-        """``train.steps`` resolves ``start_frac`` into ``start_step`` at build; the step is the behaviour."""
-        return ("start_frac",)
 
     def __post_init__(self) -> None:
         if self.start_step < 0:
@@ -643,10 +612,6 @@ class EvalConfig:
     # lmms_eval backend: the plugin's evaluation-time args (PLUGIN_EVAL_ARGS), e.g. {max_frames_num: 64}
     model_args: dict[str, Any] = field(default_factory=dict)
 
-    def hash_omit(self) -> tuple[str, ...]:
-        """``model_args`` came after the first results: empty is the old behaviour."""
-        return () if self.model_args else ("model_args",)
-
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, ("loglik", "generate"))
         bad = sorted(set(self.model_args) - set(PLUGIN_EVAL_ARGS))
@@ -672,10 +637,6 @@ class RunConfig:
     # lmm: compressor -> projector -> LLM (harness.train / harness.evaluate); probe: compressor -> fixed
     # read-out, cross-entropy over fixed options (harness.probe; the compress families only)
     protocol: str = "lmm"
-
-    def hash_omit(self) -> tuple[str, ...]:
-        """``protocol`` came after the first results: ``lmm`` is the old behaviour."""
-        return ("protocol",) if self.protocol == "lmm" else ()
 
     def __post_init__(self) -> None:
         check_choice("protocol", self.protocol, ("lmm", "probe"))

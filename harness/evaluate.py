@@ -526,7 +526,9 @@ def format_metrics(res: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness.config import ConfigError, build, set_by_path, to_dict
+    from harness.config import ConfigError, build
+    from harness.identity import read_config_document
+    from harness.overrides import apply_overrides, blame
 
     ap = argparse.ArgumentParser(
         prog="python -m harness.evaluate",
@@ -544,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="key.path=value overrides of the run's config (eval.*, data.*)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads")
     ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # overrides may follow options
     if args.threads:
         torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir)
@@ -552,23 +554,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not cfg_path.is_file():
         print(f"error: {cfg_path}: missing; is {run_dir} a run directory of harness.train?", file=sys.stderr)
         return 2
-    from harness.train import parse_value
-
-    data = json.loads(cfg_path.read_text())
-    for ov in args.overrides:
-        if "=" not in ov:
-            print(f"error: override {ov!r} is not key.path=value", file=sys.stderr)
-            return 2
-        k, v = ov.split("=", 1)
-        set_by_path(data, k, parse_value(v))
     try:
+        data = apply_overrides(read_config_document(json.loads(cfg_path.read_text())), args.overrides)
         cfg = build(RunConfig, data)
     except ConfigError as e:
-        print(f"error: {e.with_source(str(cfg_path))}", file=sys.stderr)
+        err = blame(e, args.overrides)
+        print(f"error: {err if err is not e else e.with_source(str(cfg_path))}", file=sys.stderr)
         return 2
     res = evaluate_run(cfg, run_dir, progress=not args.no_progress)
     print(format_metrics(res))
-    _ = to_dict
     return 0
 
 

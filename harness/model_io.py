@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from harness.config import RunConfig, build, config_hash, to_dict
+from harness.identity import SCHEMA_KEY, SCHEMA_VERSION, migrate_config
 from harness.store import atomic_write_text
 from harness.train_schedule import stages_of
 
@@ -117,7 +118,7 @@ def export_model(model: nn.Module, cfg: RunConfig, out_dir: Path, step: int,
     save_pretrained_atomic(model.tokenizer, out_dir)
     save_pretrained_atomic(model.llm.config, out_dir / "llm")
     meta = {"format": CKPT_FORMAT, "step": step, "modules": mods, "run": to_dict(cfg),
-            "config_hash": config_hash(cfg)}
+            "config_hash": config_hash(cfg), SCHEMA_KEY: SCHEMA_VERSION}
     atomic_write_text(out_dir / "config.json", json.dumps(meta, indent=2))
 
 
@@ -138,7 +139,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         raise FileNotFoundError(f"{p}: not a trained model directory (no config.json; expected "
                                 f"<run_dir>/{MODEL_DIR} written by harness.train)")
     meta = json.loads(meta_path.read_text())
-    cfg = build(RunConfig, meta["run"])
+    cfg = build(RunConfig, migrate_config(meta["run"], meta.get(SCHEMA_KEY)))
     tok = load_tokenizer(p)
     if cfg.model.llm.preset == "tiny":
         from transformers import AutoModelForCausalLM

@@ -55,10 +55,10 @@ from harness.config import (
     build,
     config_hash,
     deep_merge,
-    set_by_path,
     to_dict,
 )
 from harness.data.pipeline import DataFailureError, DataOrder, SubsetOrder
+from harness.identity import stamp
 from harness.model_io import (  # noqa: F401  (re-exported: harness.train is their historical home)
     CKPT_FORMAT,
     MODEL_DIR,
@@ -71,8 +71,10 @@ from harness.model_io import (  # noqa: F401  (re-exported: harness.train is the
     save_pretrained_atomic,
     saved_modules,
 )
+from harness.overrides import apply_overrides, blame
 from harness.store import atomic_write_text
 from harness.train_schedule import lr_at, stage_index, stages_of
+from harness.yamlio import YamlFileError, load_yaml_file
 
 __all__ = ["DataOrder", "SubsetOrder", "DataFailureError", "Trainer", "train_run", "load_model", "main"]
 
@@ -90,9 +92,7 @@ class TrainingDiverged(RuntimeError):
 # ------------------------------------------------------------------------------------------ config I/O
 def load_run_config(source: str, overrides: Sequence[str] = ()) -> RunConfig:
     """A RunConfig from a YAML file or preset name plus ``key.path=value`` overrides; ConfigError names
-    the file and key of anything wrong."""
-    import yaml
-
+    the file and key of anything wrong, and an override's own mistakes name the override."""
     from harness.model.presets import RUN_PRESETS
 
     if source in RUN_PRESETS:
@@ -102,7 +102,10 @@ def load_run_config(source: str, overrides: Sequence[str] = ()) -> RunConfig:
         p = Path(source)
         if not p.is_file():
             raise FileNotFoundError(f"{source}: no such config file (or preset: {', '.join(RUN_PRESETS)})")
-        data = yaml.safe_load(p.read_text()) or {}
+        try:
+            data = load_yaml_file(p) or {}
+        except YamlFileError as e:
+            raise ConfigError("", str(e).removeprefix(f"{source}: "), source) from None
         if not isinstance(data, dict):
             raise ConfigError("", "the file must hold a mapping of RunConfig keys", source)
         if "preset" in data:  # `preset: tiny` + overrides in one file
@@ -111,28 +114,12 @@ def load_run_config(source: str, overrides: Sequence[str] = ()) -> RunConfig:
                 raise ConfigError("preset", f"unknown preset {name!r}; allowed: {', '.join(RUN_PRESETS)}", source)
             data = deep_merge(RUN_PRESETS[name], data)
         where = source
-    for ov in overrides:
-        if "=" not in ov:
-            raise ConfigError(ov, "overrides are key.path=value", where)
-        key, val = ov.split("=", 1)
-        set_by_path(data, key.strip(), parse_value(val))
+    apply_overrides(data, overrides)
     try:
         return build(RunConfig, data)
     except ConfigError as e:
-        raise e.with_source(where) from None
-
-
-def parse_value(text: str) -> Any:
-    """A command-line override value: YAML, plus numbers YAML 1.1 leaves as strings (``1e-3``)."""
-    import yaml
-
-    v = yaml.safe_load(text)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return v
-    return v
+        err = blame(e, overrides)
+        raise (err if err is not e else e.with_source(where)) from None
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -372,7 +359,7 @@ class Trainer:
         self._init_dist()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.is_main:
-            atomic_write_text(self.run_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
+            atomic_write_text(self.run_dir / "config.json", json.dumps(stamp(to_dict(cfg)), indent=2))
             (self.run_dir / "failure.json").unlink(missing_ok=True)
         torch.manual_seed(cfg.seed)
         stages = stages_of(cfg)
@@ -569,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     ap.add_argument("--eval", action="store_true", help="score the trained model (harness.evaluate) after")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # overrides may follow options: CONFIG --threads 2 train.steps=60
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.identity import current_versions
 from harness.report import ReportError, report_study
 from harness.report.__main__ import main
 from harness.report.data import load_study
@@ -23,6 +24,8 @@ LONG = ["mia_needle_what", "mia_count", "mia_order"]
 DENSE = ["mia_action", "mia_change"]
 # Two-sided 95% Student t critical values by degrees of freedom (tables), independent of scipy.
 T975 = {1: 12.706204736174705, 2: 4.302652729749464, 3: 3.182446305284263}
+
+CURRENT = {**current_versions(), "dataset": "synthetic:test"}  # records of the current code
 
 
 def _value(rng: np.random.Generator, base: float) -> float:
@@ -47,7 +50,7 @@ def make_block_store(root: Path, *, failed=(), missing=(), running=(), study="bl
                 if key in missing:
                     continue
                 b = base[block] - (0.05 if period == 16 else 0.0)
-                rec = {"run_id": rid, "seed": seed, "status": "done", "reason": None,
+                rec = {"run_id": rid, "seed": seed, "status": "done", "identity": CURRENT, "reason": None,
                        "config": {"eval": {"tasks": ["mia_long", "mia_dense"]}, "seed": seed},
                        "git_commit": "0123456789abcdef", "started": "2026-11-20T10:00:00",
                        "finished": f"2026-11-20T1{seed}:{period:02d}:00", "wall_time_s": 100.0 + seed,

@@ -200,3 +200,62 @@ grid:
     assert [(c["block"], c["pooling"], c["spatial"]["period"]) for c in comp] == [("conv", "max", 8),
                                                                                    ("identity", "mean", 8)]
     assert runs[1].label == 'compressor={"block":"identity","pooling":"mean"}'
+
+
+# ------------------------------------------------------------------------ a spec that misses nothing
+def test_a_repeated_key_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    p = write(tmp_path, "study: s\nbase:\n  train: {lr: 0.01}\n  train: {steps: 5}\ngrid: {train.lr: [1, 2]}\n")
+    with pytest.raises(SpecError, match=r"duplicate key 'train' \(first set at line 3\)") as ei:
+        load_spec(p)
+    assert str(p) in str(ei.value) and "line 4" in str(ei.value)
+    with pytest.raises(SpecError, match="duplicate key 'lr'"):
+        load_spec(write(tmp_path, "study: s\ngrid: {train.lr: [1], model.compressor.block: [conv]}\n"
+                                  "base: {train: {lr: 1, lr: 2}}\n"))
+    # a YAML merge key may be overridden on purpose
+    spec = load_spec(write(tmp_path, "study: s\nbase:\n  train: &t {steps: 5, lr: 0.01}\n  eval: {limit: 2}\n"
+                                     "grid: {train.batch_size: [2, 4]}\nlabels: {train.batch_size: bs}\n"))
+    assert spec.base["train"] == {"steps": 5, "lr": 0.01}
+
+
+def test_exponent_numbers_are_numbers_in_files_and_set(tmp_path: Path) -> None:
+    p = write(tmp_path, "study: s\nbase: {train: {lr: 1e-3}}\ngrid: {train.weight_decay: [0, 1e-2]}\n")
+    spec = load_spec(p, ["train.min_lr_ratio=1E-1"])
+    assert spec.base["train"] == {"lr": 0.001, "min_lr_ratio": 0.1} and spec.grid["train.weight_decay"] == [0, 0.01]
+    spec = load_spec(p, ["train.lr=2e-3"])
+    assert plan_study(spec).runs[0].config["train"]["lr"] == 0.002
+    assert parse_override("train.lr=1e-3") == ("train.lr", 0.001)
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path: Path) -> None:
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("study: s\n# caf\u00e9\ngrid: {train.lr: [1]}\n".encode("latin-1"))
+    with pytest.raises(SpecError, match=r"latin1.yaml: .*line 2, column 6: not UTF-8 text \(byte 0xe9\)"):
+        load_spec(p)
+
+
+def test_a_set_typo_is_blamed_on_the_set(tmp_path: Path) -> None:
+    p = write(tmp_path, "study: s\ngrid: {model.compressor.block: [conv]}\n")
+    with pytest.raises(SpecError, match=r"--set 'train.lrr=1e-3': train.lrr: unknown key 'lrr' in train "
+                                        r"\(did you mean 'lr'\?\)"):
+        load_spec(p, ["train.lrr=1e-3"])
+
+
+def test_report_figures_and_compare_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    head = "study: s\ngrid: {model.compressor.block: [bi_ssm, conv]}\nlabels: {model.compressor.block: block}\n"
+    with pytest.raises(SpecError, match=r"report.figures\[1\]: unknown figure kind 'grouped_bar' "
+                                        r"\(did you mean 'grouped_bars'\?\)"):
+        load_spec(write(tmp_path, head + "report: {figures: [pareto, grouped_bar]}\n"))
+    with pytest.raises(SpecError, match=r"report.compare\[0\]: 'convv' is not a value of axis 'block' "
+                                        r"\(did you mean 'conv'\?\); values: bi_ssm, conv"):
+        load_spec(write(tmp_path, head + "report: {compare: [[bi_ssm, convv]]}\n"))
+    with pytest.raises(SpecError, match=r"report.compare\[0\]: expected a pair"):
+        load_spec(write(tmp_path, head + "report: {compare: [[bi_ssm, conv, conv]]}\n"))
+    with pytest.raises(SpecError, match=r"report.figures\[0\].x"):
+        load_spec(write(tmp_path, head + "report: {figures: [{kind: lines, x: blok}]}\n"))
+    ok = write(tmp_path, head + "report: {x: block, figures: [grouped_bars], compare: [[bi_ssm, conv]]}\n")
+    assert load_spec(ok).report["compare"] == [["bi_ssm", "conv"]]
+    # --set may narrow the x axis: the pair is valid (the index then drops it), not an error
+    spec = load_spec(ok, ["model.compressor.block=conv"])
+    assert spec.index_meta()["report"]["compare"] == []
+    # kinds a study's report.plugins registers count (figures_v2: five_way_panels)
+    load_spec(write(tmp_path, head + "report: {plugins: [harness.report.figures_v2], figures: [cost_bars]}\n"))

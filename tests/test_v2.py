@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from harness.config import CompressorConfig, ConfigError, build
+from harness.identity import current_versions
 from harness.model.compressor import build_compressor
 from harness.model.taa import cumulative_delta_mask, select_steps, uniform_steps
 
@@ -15,6 +16,8 @@ from harness.model.taa import cumulative_delta_mask, select_steps, uniform_steps
 def _sel(rows, sampling="delta", **kw):
     kept, n = select_steps(torch.tensor(rows, dtype=torch.float64), sampling, **kw)
     return kept.tolist(), n.tolist()
+
+CURRENT = {**current_versions(), "dataset": "synthetic:test"}  # records of the current code
 
 
 def test_cumulative_delta_exact_frames():
@@ -216,7 +219,8 @@ def make_five_way_store(root):
                 variant = {"frames": frames, "compress": comp, "block": block, "pooling": pool, "taa": taa}
                 rid = f"fw-{frames}-{block}-{pool}-{comp}-{taa}-{seed}"
                 entries.append({"run_id": rid, "seed": seed, "variant": variant, "label": rid})
-                rec = {"run_id": rid, "seed": seed, "status": "done", "finished": "2026-11-24T10:00:00",
+                rec = {"run_id": rid, "seed": seed, "status": "done", "identity": CURRENT,
+                       "finished": "2026-11-24T10:00:00",
                        "config": {"eval": {"tasks": ["mia_long", "mia_dense"]}, "data": {"n_frames": frames}},
                        "metrics": _metrics(acc + 0.01 * seed), "tokens": {"llm_visual": frames * 8},
                        "extra": {"ttft_ms": lat * frames / 8, "peak_mem_mb": 100.0 * frames * (4 if not comp else 1),
@@ -272,7 +276,8 @@ def make_layer_store(root, avg):
             rid = f"cl-{rid_}-{seed}"
             variant = {"pooling": pool, "taa": taa, "ssm": ssm, "block": block}
             entries.append({"run_id": rid, "seed": seed, "variant": variant, "label": rid})
-            store.write_run({"run_id": rid, "seed": seed, "status": "done", "finished": "2026-11-24T10:00:00",
+            store.write_run({"run_id": rid, "seed": seed, "status": "done", "identity": CURRENT,
+                             "finished": "2026-11-24T10:00:00",
                              "config": {"eval": {"tasks": ["mia_long", "mia_dense"]}, "data": {"n_frames": 16},
                                         "model": {"llm": {"preset": "tiny", "arch": "qwen2", "hidden_size": 64,
                                                           "n_layers": 2}, "encoder": {"name": "tiny"}}},

@@ -6,10 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from harness.report import ReportError, load_plugins, report_study
 from harness.store import ResultsStore
+from harness.yamlio import YamlFileError, load_yaml_file
 
 EPILOG = """\
 examples:
@@ -36,9 +35,9 @@ def study_name_from_spec(path: str) -> str:
     if not p.is_file():
         raise ReportError(f"{p}: no such study spec")
     try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ReportError(f"{p}: not valid YAML: {e}") from e
+        doc = load_yaml_file(p)
+    except YamlFileError as e:
+        raise ReportError(str(e)) from e
     if not isinstance(doc, dict) or not isinstance(doc.get("study"), str) or not doc["study"]:
         raise ReportError(f"{p}: key 'study' (the study name) is missing or not a string")
     return doc["study"]
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in reports:
             c = r.study.status_counts()
             print(f"{r.study.name}: {len(r.study.runs)} runs ({c.get('done', 0)} done, {c.get('failed', 0)} "
-                  f"failed, {c.get('missing', 0)} missing) -> {r.out_dir}/")
+                  f"failed, {c.get('missing', 0)} missing, {len(r.study.stale_runs())} stale) -> {r.out_dir}/")
             for a in r.artifacts:
                 print(f"  {a.kind:24s} {', '.join(p.name for p in a.files)}")
             for k, why in r.skipped:

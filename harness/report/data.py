@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.identity import code_stale_reason
 from harness.report import style
 from harness.report.stats import Summary, summarize
 from harness.store import ResultsStore
@@ -54,6 +55,8 @@ class RunInfo:
     git_commit: str | None = None
     device: str | None = None  # GPU name or "cpu" (job.device); None in records from before it was kept
     protocol: str | None = None  # config.protocol: lmm | probe (lmm for records from before the field)
+    # why a done run's result is stale (older code, config schema or data: harness.identity), or None
+    stale: str | None = None
     values: dict[tuple[str, str], float] = field(default_factory=dict)  # (task, metric) -> value
     costs: dict[str, float] = field(default_factory=dict)  # cost key -> value (tokens, x.ttft_ms ...)
     failed_samples: dict[str, int] = field(default_factory=dict)  # task -> samples whose video failed
@@ -206,6 +209,10 @@ class StudyData:
         vals = {r.costs.get("x.chance") for r in self.runs if "x.chance" in r.costs}
         return vals.pop() * self.scale() if len(vals) == 1 else None
 
+    def stale_runs(self) -> list[RunInfo]:
+        """Done runs whose results come from older code, config schema or data (kept, marked)."""
+        return [r for r in self.runs if r.status == "done" and r.stale]
+
     def devices(self) -> Counter:
         """Done runs per device they ran on (``not recorded`` for records that predate the field)."""
         return Counter(r.device or "not recorded" for r in self.runs if r.status == "done")
@@ -299,6 +306,7 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
                     lst.append(m["metric"])
         if status == "done":
             n_failed[rid] = int((rec.get("extra") or {}).get("n_failed") or 0)
+            info.stale = entry.get("stale") or code_stale_reason(rec)
         for row in rows:
             if isinstance(row.get("task"), str) and isinstance(row.get("metric"), str):
                 info.values[(str(row["task"]), str(row["metric"]))] = float(row["value"])

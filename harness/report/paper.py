@@ -35,6 +35,10 @@ def study_section(rep: StudyReport, root: Path, level: int = 2) -> list[str]:
               f"- runs: {len(st.runs)} ({counts or 'none'}); seeds: "
               f"{', '.join(str(s) for s in sorted({r.seed for r in st.runs if r.seed is not None}))}",
               f"- data as of: {st.latest}; code: {commits}"]
+    if st.stale_runs():
+        lines.append(f"- **stale: {len(st.stale_runs())} of {len(st.runs)} runs** were recorded by older code, config "
+                     "schema or data (Status column); rerun them with `python -m harness.sweep "
+                     f"{st.spec_path or '<study>.yaml'} --rerun-stale`")
     if st.overrides:
         lines.append("- sweep overrides: " + ", ".join(f"`{o}`" for o in st.overrides))
     lines += ["",
@@ -50,7 +54,9 @@ def study_section(rep: StudyReport, root: Path, level: int = 2) -> list[str]:
     for v in st.variants:
         for r in v.runs:
             why = (r.reason or "").strip().splitlines()[0][:80] if r.reason else ""
-            lines.append(f"| `{r.run_id}` | {_md(v.label)} | {r.seed} | {r.status} | {r.finished or ''} | "
+            status = f"{r.status} (stale)" if r.stale else r.status
+            why = why or (r.stale or "")[:80]
+            lines.append(f"| `{r.run_id}` | {_md(v.label)} | {r.seed} | {status} | {r.finished or ''} | "
                          f"{_md(why)} |")
     lines += ["", "</details>", ""]
     return lines

@@ -30,6 +30,7 @@ from harness.report.stats import MIN_SEEDS, Summary, paired
 
 DASH = "—"
 FAILED_MARK = "†"
+STALE_MARK = "‡"  # a variant with results of older code, config schema or data (harness.identity)
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -239,7 +240,22 @@ def runs_text(v: Variant) -> str:
         parts.append(f"{c['missing']} missing")
     if c.get("running"):
         parts.append(f"{c['running']} running")
+    n_stale = sum(1 for r in v.runs if r.status == "done" and r.stale)
+    if n_stale:
+        parts.append(f"{STALE_MARK}{n_stale} stale")
     return f"{c.get('done', 0)}/{len(v.runs)}" + (" " + ", ".join(parts) if parts else "")
+
+
+def stale_note(study: StudyData) -> list[str]:
+    """One line when some results are stale: they are shown, marked, never silently passed off as current."""
+    stale = study.stale_runs()
+    if not stale:
+        return []
+    why = stale[0].stale or ""
+    return [f"{STALE_MARK} {len(stale)} of {len(study.runs)} runs are stale: recorded by older code, config schema "
+            f"or data ({why}{'; ...' if len({r.stale for r in stale}) > 1 else ''}). Their numbers are shown "
+            "but are not what the current code computes; rerun them with `python -m harness.sweep "
+            f"{study.spec_path or '<study>.yaml'} --rerun-stale`."]
 
 
 def _axis_cells(study: StudyData, v: Variant, axes: list[str]) -> list[Cell]:
@@ -344,7 +360,7 @@ def main_table(study: StudyData, options: dict[str, Any]) -> Table | None:
         notes.append("Same for every variant: " + "; ".join(
             f"{style.COST_SHORT.get(k, k)} {next(iter(vals)):g}" for k, vals in constant) + ".")
     head, details = _failure_notes(study, study.variants)
-    return Table("table_main", caption, cols, rows, notes + head, f"tab:{study.name}-main",
+    return Table("table_main", caption, cols, rows, stale_note(study) + notes + head, f"tab:{study.name}-main",
                  details).mark_best()
 
 

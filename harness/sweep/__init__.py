@@ -137,7 +137,8 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
               dry_run: bool = False, retry_failed: bool = False, max_parallel: int | None = None,
               report: bool = True, progress: bool = True, pdb: bool = False, body: str | None = None,
               show: int = 60, poll_s: float | None = None, stop_previous: bool = False,
-              log: Callable[[str], None] = print) -> SweepResult:
+              log: Callable[[str], None] = print, rerun_stale: bool = False, max_runs: int | None = None,
+              yes: bool = False) -> SweepResult:
     """Plan, run and report one study (the CLI's body; arguments mirror its flags)."""
     from harness.sweep.lock import Heartbeat, Lock, describe_owner
     from harness.sweep.spec import load_spec
@@ -147,7 +148,8 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
         return _run_sweep(spec, spec_path, overrides, executor=executor, profile=profile, results=results,
                           log_dir=log_dir, dry_run=True, retry_failed=retry_failed, max_parallel=max_parallel,
                           report=report, progress=progress, pdb=pdb, body=body, show=show, poll_s=poll_s,
-                          stop_previous=stop_previous, log=log)
+                          stop_previous=stop_previous, rerun_stale=rerun_stale, max_runs=max_runs, yes=yes,
+                          log=log)
     lock = Lock(Path(results) / "locks" / f"study-{spec.study}.lock", what=f"sweep driver of study {spec.study}")
 
     def waiting(holder: dict[str, Any] | None) -> None:
@@ -163,7 +165,8 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
         return _run_sweep(spec, spec_path, overrides, executor=executor, profile=profile, results=results,
                           log_dir=log_dir, dry_run=False, retry_failed=retry_failed, max_parallel=max_parallel,
                           report=report, progress=progress, pdb=pdb, body=body, show=show, poll_s=poll_s,
-                          stop_previous=stop_previous, log=log)
+                          stop_previous=stop_previous, rerun_stale=rerun_stale, max_runs=max_runs, yes=yes,
+                          log=log)
     except KeyboardInterrupt:
         if not lock.held:
             log("\ninterrupted while waiting for the other driver; nothing was run")
@@ -179,11 +182,12 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
 def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str], *, executor: str | None,
                profile: str | None, results: str | os.PathLike, log_dir: str | None, dry_run: bool,
                retry_failed: bool, max_parallel: int | None, report: bool, progress: bool, pdb: bool,
-               body: str | None, show: int, poll_s: float | None, stop_previous: bool,
-               log: Callable[[str], None]) -> SweepResult:
+               body: str | None, show: int, poll_s: float | None, stop_previous: bool, rerun_stale: bool,
+               max_runs: int | None, yes: bool, log: Callable[[str], None]) -> SweepResult:
     from harness.sweep.executors import EXECUTORS
     from harness.sweep.job import DEFAULT_BODY, JobSpec, git_commit
-    from harness.sweep.plan import plan_study
+    from harness.sweep.plan import DEFAULT_MAX_RUNS, SUBMIT_ACTIONS, plan_study
+    from harness.sweep.prepare import make_missing_suites
     from harness.sweep.profiles import load_profile
     from harness.sweep.progress import ProgressView
 
@@ -194,7 +198,12 @@ def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str]
     results = Path(results)
     store = ResultsStore(results / "store")
     runs_root = results / "runs"
-    plan = plan_study(spec, store, retry_failed=retry_failed)
+    plan_kw: dict[str, Any] = {"retry_failed": retry_failed, "rerun_stale": rerun_stale, "yes": yes,
+                               "max_runs": DEFAULT_MAX_RUNS if max_runs is None else max_runs}
+    plan = plan_study(spec, store, **plan_kw)
+    if plan.pending_suites and not dry_run:  # a run id includes the suite's content hash: make it first
+        make_missing_suites([r.config for r in plan.runs], progress=progress, log=log)
+        plan = plan_study(spec, store, **plan_kw)
     logs = Path(log_dir) if log_dir else results / "logs" / spec.study
     ex_kw: dict[str, Any] = {"poll_s": poll_s or (10.0 if ex_name == "slurm" else 1.0), "study": spec.study,
                              "locks_dir": results / "locks", "stop_previous": stop_previous}
@@ -226,9 +235,15 @@ def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str]
     commit = git_commit()
     jobs = []
     # runs a live job of a previous driver is on ("running") are waited for (or stopped: stop_previous)
-    for r in [r for r in plan.runs if r.action in ("submit", "resume", "retry", "running")]:
+    for r in [r for r in plan.runs if r.action in (*SUBMIT_ACTIONS, "running")]:
         run_dir = _inside(runs_root, runs_root / r.run_id)
+        if r.action == "rerun" and r.previous == r.run_id and run_dir.exists():
+            # a stale record under this very id: its checkpoint must not be resumed; keep it aside
+            aside = _inside(runs_root, runs_root / f"{r.run_id}.stale-{_dt.datetime.now():%Y%m%dT%H%M%S}")
+            run_dir.rename(aside)
+            log(f"[sweep] {r.run_id}: stale run folder kept as {aside}")
         jobs.append(JobSpec(run_id=r.run_id, study=spec.study, seed=r.seed, label=r.label, config=r.config,
+                            identity=r.identity,
                             store_root=str(store.root), run_dir=str(run_dir), git_commit=commit,
                             cpus=prof.cpus_per_task, executor=ex_name, body=body or DEFAULT_BODY,
                             progress=ex_name == "debug" and progress))
@@ -255,12 +270,14 @@ def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str]
             res.exit_code = 1
             return res
     else:
-        log("nothing to run: every run of the study is finished" +
-            (" or failed (--retry-failed reruns the failed ones)" if plan.counts().get("failed") else ""))
+        c = plan.counts()
+        log("nothing to run: every run of the study is finished"
+            + (" or failed (--retry-failed reruns the failed ones)" if c.get("failed") else "")
+            + (" or stale (--rerun-stale reruns the stale ones)" if c.get("stale") else ""))
 
     from harness.sweep.plan import mark_status
 
-    mark_status(plan, store, retry_failed)
+    mark_status(plan, store, retry_failed, rerun_stale)
     res.counts = {}
     for r in plan.runs:
         res.counts[r.status] = res.counts.get(r.status, 0) + 1
@@ -275,7 +292,8 @@ def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str]
                 if f.name.startswith("table_main.md"):
                     log(f.read_text())
     n_bad = sum(v for k, v in res.counts.items() if k != "done")
-    res.exit_code = 1 if n_bad else 0
+    res.exit_code = 1 if n_bad or res.report_error else 0
     if n_bad:
-        log(f"{n_bad} run(s) of the study are not done: " + ", ".join(f"{v} {k}" for k, v in res.counts.items()))
+        log(f"{n_bad} run(s) of the study are not done: " + ", ".join(f"{v} {k}" for k, v in res.counts.items())
+            + (" (--rerun-stale reruns the stale ones)" if res.counts.get("stale") else ""))
     return res

@@ -13,6 +13,7 @@ examples:
   python -m harness.sweep ablations/block_type.yaml --executor slurm --profile localcluster
   python -m harness.sweep ablations/gating.yaml --executor debug --pdb   # in process, debugger on error
   python -m harness.sweep ablations/block_type.yaml --retry-failed  # rerun the runs that failed
+  python -m harness.sweep ablations/block_type.yaml --rerun-stale   # rerun results of older code/data
 
 --set KEY=VALUE (repeatable; VALUE is YAML):
   train.steps=200                 a RunConfig path: goes into the study's base for every run; if it is
@@ -23,9 +24,13 @@ examples:
 what it does:
   1. validates the study (unknown keys with "did you mean", types, empty axes, values the model rejects),
      naming the file and key; nothing runs if anything is wrong
-  2. plans: one run per (variant, seed), id = hash of the resolved config; duplicates collapse
-  3. skips finished runs, resumes unfinished ones from their checkpoint (also runs whose job was
-     killed: SIGKILL, OOM, scheduler), leaves failed ones alone unless --retry-failed; the same command
+  2. plans: one run per (variant, seed), id = hash of the resolved config + the code's behaviour and
+     config-schema versions + the encoder's identity + the dataset's content hash; duplicates collapse;
+     more than --max-runs runs (default 10,000) need --yes, checked before the grid is expanded
+  3. skips finished runs, resumes unfinished ones from their checkpoint, leaves failed ones alone
+     unless --retry-failed (runs whose job was killed by SIGKILL, OOM or
+     the scheduler resume), and stale ones (a result of older code, schema or data for the same
+     variant and seed: shown as `stale` here and in the report) unless --rerun-stale; the same command
      after an interruption finishes the study
   4. generates the synthetic suite if missing and fills the feature cache once
   5. runs the jobs (local processes | Slurm job array | in process) with a live progress view
@@ -42,7 +47,8 @@ one owner per run (DIR/locks/, NFS-safe lock files with host, pid and heartbeat)
   a run another study's driver owns is waited for; a job of a dead driver that still runs (a Slurm
   job, a local worker) is waited for, or stopped and resumed with --stop-previous. Local jobs die
   with the driver. A full disk is a failed run "disk full: no space left on ..." (never a traceback).
-exit status: 0 all runs done, 1 some failed/unfinished, 2 bad spec/profile or environment (the failed
+exit status: 0 all runs done and reported, 1 some runs failed/unfinished/stale or the report
+failed, 2 bad spec/profile or environment (the failed
 checks of `python -m harness doctor`, run before anything is written), 130 interrupted.
 """
 
@@ -68,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stop-previous", action="store_true",
                     help="stop the still-running jobs of a previous, dead driver of these runs (local worker: "
                          "SIGTERM then SIGKILL; Slurm: scancel) and resume them; default: wait for them")
+    ap.add_argument("--rerun-stale", action="store_true",
+                    help="rerun stale runs (results recorded by older code, config schema or data)")
+    ap.add_argument("--max-runs", type=int, default=None, metavar="N",
+                    help="refuse a study of more than N runs unless --yes (default 10,000; 0: no limit)")
+    ap.add_argument("--yes", action="store_true", help="plan and run a study above --max-runs")
     ap.add_argument("--max-parallel", type=int, default=None, metavar="N",
                     help="local executor: runs at once (default: profile max_parallel_local, else "
                          "cores // cpus_per_task)")
@@ -94,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         res = run_sweep(a.spec, a.overrides, executor=a.executor, profile=a.profile, results=a.results,
                         log_dir=a.log_dir, dry_run=a.dry_run, retry_failed=a.retry_failed,
                         max_parallel=a.max_parallel, report=not a.no_report, progress=not a.no_progress,
-                        pdb=a.pdb, body=a.job, show=a.show, poll_s=a.poll, stop_previous=a.stop_previous)
+                        pdb=a.pdb, body=a.job, show=a.show, poll_s=a.poll, stop_previous=a.stop_previous,
+                        rerun_stale=a.rerun_stale, max_runs=a.max_runs, yes=a.yes)
     except (SpecError, ConfigError, ValueError, EnvironmentProblem) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -143,7 +143,8 @@ class BaseExecutor:
         rec = self.store.read_run(rid) or {}
         st = view.states[rid]
         attempt = int((rec.get("job") or {}).get("attempt", 0))
-        if rec.get("status") == "done" and rec.get("config") == spec.config:
+        if (rec.get("status") == "done" and rec.get("config") == spec.config
+                and rec.get("identity") == (spec.identity or None)):  # else stale: rerun it
             view.attach(rid, attempt)
             self.release(rid)
             return "ended"
@@ -245,6 +246,8 @@ class BaseExecutor:
                "config": spec.config, "git_commit": spec.git_commit, "status": "failed", "reason": reason[:2000],
                "log_path": log_path, "started": rec.get("started"), "finished": now(), "wall_time_s": None,
                "resumable": resumable, "job": {**(rec.get("job") or {}), "executor": self.name, "attempt": attempt}}
+        if spec.identity:
+            new["identity"] = dict(spec.identity)
         try:
             self.store.write_run(new)
         except OSError as e:

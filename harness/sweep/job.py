@@ -69,6 +69,7 @@ class JobSpec:
     body: str = DEFAULT_BODY  # "module:function" (cfg: RunConfig, run_dir: Path) -> eval dict
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the job
     progress: bool = False  # progress bars inside the job (the debug executor shows them)
+    identity: dict[str, Any] = field(default_factory=dict)  # harness.identity.run_identity, into the record
 
 
 def now() -> str:
@@ -293,7 +294,8 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     info = _job_info(job.executor)
     prev = store.read_run(job.run_id) or {}
-    if prev.get("status") == "done" and prev.get("config") == job.config:
+    if prev.get("status") == "done" and prev.get("config") == job.config and prev.get("identity") == (
+            job.identity or None):
         # A requeued attempt of a job that finished during its kill grace: the result stands.
         return prev
     started = now()
@@ -302,6 +304,8 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
     base = {"run_id": job.run_id, "study": job.study, "seed": job.seed, "label": job.label,
             "config": job.config, "git_commit": job.git_commit, "started": started, "job": info,
             "reason": None, "log_path": info.get("log_err")}
+    if job.identity:
+        base["identity"] = dict(job.identity)
     t0 = time.perf_counter()
     try:
         remove_temp_files(run_dir)  # left by a killed attempt: this job owns the run dir now

@@ -1,20 +1,26 @@
 """Planning: a :class:`~harness.sweep.spec.StudySpec` -> the list of runs, their ids and what to do.
 
-A run is one (variant, seed). Its id is a hash of its *resolved* RunConfig (every field, defaults
-spelled out, canonical JSON with sorted keys: the same as :func:`harness.config.config_hash`), so key
-order, spelled-out defaults and which study asked for it do not change it, and two variants that
-resolve to the same config collapse into one run. Each variant is built (and so validated) once;
-seeds only change the ``seed`` field, so a 10,000-run plan takes well under 2 s.
+A run is one (variant, seed). Its id (:func:`harness.identity.run_id`) hashes its *resolved* RunConfig
+(every field, defaults spelled out, canonical JSON with sorted keys) with its identity: the config schema
+and behaviour versions, the encoder's identity and the dataset's content hash (:func:`dataset_identity`).
+Key order, spelled-out defaults and which study asked for it do not change it; two variants that resolve
+to the same config collapse into one run. Each variant is built (and so validated) once; seeds only
+change the ``seed`` field, so a 10,000-run plan takes well under 2 s. A grid of more than ``max_runs``
+runs (default 10,000) is refused before it is expanded unless ``yes``.
 
 Against the results store every run gets an ``action``:
 
 =============  =================================================================================
 ``submit``     no record yet
-``resume``     a ``running`` record whose job is gone (killed, preempted, driver died), or a ``failed``
-               one marked ``resumable`` (its job was killed by a signal, the OOM killer or the
-               scheduler, and left a checkpoint): rerun; the training resumes from
-               ``results/runs/<run_id>/checkpoint.pt``
-``skip``       ``done`` (never rerun, never duplicated)
+``resume``     a ``running`` record whose job is gone (killed, preempted, driver died; status
+               ``interrupted``), or a ``failed`` one marked ``resumable`` (its job was killed by a
+               signal, the OOM killer or the scheduler, and left a checkpoint): rerun; the training resumes
+               from ``results/runs/<run_id>/checkpoint.pt``
+``skip``       ``done`` under this id and identity (never rerun, never duplicated)
+``stale``      no record under this id, but the study's last plan recorded this (variant, seed) under
+               another id (older code, config schema or data), or a record under this id has another
+               identity: its result is kept and shown as stale, not rerun (status ``stale``)
+``rerun``      ``stale`` and ``--rerun-stale`` given: run again under the current id
 ``failed``     ``failed`` and ``--retry-failed`` not given: reported, not rerun
 ``retry``      ``failed`` and ``--retry-failed`` given
 ``running``    a live job (this host's pid, or a Slurm job still in the queue) is on it already
@@ -31,17 +37,33 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.config import ConfigError, RunConfig, build, hash_view, to_dict
+from harness.config import ConfigError, DataConfig, RunConfig, build, to_dict
+from harness.data.datasets import dataset_identity as registry_dataset_identity
+from harness.identity import run_id, run_identity, stale_reason, suite_manifest_hash
 from harness.store import ResultsStore
 from harness.sweep.spec import SpecError, StudySpec, variant_label
 
-SUBMIT_ACTIONS = ("submit", "resume", "retry")
+SUBMIT_ACTIONS = ("submit", "resume", "retry", "rerun")
+DEFAULT_MAX_RUNS = 10_000
+PENDING = "pending:"  # dataset identity of a suite that does not exist yet (the sweep generates it)
 
-def resolve(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Override dict -> (the full resolved RunConfig dict, its hash view), strictly validated by ``build``;
-    the run id is ``hash_view`` of the view (equal to ``config_hash`` of the built config)."""
-    cfg = build(RunConfig, overrides)
-    return to_dict(cfg), to_dict(cfg, for_hash=True)
+
+def resolve(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Override dict -> the full resolved RunConfig dict, strictly validated by ``build``."""
+    return to_dict(build(RunConfig, overrides))
+
+
+def dataset_identity(data: dict[str, Any]) -> str | None:
+    """The content hash of the dataset a run reads (its resolved ``data`` section), or None when the
+    dataset does not exist yet. The one place the planner asks; a synthetic suite is identified by its
+    manifest (meta.json and the item lists: :func:`harness.identity.suite_manifest_hash`)."""
+    if data.get("dataset", "synthetic") != "synthetic":  # a registry dataset: its manifest's content hash
+        try:
+            return registry_dataset_identity(build(DataConfig, data))
+        except FileNotFoundError:  # its annotation files are not here (yet)
+            return None
+    h = suite_manifest_hash(data["suite"])
+    return None if h is None else f"synthetic:{h}"
 
 
 @dataclass
@@ -51,14 +73,20 @@ class PlannedRun:
     variant: dict[str, Any]  # axis label -> value
     label: str  # "block=bi_ssm, period=8"
     config: dict[str, Any]  # the resolved RunConfig
-    status: str = "new"  # new | done | failed | running | stale
+    identity: dict[str, Any] = field(default_factory=dict)  # harness.identity.run_identity
+    status: str = "new"  # new | done | failed | running | interrupted | stale
     action: str = "submit"
     reason: str | None = None
     wall_time_s: float | None = None
     log_path: str | None = None
+    previous: str | None = None  # stale: the run id its kept result is stored under
 
     def index_entry(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "seed": self.seed, "variant": dict(self.variant), "label": self.label}
+        """The study index entry: a stale run kept (not rerun) points at its old record, marked."""
+        entry = {"run_id": self.run_id, "seed": self.seed, "variant": dict(self.variant), "label": self.label}
+        if self.action == "stale" and self.previous:
+            entry.update(run_id=self.previous, current_id=self.run_id, stale=self.reason)
+        return entry
 
 
 @dataclass
@@ -67,6 +95,7 @@ class Plan:
     runs: list[PlannedRun]
     n_duplicates: int = 0  # (variant, seed) points that collapsed into an earlier run
     duplicate_of: dict[str, list[str]] = field(default_factory=dict)  # run_id -> labels that collapsed into it
+    pending_suites: list[str] = field(default_factory=list)  # data.suite folders that do not exist yet
 
     @property
     def to_submit(self) -> list[PlannedRun]:
@@ -77,7 +106,7 @@ class Plan:
 
     def estimate_s(self) -> tuple[float | None, str]:
         """Estimated wall seconds of one submitted run and where the number comes from."""
-        done = [r for r in self.runs if r.status == "done" and r.wall_time_s]
+        done = [r for r in self.runs if r.status in ("done", "stale") and r.wall_time_s]
         if not done:
             return None, "no finished run of this study yet"
         by_label: dict[str, list[float]] = {}
@@ -102,16 +131,23 @@ class Plan:
                  f"{len(self.spec.seeds)} seed(s) = {len(self.runs)} run(s)"
                  + (f" ({self.n_duplicates} duplicate point(s) collapsed)" if self.n_duplicates else "")]
         w = max([len(r.label) for r in self.runs[:max_lines]] + [7])
-        lines.append(f"  {'run id':<12}  {'variant':<{w}}  seed  status   action")
+        lines.append(f"  {'run id':<12}  {'variant':<{w}}  seed  status       action")
         for r in self.runs[:max_lines]:
-            note = f"  ({r.reason})" if r.reason and r.action in ("failed", "retry") else ""
-            lines.append(f"  {r.run_id:<12}  {r.label:<{w}}  {r.seed:>4}  {r.status:<7}  {r.action}{note}")
+            note = f"  ({r.reason})" if r.reason and r.action in ("failed", "retry", "stale", "rerun") else ""
+            lines.append(f"  {r.run_id:<12}  {r.label:<{w}}  {r.seed:>4}  {r.status:<11}  {r.action}{note}")
         if len(self.runs) > max_lines:
             lines.append(f"  ... {len(self.runs) - max_lines} more run(s) (--show N lists more)")
-        parts = [f"{c.get(a, 0)} {a}" for a in ("skip", "submit", "resume", "retry", "failed", "running") if c.get(a)]
+        parts = [f"{c.get(a, 0)} {a}" for a in ("skip", "submit", "resume", "retry", "rerun", "stale", "failed",
+                                                  "running") if c.get(a)]
         lines.append("summary: " + ", ".join(parts) + f"  -> {len(self.to_submit)} run(s) to execute")
         if c.get("failed"):
             lines.append(f"  {c['failed']} failed run(s) are not rerun; pass --retry-failed to retry them")
+        if c.get("stale"):
+            lines.append(f"  {c['stale']} stale run(s): their results come from older code, config schema or "
+                         "data and are kept, marked stale in the report; pass --rerun-stale to rerun them")
+        for suite in self.pending_suites:
+            lines.append(f"  data.suite {suite} does not exist yet: the sweep generates it before the runs "
+                         "start; the run ids above are provisional (an id includes the suite's content hash)")
         est, why = self.estimate_s()
         n = len(self.to_submit)
         if n:
@@ -175,53 +211,100 @@ def proc_stat(pid: int) -> tuple[str, int] | None:
 
 
 # --------------------------------------------------------------------------------------------- planning
-def plan_study(spec: StudySpec, store: ResultsStore | None = None, retry_failed: bool = False) -> Plan:
+def check_size(spec: StudySpec, max_runs: int | None = DEFAULT_MAX_RUNS, yes: bool = False) -> int:
+    """The number of (variant, seed) points, from the axis lengths (nothing expanded); raise
+    :class:`SpecError` when it is above ``max_runs`` (None or 0: no limit) and ``yes`` is not given."""
+    n = spec.n_variants * len(spec.seeds)
+    if max_runs and n > max_runs and not yes:
+        raise SpecError(spec.source, [("grid", f"{spec.n_variants:,} variant(s) x {len(spec.seeds)} seed(s) = {n:,} "
+                                               f"runs, more than --max-runs {max_runs:,}: pass --yes to plan them "
+                                               "all, or narrow the grid")])
+    return n
+
+
+def plan_study(spec: StudySpec, store: ResultsStore | None = None, retry_failed: bool = False,
+               rerun_stale: bool = False, max_runs: int | None = DEFAULT_MAX_RUNS, yes: bool = False) -> Plan:
     """Resolve every (variant, seed) of ``spec``, collapse duplicates and, with a ``store``, decide what
-    to do with each run. Raises :class:`SpecError` if a combination of axis values is invalid."""
+    to do with each run. Raises :class:`SpecError` if a combination of axis values is invalid, or if
+    the study has more than ``max_runs`` runs and ``yes`` is not given (checked before expanding)."""
+    check_size(spec, max_runs, yes)
     runs: list[PlannedRun] = []
     seen: dict[str, PlannedRun] = {}
     dup_of: dict[str, list[str]] = {}
     n_dup = 0
     problems: list[tuple[str, str]] = []
+    pending: list[str] = []
     for variant in spec.variants():
         label = variant_label(variant, spec.labels)
         try:
-            resolved, view = resolve(spec.run_overrides(variant))
+            resolved = resolve(spec.run_overrides(variant))
         except ConfigError as e:
             problems.append((f"variant {label}", f"{e.path}: {e.message}"))
             if len(problems) >= 20:
                 break
             continue
+        dataset = dataset_identity(resolved["data"])
+        if dataset is None:
+            dataset = PENDING + resolved["data"]["suite"]
+            if resolved["data"]["suite"] not in pending:
+                pending.append(resolved["data"]["suite"])
+        ident = run_identity(resolved, dataset)
         vlab = {spec.labels[p]: v for p, v in variant.items()}
         for seed in spec.seeds:
-            resolved["seed"] = view["seed"] = seed
-            rid = hash_view(view)
+            resolved["seed"] = seed
+            rid = run_id(resolved, ident)
             if rid in seen:
                 n_dup += 1
                 dup_of.setdefault(rid, []).append(f"{label} seed={seed}")
                 continue
-            r = PlannedRun(rid, seed, vlab, label, {**resolved})
+            r = PlannedRun(rid, seed, vlab, label, {**resolved}, ident)
             seen[rid] = r
             runs.append(r)
     if problems:
         raise SpecError(spec.source, problems)
-    plan = Plan(spec, runs, n_dup, dup_of)
+    plan = Plan(spec, runs, n_dup, dup_of, pending)
     if store is not None:
-        mark_status(plan, store, retry_failed)
+        mark_status(plan, store, retry_failed, rerun_stale)
     return plan
 
 
-def mark_status(plan: Plan, store: ResultsStore, retry_failed: bool = False) -> None:
+def _previous_ids(store: ResultsStore, study: str) -> dict[tuple[str, Any], str]:
+    """(label, seed) -> the run id the study's last index recorded for it ({} without an index)."""
+    try:
+        index = store.read_study(study)
+    except (FileNotFoundError, ValueError):
+        return {}
+    out = {}
+    for e in index.get("runs") or []:
+        if isinstance(e, dict) and "run_id" in e:
+            out[(str(e.get("label")), e.get("seed"))] = str(e["run_id"])
+    return out
+
+
+def mark_status(plan: Plan, store: ResultsStore, retry_failed: bool = False, rerun_stale: bool = False) -> None:
     """Set ``status`` / ``action`` of every run from its record in ``store`` (see the module docstring)."""
     existing = set(store.run_ids())
+    previous = _previous_ids(store, plan.spec.study)
+    stale_action = "rerun" if rerun_stale else "stale"
     for r in plan.runs:
+        r.previous = None
         if r.run_id not in existing:
-            r.status, r.action = "new", "submit"
+            old = previous.get((r.label, r.seed))
+            rec = store.read_run(old) if old and old != r.run_id and old in existing else None
+            if rec and rec.get("status") == "done":
+                r.status, r.action, r.previous = "stale", stale_action, old
+                r.reason, r.wall_time_s = stale_reason(rec, r.identity, r.config), rec.get("wall_time_s")
+                r.log_path = rec.get("log_path")
+            else:
+                r.status, r.action, r.reason = "new", "submit", None
             continue
         rec = store.read_run(r.run_id) or {}
         st = rec.get("status")
         r.reason, r.log_path, r.wall_time_s = rec.get("reason"), rec.get("log_path"), rec.get("wall_time_s")
-        if st == "done":
+        if st == "done" and rec.get("identity") != r.identity:
+            r.status, r.action, r.previous = "stale", stale_action, r.run_id
+            r.reason = stale_reason(rec, r.identity, r.config)
+        elif st == "done":
             r.status, r.action = "done", "skip"
         elif st == "failed" and rec.get("resumable"):  # killed (signal, OOM, scheduler) with a checkpoint
             r.status, r.action = "failed", "resume"
@@ -230,4 +313,4 @@ def mark_status(plan: Plan, store: ResultsStore, retry_failed: bool = False) -> 
         elif st == "running" and job_alive(rec.get("job")):
             r.status, r.action = "running", "running"
         else:
-            r.status, r.action = "stale", "resume"
+            r.status, r.action = "interrupted", "resume"

@@ -29,20 +29,15 @@ def _needs_no_suite(c: dict[str, Any]) -> bool:
             and (c.get("eval") or {}).get("backend", "native") != "native")
 
 
-def prepare_data(configs: list[dict[str, Any]], progress: bool = True, log: Any = print) -> dict[str, Any]:
-    """Generate missing suites and fill the feature cache for every distinct (data, encoder) config.
-
-    Returns ``{"suites_made": [...], "features": [{suite, encoder, n_items, computed, hits, failed, s}]}``.
-    Videos that fail to decode are left to the jobs (they record them); nothing here raises for them."""
-    from harness.config import DataConfig, EncoderConfig, build
-    from harness.data.features import ensure_features
+def make_missing_suites(configs: list[dict[str, Any]], progress: bool = True, log: Any = print) -> list[str]:
+    """Generate every ``data.suite`` of resolved RunConfig dicts that does not exist yet (with its
+    ``data.synthetic`` spec); returns the folders made. The sweep calls it before planning, since a run
+    id includes the suite's content hash."""
     from harness.data.synthetic import make_suite, spec_from
 
     made: list[str] = []
-    feats: list[dict[str, Any]] = []
-    keys = data_keys(configs)
     specs: dict[str, dict[str, Any]] = {}
-    for d, _, _ in keys:
+    for d, _, _ in data_keys(configs):
         over = dict(d.get("synthetic") or {})
         if specs.setdefault(d["suite"], over) != over:
             raise ValueError(f"data.suite {d['suite']}: variants ask for different data.synthetic specs "
@@ -56,6 +51,20 @@ def prepare_data(configs: list[dict[str, Any]], progress: bool = True, log: Any 
                 f"`python -m harness.data make-synthetic`{', with ' + str(over) if over else ''})")
             make_suite(suite, spec_from(over), overwrite=Path(suite).exists(), progress=progress)
             made.append(suite)
+    return made
+
+
+def prepare_data(configs: list[dict[str, Any]], progress: bool = True, log: Any = print) -> dict[str, Any]:
+    """Generate missing suites and fill the feature cache for every distinct (data, encoder) config.
+
+    Returns ``{"suites_made": [...], "features": [{suite, encoder, n_items, computed, hits, failed, s}]}``.
+    Videos that fail to decode are left to the jobs (they record them); nothing here raises for them."""
+    from harness.config import DataConfig, EncoderConfig, build
+    from harness.data.features import ensure_features
+
+    feats: list[dict[str, Any]] = []
+    keys = data_keys(configs)
+    made = make_missing_suites(configs, progress=progress, log=log)
     # a suite made with other values than data.synthetic is refused by ensure_features (check_spec)
     for data, enc, splits in keys:
         dcfg, ecfg = build(DataConfig, data), build(EncoderConfig, enc)

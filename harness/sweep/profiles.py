@@ -12,10 +12,9 @@ import difflib
 import os
 from pathlib import Path
 
-import yaml
-
 from harness.config import ComputeProfile, ConfigError, build
 from harness.store import safe_name
+from harness.yamlio import YamlFileError, load_yaml_file
 
 #: Where profiles live: ``$MAMBAMIA_PROFILES`` or ``slurm/`` of the repository (then of the cwd).
 REPO_PROFILES = Path(__file__).resolve().parents[2] / "slurm"
@@ -53,9 +52,9 @@ def load_profile(name: str, directory: str | Path | None = None) -> ComputeProfi
         raise ConfigError("profile", f"no compute profile {name!r}: {path} does not exist{extra}; "
                           f"profiles in {d}: {', '.join(known) or 'none'}")
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError("", f"not valid YAML: {e}", source=str(path)) from None
+        doc = load_yaml_file(path) or {}
+    except YamlFileError as e:
+        raise ConfigError("", str(e).removeprefix(f"{path}: "), source=str(path)) from None
     if not isinstance(doc, dict):
         raise ConfigError("", f"a profile must be a mapping, got {type(doc).__name__}", source=str(path))
     try:

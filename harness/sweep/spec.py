@@ -13,11 +13,14 @@ Format (docs/study-spec.md)::
     labels: {model.compressor.block: block}               # short axis names (default: last path part)
     report: {x: block, figures: [...], compare: [[a, b]]} # passed to the report through the study index
 
-:func:`load_spec` reads the file with ``yaml.safe_load`` (no object construction), applies command-line
-``--set`` overrides and checks everything that can be checked without running: unknown keys (with a
-"did you mean"), wrong types, empty axes, zip axes of different lengths, axis paths that are not
-RunConfig fields, and every axis value against the model's own validation. All problems are collected
-and raised together as one :class:`SpecError`, each line naming the file and the key path.
+:func:`load_spec` reads the file with :class:`harness.yamlio.StrictLoader` (a safe loader: no object
+construction; a repeated key is an error; ``1e-3`` is a number; a non-UTF-8 byte is named with its
+line), applies command-line ``--set`` overrides (:mod:`harness.overrides` reads their values) and checks
+everything that can be checked without running: unknown keys (with a "did you mean"), wrong types, empty
+axes, zip axes of different lengths, axis paths that are not RunConfig fields, every axis value against
+the model's own validation, and the ``report:`` section (figure kinds, compare pairs against the x axis's
+values). All problems are collected and raised together as one :class:`SpecError`, each line naming the
+file and the key path. The run count is checked by the planner (:func:`harness.sweep.plan.check_size`).
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from harness.config import ConfigError, RunConfig, build, deep_merge, set_by_path
+from harness.overrides import OverrideError, check_config_path
+from harness.overrides import parse_override as _parse_override
 from harness.store import safe_name
+from harness.sweep.report_check import check_report
+from harness.yamlio import YamlFileError, load_yaml_file
 
 TOP_KEYS = ("study", "description", "base", "grid", "zip", "seeds", "suites", "profile", "labels", "report")
 
@@ -54,28 +59,6 @@ class SpecError(ValueError):
 def _did_you_mean(key: str, known: typing.Iterable[str]) -> str:
     hint = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {hint[0]!r}?)" if hint else ""
-
-
-# ------------------------------------------------------------------------------------- RunConfig paths
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def check_config_path(dotted: str) -> None:
-    """Raise :class:`ConfigError` unless ``dotted`` names a field of :class:`RunConfig` (leaf or node)."""
-    cls: Any = RunConfig
-    done: list[str] = []
-    for part in dotted.split("."):
-        if not dataclasses.is_dataclass(cls):
-            raise ConfigError(dotted, f"{'.'.join(done)!r} is a value ({getattr(cls, '__name__', cls)}), "
-                              "it has no sub-keys")
-        hints = _field_types(cls)
-        if part not in hints:
-            where = ".".join(done) or "the run config"
-            raise ConfigError(dotted, f"unknown key {part!r} in {where}{_did_you_mean(part, hints)}; "
-                              f"known keys: {', '.join(hints)}")
-        cls = hints[part]
-        done.append(part)
 
 
 # ---------------------------------------------------------------------------------------------- spec
@@ -175,18 +158,12 @@ def variant_label(variant: dict[str, Any], labels: dict[str, str]) -> str:
 
 # ------------------------------------------------------------------------------------------- --set
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"train.steps=200"`` -> ``("train.steps", 200)``; the value is read as a YAML scalar/flow."""
-    if "=" not in text:
-        raise SpecError("--set", [(text, "expected KEY=VALUE, e.g. train.steps=200 or seeds=[0,1]")])
-    key, raw = text.split("=", 1)
-    key = key.strip()
+    """``"train.steps=200"`` -> ``("train.steps", 200)`` (:func:`harness.overrides.parse_override`: the
+    value is YAML, ``1e-3`` a number); a malformed one raises :class:`SpecError` naming it."""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise SpecError("--set", [(key, f"cannot read value {raw!r} as YAML: {e}")]) from None
-    if not key or any(not p for p in key.split(".")):
-        raise SpecError("--set", [(key or text, "empty key or key part")])
-    return key, value
+        return _parse_override(text)
+    except OverrideError as e:
+        raise SpecError(f"--set {text!r}", [(e.path, e.message)]) from None
 
 
 def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -219,8 +196,13 @@ def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         else:
             if head not in {f.name for f in dataclasses.fields(RunConfig)}:
                 known = [*TOP_KEYS, *(f.name for f in dataclasses.fields(RunConfig))]
-                raise SpecError("--set", [(key, f"unknown key {head!r}{_did_you_mean(head, known)}; a --set key "
-                                           "is a RunConfig path (train.steps) or a spec key (seeds, grid.<path>)")])
+                raise SpecError(f"--set {text!r}", [(key, f"unknown key {head!r}{_did_you_mean(head, known)}; a "
+                                                     "--set key is a RunConfig path (train.steps) or a spec key "
+                                                     "(seeds, grid.<path>)")])
+            try:
+                check_config_path(key)
+            except ConfigError as e:
+                raise SpecError(f"--set {text!r}", [(key, e.message)]) from None
             grid, zp = doc.get("grid") or {}, doc.get("zip") or {}
             if isinstance(grid, dict) and key in grid:
                 grid[key] = [value]
@@ -267,8 +249,9 @@ def _default_labels(paths: list[str]) -> dict[str, str]:
     return out
 
 
-def validate(doc: Any, source: str, overrides: list[str] | None = None) -> StudySpec:
-    """Check a raw spec dict; raise :class:`SpecError` listing every problem found."""
+def validate(doc: Any, source: str, overrides: list[str] | None = None, original: Any = None) -> StudySpec:
+    """Check a raw spec dict; raise :class:`SpecError` listing every problem found. ``original``: the
+    spec before ``--set`` (a compare pair may name a value that ``--set`` has narrowed away)."""
     probs: list[tuple[str, str]] = []
     if not isinstance(doc, dict):
         raise SpecError(source, [("", f"the spec must be a mapping, got {type(doc).__name__}")])
@@ -425,10 +408,19 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None) -> Study
     if not isinstance(report, dict):
         probs.append(("report", f"expected a mapping, got {type(report).__name__}"))
         report = {}
-    elif "x" in report and report["x"] not in labels.values():
-        probs.append(("report.x", f"{report['x']!r} is not an axis label"
-                                  f"{_did_you_mean(str(report['x']), labels.values())}; labels: "
-                                  f"{', '.join(labels.values()) or 'none'}"))
+    else:
+        if "x" in report and report["x"] not in labels.values():
+            probs.append(("report.x", f"{report['x']!r} is not an axis label"
+                                      f"{_did_you_mean(str(report['x']), labels.values())}; labels: "
+                                      f"{', '.join(labels.values()) or 'none'}"))
+        values = {labels[p]: list(v) for p, v in [*grid.items(), *zp.items()] if p in labels}
+        if isinstance(original, dict):
+            for kind in ("grid", "zip"):
+                sec = original.get(kind)
+                for p, v in (sec.items() if isinstance(sec, dict) else ()):
+                    if p in labels and isinstance(v, list):
+                        values.setdefault(labels[p], []).extend(v)
+        probs += check_report(report, labels, values)
 
     if probs:
         raise SpecError(source, probs)
@@ -447,16 +439,17 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec
     if not p.is_file():
         raise SpecError(source, [("", "no such file")])
     try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError(source, [("", f"not valid YAML: {e}")]) from None
+        doc = load_yaml_file(p)
+    except YamlFileError as e:
+        raise SpecError(source, [("", str(e).removeprefix(f"{source}: "))]) from None
     if doc is None:
         raise SpecError(source, [("", "the file is empty")])
+    original = doc
     if overrides:
         if not isinstance(doc, dict):
             raise SpecError(source, [("", "the spec must be a mapping")])
         doc = apply_overrides(doc, overrides)
         source = f"{source} (with --set {' '.join(overrides)})"
-    spec = validate(doc, source, overrides)
+    spec = validate(doc, source, overrides, original)
     spec.path = str(path)
     return spec

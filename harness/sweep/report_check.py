@@ -1,0 +1,74 @@
+"""Checks of a study's ``report:`` section at spec time: figure kinds and compare pairs that would otherwise
+fail (or be dropped) only after every run trained. Used by :func:`harness.sweep.spec.validate`."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+
+def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    hint = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+def known_figure_kinds(plugins: list[Any]) -> list[str]:
+    """The figure kinds the report can draw for a study with ``report.plugins`` (imports the figure
+    module, and matplotlib, only when a spec names figures)."""
+    figures = importlib.import_module("harness.report.figures")
+    for m in plugins:
+        importlib.import_module(str(m))
+    return sorted(figures.FIGURES)
+
+
+def _fmt(v: Any) -> str:
+    """An axis value as the report compares it (``harness.report.data.fmt_value``)."""
+    return json.dumps(v, sort_keys=True, separators=(",", ":")) if isinstance(v, (dict, list)) else str(v)
+
+
+def check_report(report: dict[str, Any], labels: dict[str, str], axis_values: dict[str, list[Any]]
+                 ) -> list[tuple[str, str]]:
+    """Problems in ``report.figures`` / ``report.compare`` that would otherwise surface only after every
+    run trained. ``labels``: axis path -> label; ``axis_values``: label -> every value it may take."""
+    probs: list[tuple[str, str]] = []
+    plugins = report.get("plugins") or []
+    if not isinstance(plugins, list):
+        probs.append(("report.plugins", f"expected a list of module names, got {type(plugins).__name__}"))
+        plugins = []
+    figs = report.get("figures")
+    if figs is not None and not isinstance(figs, list):
+        probs.append(("report.figures", f"expected a list of figure kinds, got {type(figs).__name__}"))
+    elif figs:
+        try:
+            kinds = known_figure_kinds(plugins)
+        except ImportError as e:
+            return [*probs, ("report.plugins", f"cannot import a report plugin: {e}")]
+        for i, entry in enumerate(figs):
+            kind = entry if isinstance(entry, str) else entry.get("kind") if isinstance(entry, dict) else None
+            if not isinstance(kind, str):
+                probs.append((f"report.figures[{i}]", f"expected a figure kind or {{kind: ..., ...}}, got {entry!r}"))
+            elif kind not in kinds:
+                probs.append((f"report.figures[{i}]", f"unknown figure kind {kind!r}{_did_you_mean(kind, kinds)}; "
+                                                      f"known: {', '.join(kinds)}"))
+            elif isinstance(entry, dict) and "x" in entry and entry["x"] not in labels.values():
+                probs.append((f"report.figures[{i}].x", f"{entry['x']!r} is not an axis label"
+                                                        f"{_did_you_mean(str(entry['x']), labels.values())}"))
+    compare = report.get("compare")
+    if compare is not None and not isinstance(compare, list):
+        probs.append(("report.compare", f"expected a list of [a, b] pairs, got {type(compare).__name__}"))
+    elif compare:
+        x = report.get("x") if report.get("x") in labels.values() else min(labels.values(), default=None)
+        known = list(dict.fromkeys(_fmt(v) for v in axis_values.get(x or "", [])))
+        for i, pair in enumerate(compare):
+            if not isinstance(pair, list) or len(pair) != 2:
+                probs.append((f"report.compare[{i}]", f"expected a pair [a, b] of values of axis {x!r}, got {pair!r}"))
+                continue
+            for v in pair:
+                if _fmt(v) not in known:
+                    probs.append((f"report.compare[{i}]", f"{v!r} is not a value of axis {x!r}"
+                                                          f"{_did_you_mean(_fmt(v), known)}; values: "
+                                                          f"{', '.join(known) or 'none'}"))
+    return probs
