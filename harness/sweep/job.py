@@ -188,12 +188,15 @@ def train_and_evaluate(cfg: Any, run_dir: Path, progress: bool = False) -> dict[
 
 
 _TRAIN_TMP = re.compile(r"\.tmp\d+$")  # harness.train's `<file>.tmp<pid>`
+# Rust's tempfile crate (HF tokenizers' atomic save of tokenizer.json): `.tmp` + 6 random characters
+_RUST_TMP = re.compile(r"^\.tmp[A-Za-z0-9]{6}$")
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def remove_temp_files(run_dir: Path) -> list[Path]:
     """Remove the temporary files a killed or failed writer leaves in its run dir: ``<file>.tmp<pid>``
-    (checkpoints, weights), ``.<name>.export.*`` folders (model exports) and the store's ``.*.tmp``.
+    (checkpoints, weights), ``.<name>.export.*`` folders (model exports), the store's ``.*.tmp`` and
+    ``.tmpXXXXXX`` (the tokenizers library's atomic save).
     Only the run's owner calls this (the driver holds the run's lock), so none of them is live."""
     removed: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(run_dir):
@@ -203,7 +206,7 @@ def remove_temp_files(run_dir: Path) -> list[Path]:
                 removed.append(Path(dirpath, d))
                 dirnames.remove(d)
         for f in filenames:
-            if _TRAIN_TMP.search(f) or (f.startswith(".") and f.endswith(".tmp")):
+            if _TRAIN_TMP.search(f) or _RUST_TMP.match(f) or (f.startswith(".") and f.endswith(".tmp")):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(dirpath, f))
                     removed.append(Path(dirpath, f))
