@@ -175,10 +175,12 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def run_checks(*, lmms_eval: bool = True, slurm: bool = False, results: Path = Path("results"),
-               need_gb: float = MIN_FREE_GB) -> list[Check]:
+def run_checks(*, lmms_eval: bool = True, slurm: bool = False, disk: bool = True,
+               results: Path = Path("results"), need_gb: float = MIN_FREE_GB) -> list[Check]:
     """The checks a run with these needs depends on, in a fixed order."""
-    checks: list[Callable[[], Check]] = [check_pyav, check_mamba, lambda: check_disk(results, need_gb)]
+    checks: list[Callable[[], Check]] = [check_pyav, check_mamba]
+    if disk:
+        checks.append(lambda: check_disk(results, need_gb))
     if lmms_eval:
         checks.insert(0, check_lmms_eval)
     if slurm:
@@ -187,8 +189,10 @@ def run_checks(*, lmms_eval: bool = True, slurm: bool = False, results: Path = P
 
 
 def preflight(*, lmms_eval: bool, slurm: bool, results: Path, log: Callable[[str], None] = print) -> None:
-    """The sweep's pre-flight: raise :class:`EnvironmentProblem` naming every failed check."""
-    failed = [c for c in run_checks(lmms_eval=lmms_eval, slurm=slurm, results=results) if not c.ok]
+    """The sweep's pre-flight: raise :class:`EnvironmentProblem` naming every failed check. Free disk is
+    left to the sweep, which compares it with the study's own estimate and warns (a fixed floor would
+    refuse a small study on a small disk)."""
+    failed = [c for c in run_checks(lmms_eval=lmms_eval, slurm=slurm, disk=False, results=results) if not c.ok]
     if failed:
         raise EnvironmentProblem("the environment cannot run this study (python -m harness doctor):\n  "
                                  + "\n  ".join(c.line() for c in failed))
