@@ -167,8 +167,11 @@ def test_multiple_choice_scorer_reads_stringified_losses():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     doc = {"answer_index": 2}
-    assert mod.mia_process_multiple_choice(doc, ["(1.5, False)", "(0.9, False)", "(0.2, True)", "(inf, False)"]) \
+    assert mod.mia_process_multiple_choice(doc, ["(1.5, False)", "(0.9, False)", "(0.2, True)", "(3.0, False)"]) \
         == {"acc": 1.0}
+    # any non-finite loss marks a video the plugin could not read: wrong, whatever the other options say
+    assert mod.mia_process_multiple_choice(doc, ["(1.5, False)", "(0.9, False)", "(0.2, True)", "(inf, False)"]) \
+        == {"acc": 0.0}
     assert mod.mia_process_multiple_choice(doc, [(0.1, True), (0.9, False), (0.2, False), (3.0, False)]) \
         == {"acc": 0.0}
     assert mod.mia_process_multiple_choice(doc, ["(inf, False)"] * 4) == {"acc": 0.0}  # ties: first letter
