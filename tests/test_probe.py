@@ -31,9 +31,9 @@ def _cfg(suite: Path, tmp: Path, **over) -> RunConfig:
     return build(RunConfig, d)
 
 
-def test_protocol_is_hashed_only_when_not_lmm():
+def test_protocol_is_part_of_the_run_id():
     lmm = build(RunConfig, {})
-    assert "protocol" not in to_dict(lmm, for_hash=True)
+    assert to_dict(lmm)["protocol"] == "lmm"  # every field is hashed (harness.identity: no hash_omit)
     assert config_hash(build(RunConfig, {"protocol": "probe"})) != config_hash(lmm)
 
 
