@@ -34,26 +34,11 @@ from typing import Any
 import torch
 
 from harness.config import RunConfig
+from harness.data.prompts import PROMPT_SUFFIX, format_prompt  # noqa: F401  (re-exported)
 from harness.store import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TASKS_DIR = REPO_ROOT / "tasks"
-PROMPT_SUFFIX = "Answer with the option's letter from the given choices directly."
-
-
-def format_prompt(item: dict[str, Any]) -> str:
-    """The prompt of a multiple-choice item (training, native scoring and the mia lmms-eval tasks):
-    ``<video>`` placeholder, question, lettered options, instruction; the answer follows as " A"."""
-    from harness.data import synthetic
-
-    fmt = getattr(synthetic, "format_prompt", None)  # the suite's own formatter, when it has one
-    if fmt is not None:
-        return fmt(item)
-    letters = "ABCDEFGH"
-    opts = "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(item["options"]))
-    return f"<video>\n{item['question']}\n{opts}\n{PROMPT_SUFFIX}"
-
-
 def task_families(tasks: Sequence[str]) -> list[str]:
     """Families covered by lmms-eval task/group names: ``mia_long`` / ``mia_dense`` (groups),
     ``mia_<family>``, ``mia_all``. Unknown names raise ValueError listing the known ones."""
@@ -162,8 +147,9 @@ def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, pro
                     ) -> dict[str, Any]:
     """In-process scoring of ``cfg.eval.tasks`` on the synthetic suite. A failed video is scored wrong
     (counted in ``n`` and in ``n_failed``) and listed whole in ``extra.failed`` with its file and reason."""
+    from harness.data.examples import load_examples
     from harness.data.synthetic import load_items
-    from harness.train import load_examples, load_model
+    from harness.model_io import load_model
 
     t0 = time.time()
     if model is None:

@@ -115,7 +115,7 @@ class MambaMiaLMM(lmms):
 
         from harness.data.cache import FeatureCache
         from harness.data.encoders import build_encoder
-        from harness.train import load_model
+        from harness.model_io import load_model
 
         unknown = sorted(set(kwargs) - set(MODEL_ARGS))
         if unknown:

@@ -40,7 +40,6 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +56,7 @@ from harness.config import (
     deep_merge,
     to_dict,
 )
+from harness.data.examples import Example, load_examples, suite_texts  # noqa: F401  (re-exported)
 from harness.data.pipeline import DataFailureError, DataOrder, SubsetOrder
 from harness.identity import stamp
 from harness.model_io import (  # noqa: F401  (re-exported: harness.train is their historical home)
@@ -134,50 +134,6 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ data
-@dataclass
-class Example:
-    """One training/eval item with its cached features (T, P, D)."""
-
-    id: str
-    family: str
-    feats: torch.Tensor
-    prompt: str
-    answer: str  # continuation scored / trained, e.g. " A"
-    answer_index: int
-    n_options: int
-
-
-def load_examples(cfg: RunConfig, split: str, progress: bool = True) -> tuple[list[Example], dict[str, str]]:
-    """Items of ``split`` (``data.families`` filter; ``data.max_train_items`` cap on train) with their
-    features from the cache (extracted on first use). Returns the examples and ``{item_id: reason}``
-    for items whose video failed (they are skipped, not fatal)."""
-    from harness.data.features import ensure_features
-    from harness.evaluate import format_prompt
-
-    fs = ensure_features(cfg.data, cfg.model.encoder, [split], progress=progress)
-    out = [Example(it["id"], it["family"], fs[it["id"]], format_prompt(it), " " + it["answer"],
-                   int(it["answer_index"]), len(it["options"])) for it in fs.split_items(split)]
-    return out, dict(fs.failed)
-
-
-def suite_texts(cfg: RunConfig) -> list[str]:
-    """Every prompt text of the suite (all splits present): the tiny tokenizer's vocabulary source."""
-    from harness.data.synthetic import SPLITS, load_items
-    from harness.evaluate import format_prompt
-
-    texts = []
-    for split in SPLITS:
-        try:
-            items = load_items(cfg.data.suite, split)
-        except FileNotFoundError:
-            continue
-        texts += [format_prompt(it) + " " + it["answer"] for it in items]
-    if not texts:
-        raise FileNotFoundError(f"data.suite={cfg.data.suite}: no items in any split; run "
-                                f"`python -m harness.data make-synthetic --out {cfg.data.suite}`")
-    return texts
-
-
 def stage_orders(cfg: RunConfig, stages: Sequence[TrainStage], manifest: Any, plugin: Any,
                  world_size: int = 1) -> list[DataOrder | SubsetOrder]:
     """One item stream per stage: the run's full stream, or for a stage with ``families`` the stream of

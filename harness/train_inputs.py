@@ -67,7 +67,7 @@ def local_tokenizer(cfg: RunConfig, manifest: Manifest) -> Any:
     llm = cfg.model.llm
     if tokenizer_kind(cfg) == "word":
         if cfg.data.dataset == "synthetic":
-            from harness.train import suite_texts
+            from harness.data.examples import suite_texts
 
             return build_word_tokenizer(suite_texts(cfg))
         return build_word_tokenizer(manifest.texts())

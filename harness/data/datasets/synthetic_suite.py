@@ -49,8 +49,8 @@ class SyntheticDataset(DatasetPlugin):
 
     def manifest(self, data: DataConfig, split: str = "train") -> Manifest:
         from harness.data.features import _balanced_head
+        from harness.data.prompts import format_prompt
         from harness.data.synthetic import FAMILIES, check_spec, load_items
-        from harness.evaluate import format_prompt
 
         check_spec(data.suite, data.synthetic)
         items = load_items(data.suite, split, list(data.families) or list(FAMILIES))
