@@ -5,7 +5,8 @@
 #     bash benchmarks/gpu_issue21.sh build    # build mamba-ssm + causal-conv1d (wheels split into $OUT) while
 #                                             # the GPU times SDPA and the Transformer layouts (tag a); then
 #                                             # parity and the SSM variants (tag a2)
-#     bash benchmarks/gpu_issue21.sh measure  # wheels from ../.whl; the headline run in one process (tag b):
+#     bash benchmarks/gpu_issue21.sh measure  # wheels from .whl or ../.whl; PARITY=mamba2 runs those parity
+#                                             # checks first; then the headline run in one process (tag b):
 #                                             # fair Transformer vs fused bi-SSM at 64/128/256, compiled at 128,
 #                                             # kernel breakdown; then the GPU tests
 #
@@ -33,8 +34,12 @@ if [ "$stage" = build ]; then
     echo "fair_a2 rc $?"; grep -E "T= *(128|256)" "$R/fair_a2.log"
 else
     WHEEL_DIR=../.whl bash benchmarks/gpu_build_mamba.sh 2>&1 | tail -3
-    timeout ${MEASURE_S:-420} $FB --sdpa --tag b --variants transformer_16x72 transformer_9x128 transformer_18x64 \
-        bi_ssm_v1_unfused bi_ssm_v1_fused bi_ssm_v2_fused identity ${EXTRA_VARIANTS:-} \
+    if [ -n "${PARITY:-}" ]; then  # PARITY=mamba1|mamba2|all: the parity checks first (gpu_parity.py --only)
+        timeout "${PARITY_S:-200}" python3 benchmarks/gpu_parity.py --only "$PARITY" --out "$R" > "$R/parity.log" 2>&1
+        echo "parity rc $?"; grep -E "FAIL|ERROR|ALL PASS|SOME" "$R/parity.log" | head -20
+    fi
+    timeout ${MEASURE_S:-420} $FB ${SDPA:---sdpa} --tag b --variants ${VARIANTS:-transformer_16x72 transformer_9x128 transformer_18x64 \
+        bi_ssm_v1_unfused bi_ssm_v1_fused bi_ssm_v2_fused identity} ${EXTRA_VARIANTS:-} \
         --profile bi_ssm_v1_fused bi_ssm_v2_fused ${PROFILE_T:-transformer_9x128} > "$R/fair_b.log" 2>&1
     echo "fair_b rc $?"; tail -45 "$R/fair_b.log"
     [ -n "${TESTS_S:-}" ] && timeout "$TESTS_S" python3 -m pytest -q -x tests/test_gpu_parity.py > "$R/pytest.log" 2>&1

@@ -308,11 +308,12 @@ def run_mamba2_child(seed: int, dtypes: list[str], f32: str | None, quick: bool)
         return json.loads(out.read_text())
 
 
-def run_all(seed: int, quick: bool = False) -> list[dict]:
-    """Every check; returns one row per (check, dtype, shape, Triton precision)."""
-    rows = run_mamba1(seed, quick)
-    rows += run_mamba2_child(seed, ["fp32"], "ieee", quick)
-    rows += run_mamba2_child(seed, ["fp32", "bf16"], None, quick)
+def run_all(seed: int, quick: bool = False, only: str = "all") -> list[dict]:
+    """Every check (or only one version's); returns one row per (check, dtype, shape, Triton precision)."""
+    rows = run_mamba1(seed, quick) if only in ("all", "mamba1") else []
+    if only in ("all", "mamba2"):
+        rows += run_mamba2_child(seed, ["fp32"], "ieee", quick)
+        rows += run_mamba2_child(seed, ["fp32", "bf16"], None, quick)
     return rows
 
 
@@ -320,7 +321,7 @@ def short(r: dict) -> str:
     verdict = ("PASS" if r["pass"] else "FAIL") if r.get("required", True) else "info"
     return (f"{r['check']} {r['dtype']} {r['shape']} (triton f32 {r.get('triton_f32')}): y "
             f"{r['y_cuda_vs_torch']:.2e}, worst grad {r['worst_grad']} {r['max_grad_cuda_vs_torch']:.2e} "
-            f"(tol {r['tol']:g}) {verdict}")
+            f"(tol {r['tol']:g}; vs f64: torch {r['max_torch_vs_f64']:.2e}, cuda {r['max_cuda_vs_f64']:.2e}) {verdict}")
 
 
 def mamba_version() -> str | None:
@@ -346,6 +347,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: fresh from os.urandom)")
     ap.add_argument("--quick", action="store_true", help="small shapes only")
     ap.add_argument("--out", default="results/benchmarks", help="folder for gpu_parity.json")
+    ap.add_argument("--only", choices=["all", "mamba1", "mamba2"], default="all",
+                    help="run one version's checks (the JSON then holds those rows only)")
     ap.add_argument("--mamba2-child", default=None, help=argparse.SUPPRESS)  # dtypes, for run_mamba2_child
     ap.add_argument("--rows", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -359,7 +362,7 @@ def main() -> None:
         sys.exit("gpu_parity.py: mamba-ssm is not importable (run benchmarks/gpu_build_mamba.sh first)")
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     print(f"seed {seed}, mamba-ssm {mamba_version()}, {torch.cuda.get_device_name(0)}")
-    rows = run_all(seed, args.quick)
+    rows = run_all(seed, args.quick, args.only)
     print("\n## Parity: mamba-ssm CUDA vs pure-PyTorch (relative error)")
     print_table(rows, ["check", "dtype", "shape", "triton_f32", "y_cuda_vs_torch", "max_grad_cuda_vs_torch",
                        "worst_grad", "max_torch_vs_f64", "max_cuda_vs_f64", "tol", "required", "pass"])
@@ -369,7 +372,7 @@ def main() -> None:
         "tolerances": TOL, "tf32": {"torch.backends.cuda.matmul.allow_tf32": False,
                                     "torch.backends.cudnn.allow_tf32": False,
                                     "triton_f32_default": "per row (ieee for the required fp32 Mamba-2 rows)"},
-        "all_pass": ok, "rows": rows}, Path(args.out))
+        "only": args.only, "all_pass": ok, "rows": rows}, Path(args.out))
     print("ALL PASS" if ok else "SOME CHECKS FAILED")
     sys.exit(0 if ok else 1)
 
