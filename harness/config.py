@@ -501,7 +501,7 @@ class DataConfig:
             raise ConfigError("cache_budget_gb", f"must be >= 0 (0 = no limit), got {self.cache_budget_gb}")
         if not 0 <= self.max_failure_rate <= 1:
             raise ConfigError("max_failure_rate", f"must be in [0, 1], got {self.max_failure_rate}")
-        from harness.data.datasets import DATASETS, get_dataset  # plug-ins (no import cycle: lazy)
+        from harness.data.datasets import DATASETS, get_dataset  # lazy: harness.data.datasets imports this module
 
         check_choice("dataset", self.dataset, list(DATASETS))
         get_dataset(self.dataset).validate(self)  # dataset-specific keys: raises ConfigError
@@ -640,7 +640,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_choice("protocol", self.protocol, ("lmm", "probe"))
-        from harness.data.datasets import get_dataset
+        from harness.data.datasets import get_dataset  # lazy: harness.data.datasets imports this module
 
         ds = get_dataset(self.data.dataset)
         for i, st in enumerate(self.train.stages):

@@ -86,7 +86,7 @@ def check_lmms_eval(task: str = "mia_colour", include_path: Path = REPO / "tasks
 
 def _roundtrip(codec: str, container: str) -> str:
     """Encode 6 frames with ``codec`` into memory, decode them back; returns '' or the problem."""
-    import av
+    import av  # lazy: the doctor reports a missing PyAV (check_pyav) instead of failing to import
 
     frames = (np.random.default_rng(0).random((6, 64, 64, 3)) * 255).astype(np.uint8)
     buf = io.BytesIO()
@@ -107,7 +107,7 @@ def _roundtrip(codec: str, container: str) -> str:
 def check_pyav() -> Check:
     name = "PyAV"
     try:
-        import av
+        import av  # lazy: the doctor reports a missing PyAV instead of failing to import
     except ImportError:
         return Check(name, False, "not installed", INSTALL_HINT)
     bad = []

@@ -21,6 +21,7 @@ results and ``--log_samples`` files, the plugin's stats), so scoring another sui
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -32,9 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
-from harness.config import RunConfig
+from harness.config import ConfigError, RunConfig, build
+from harness.data.examples import load_examples
 from harness.data.prompts import PROMPT_SUFFIX, format_prompt  # noqa: F401  (re-exported)
+from harness.data.synthetic import FAMILIES, GROUPS, load_items
+from harness.identity import read_config_document
+from harness.model.lmm import LETTERS, parse_letter
+from harness.model.taa import taa_trace
+from harness.model_io import load_model, weights_hash
+from harness.overrides import apply_overrides, blame
 from harness.store import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,8 +51,6 @@ TASKS_DIR = REPO_ROOT / "tasks"
 def task_families(tasks: Sequence[str]) -> list[str]:
     """Families covered by lmms-eval task/group names: ``mia_long`` / ``mia_dense`` (groups),
     ``mia_<family>``, ``mia_all``. Unknown names raise ValueError listing the known ones."""
-    from harness.data.synthetic import FAMILIES, GROUPS
-
     fams: list[str] = []
     for t in tasks:
         t = t[: -len("_gen")] if t.endswith("_gen") else t
@@ -65,8 +72,6 @@ def accuracy_metrics(correct: dict[str, list[bool]], failed: dict[str, int] | No
                      ) -> list[dict[str, Any]]:
     """Per-family results ``{family: [correct?...]}`` -> metric rows per family, group and overall.
     ``failed``: per family, how many of those items are failed videos (scored wrong, counted in ``n``)."""
-    from harness.data.synthetic import FAMILIES
-
     failed = failed or {}
 
     def row(task: str, c: list[bool], n_failed: int, group: str | None) -> dict[str, Any]:
@@ -100,8 +105,6 @@ def _limit_per_family(items: list[dict[str, Any]], limit: int) -> list[dict[str,
 def suite_key(cfg: RunConfig) -> str:
     """Folder name of one suite's evaluation outputs under ``<run>/eval/<backend>/``: split, mode and the
     task names (hashed when long), so scoring another suite or split never overwrites this one."""
-    import hashlib
-
     name = "+".join(cfg.eval.tasks)
     if len(name) > 64 or not all(c.isalnum() or c in "_+-." for c in name):
         name = f"{name[:40]}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
@@ -119,10 +122,6 @@ def eval_dir(cfg: RunConfig, run_dir: Path) -> Path:
 def score_native(model: Any, examples: list, mode: str = "loglik", batch_size: int = 16,
                  progress: bool = True) -> list[dict[str, Any]]:
     """Predictions for ``examples`` (harness.train.Example): ``[{id, family, pred, answer, correct}]``."""
-    from tqdm import tqdm
-
-    from harness.model.lmm import LETTERS, parse_letter
-
     model.eval()
     out = []
     for i in tqdm(range(0, len(examples), batch_size), desc=f"score ({mode})", disable=not progress,
@@ -147,10 +146,6 @@ def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, pro
                     ) -> dict[str, Any]:
     """In-process scoring of ``cfg.eval.tasks`` on the synthetic suite. A failed video is scored wrong
     (counted in ``n`` and in ``n_failed``) and listed whole in ``extra.failed`` with its file and reason."""
-    from harness.data.examples import load_examples
-    from harness.data.synthetic import load_items
-    from harness.model_io import load_model
-
     t0 = time.time()
     if model is None:
         model, _ = load_model(run_dir, "cuda" if torch.cuda.is_available() else "cpu")
@@ -187,8 +182,6 @@ def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, pro
         T, P = examples[0].feats.shape[:2]
         tokens = {"visual_in": int(T * P), "llm_visual": int(model.count_visual_tokens(T, P))}
         extra.update(measure_costs(model, examples[0].feats.float(), examples[0].prompt))
-        from harness.model.taa import taa_trace
-
         trace = taa_trace(model.compressor, examples[0].feats.float().to(model.device), examples[0].id)
         if trace is not None:
             extra["taa_trace"] = trace
@@ -245,8 +238,6 @@ def plugin_model_args(cfg: RunConfig, run_dir: Path, out_dir: Path) -> str:
     """``--model_args`` of the ``mambamia`` plugin: checkpoint, its weights hash (so lmms-eval's response
     cache never serves answers of an older checkpoint at the same path), where to write the plugin's
     stats, and ``eval.model_args``."""
-    from harness.lmms_plugin import weights_hash
-
     args = {"checkpoint": str(run_dir), "mode": cfg.eval.mode, "weights": weights_hash(run_dir),
             "output_dir": str(out_dir), **cfg.eval.model_args}
     for k, v in args.items():
@@ -313,8 +304,6 @@ def lmms_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _mia_family(task: str) -> str | None:
-    from harness.data.synthetic import FAMILIES
-
     name = task[: -len("_gen")] if task.endswith("_gen") else task
     fam = name[4:] if name.startswith("mia_") else None
     return fam if fam in FAMILIES else None
@@ -512,10 +501,6 @@ def format_metrics(res: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness.config import ConfigError, build
-    from harness.identity import read_config_document
-    from harness.overrides import apply_overrides, blame
-
     ap = argparse.ArgumentParser(
         prog="python -m harness.evaluate",
         description="Score a run trained by harness.train on the synthetic suite (native or lmms-eval) or on "

@@ -14,8 +14,8 @@ so after ``pip install -e .`` (no environment variables)::
 Model args (anything else is rejected with this list, see :data:`MODEL_ARGS`):
 
 * ``checkpoint`` (required): run dir or its ``model/``; ``weights``: the checkpoint's weights hash as
-  :func:`weights_hash` computes it. lmms-eval's response cache (``--use_cache``) keys a model by its name
-  and model_args, so the harness passes ``weights=`` and a retrained checkpoint gets new cache keys; a
+  :func:`~harness.model_io.weights_hash` computes it. lmms-eval's response cache (``--use_cache``) keys a
+  model by its name and model_args, so the harness passes ``weights=`` and a retrained checkpoint gets new cache keys; a
   ``weights`` that does not match the files is an error (a stale command line, not a silent mix).
 * ``max_frames_num`` / ``fps``: frames sampled per video (default the run's ``data.n_frames``); with ``fps``
   frames are taken at that rate, at most ``max_frames_num``.
@@ -39,8 +39,6 @@ real input length (text + visual tokens), so ``--log_samples`` rows carry the to
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 from collections import OrderedDict
@@ -48,10 +46,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
+from tqdm import tqdm
 
 from harness.config import PLUGIN_EVAL_ARGS
+from harness.data.cache import FeatureCache
+from harness.data.encoders import build_encoder
+from harness.data.features import video_features
+from harness.data.video import VideoDecodeError
+from harness.model.tokenizer import VIDEO_PLACEHOLDER
+from harness.model_io import load_model, model_dir, weights_hash
 from harness.store import atomic_write_text
 
 MODEL_ID = "mambamia"
@@ -70,40 +76,6 @@ def manifest():
     return ModelManifest(model_id=MODEL_ID, simple_class_path="harness.lmms_plugin.MambaMiaLMM")
 
 
-def model_dir(checkpoint: str | os.PathLike) -> Path:
-    """``<run>/model`` when ``checkpoint`` is a run dir, else ``checkpoint`` itself."""
-    p = Path(checkpoint)
-    return p / "model" if (p / "model" / "config.json").is_file() else p
-
-
-def weights_hash(checkpoint: str | os.PathLike, n: int = 16) -> str:
-    """sha256 over every file of the exported model (relative path + bytes), first ``n`` hex digits.
-    Memoised in ``<model>/.weights_hash.json`` keyed by each file's size and mtime, so a 15 GB checkpoint
-    is read once, and again only when a file changes."""
-    root = model_dir(checkpoint)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no exported model directory")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-    stamp = [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    memo = root / ".weights_hash.json"
-    try:
-        old = json.loads(memo.read_text())
-        if old.get("files") == stamp:
-            return str(old["sha256"])[:n]
-    except (OSError, ValueError, KeyError):
-        pass
-    h = hashlib.sha256()
-    for p in files:
-        h.update(str(p.relative_to(root)).encode() + b"\0")
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    digest = h.hexdigest()
-    with contextlib.suppress(OSError):  # a read-only checkpoint: just recompute next time
-        atomic_write_text(memo, json.dumps({"files": stamp, "sha256": digest}))
-    return digest[:n]
-
-
 class MambaMiaLMM(lmms):
     """lmms-eval "simple" model wrapping :class:`harness.model.lmm.VideoLMM` (args: module docstring)."""
 
@@ -111,12 +83,6 @@ class MambaMiaLMM(lmms):
 
     def __init__(self, checkpoint: str = "", **kwargs: Any) -> None:
         super().__init__()
-        import torch
-
-        from harness.data.cache import FeatureCache
-        from harness.data.encoders import build_encoder
-        from harness.model_io import load_model
-
         unknown = sorted(set(kwargs) - set(MODEL_ARGS))
         if unknown:
             raise ValueError(f"mambamia: unknown model_args {', '.join(unknown)}; allowed: {', '.join(MODEL_ARGS)}")
@@ -194,9 +160,6 @@ class MambaMiaLMM(lmms):
     def _video_feats(self, path: str):
         """(T, P, D) features of one video through the project's reader + cache; None if it failed.
         At most ``max_cached_videos`` are kept in memory (least recently used dropped first)."""
-        from harness.data.features import video_features
-        from harness.data.video import VideoDecodeError
-
         if path in self._feats:
             self._feats.move_to_end(path)
             return self._feats[path]
@@ -230,8 +193,6 @@ class MambaMiaLMM(lmms):
         """The text the LLM sees: the task's prompt, inside the tokenizer's chat template when used.
         The video goes where ``<video>`` stands; without one, where the model's ``video_position`` puts it
         (first in the user turn with a chat template)."""
-        from harness.model.tokenizer import VIDEO_PLACEHOLDER
-
         text = context
         if self.use_chat:
             if VIDEO_PLACEHOLDER not in text:
@@ -285,9 +246,6 @@ class MambaMiaLMM(lmms):
 
     # ---------------------------------------------------------------- lmms API
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        import torch
-        from tqdm import tqdm
-
         res: list[tuple[float, bool]] = []
         bs = self.batch_size_per_gpu * 4  # requests of one doc share one forward (4 options)
         pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="mambamia loglikelihood")
@@ -316,9 +274,6 @@ class MambaMiaLMM(lmms):
         return res
 
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
-        import torch
-        from tqdm import tqdm
-
         res: list[GenerationResult] = []
         bs = self.batch_size_per_gpu
         pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="mambamia generate")

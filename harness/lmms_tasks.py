@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 from importlib.metadata import version
+from importlib.util import find_spec
 from pathlib import Path
 
 from harness.store import atomic_write_text
@@ -27,8 +28,6 @@ TASKS_DIR = REPO_ROOT / "tasks"
 
 
 def _lmms_tasks_root() -> Path:
-    from importlib.util import find_spec
-
     spec = find_spec("lmms_eval")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("lmms-eval is not installed: pip install lmms-eval")

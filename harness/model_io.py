@@ -8,6 +8,8 @@ is what ``harness.evaluate`` and the lmms-eval plugin use.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -18,10 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from harness.config import RunConfig, build, config_hash, to_dict
 from harness.identity import SCHEMA_KEY, SCHEMA_VERSION, migrate_config
+from harness.model.lmm import VideoLMM
+from harness.model.presets import DTYPES, build_llm
+from harness.model.tokenizer import load_tokenizer
 from harness.store import atomic_write_text
 from harness.train_schedule import stages_of
 
@@ -31,9 +38,6 @@ CKPT_FORMAT = 1
 
 
 def build_model(cfg: RunConfig, tokenizer: Any) -> nn.Module:
-    from harness.model.lmm import VideoLMM
-    from harness.model.presets import build_llm
-
     return VideoLMM(cfg.model, build_llm(cfg.model.llm, tokenizer), tokenizer)
 
 
@@ -97,8 +101,6 @@ def export_model(model: nn.Module, cfg: RunConfig, out_dir: Path, step: int,
                  state: dict[str, torch.Tensor] | None = None) -> None:
     """Write the self-contained model directory (config, tokenizer, LLM config, safetensors).
     ``state``: an already gathered full state dict (FSDP); default: the model's own."""
-    from safetensors.torch import save_file
-
     out_dir.mkdir(parents=True, exist_ok=True)
     mods = saved_modules(cfg)
     if state is None:
@@ -124,13 +126,6 @@ def export_model(model: nn.Module, cfg: RunConfig, out_dir: Path, step: int,
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
     """Load an exported model directory (``<run_dir>/model`` or the run dir itself) for scoring."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig
-
-    from harness.model.lmm import VideoLMM
-    from harness.model.presets import build_llm
-    from harness.model.tokenizer import load_tokenizer
-
     p = Path(path)
     if (p / MODEL_DIR / "config.json").is_file():
         p = p / MODEL_DIR
@@ -142,10 +137,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     cfg = build(RunConfig, migrate_config(meta["run"], meta.get(SCHEMA_KEY)))
     tok = load_tokenizer(p)
     if cfg.model.llm.preset == "tiny":
-        from transformers import AutoModelForCausalLM
-
-        from harness.model.presets import DTYPES
-
         llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(p / "llm")),
                                                dtype=DTYPES[cfg.model.llm.dtype],
                                                attn_implementation=cfg.model.llm.attn_implementation)
@@ -163,3 +154,37 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         raise ValueError(f"{p / WEIGHTS}: missing weights {bad[:5]}")
     model.to(device).eval()
     return model, cfg
+
+
+def model_dir(checkpoint: str | os.PathLike) -> Path:
+    """``<run>/model`` when ``checkpoint`` is a run dir, else ``checkpoint`` itself."""
+    p = Path(checkpoint)
+    return p / "model" if (p / "model" / "config.json").is_file() else p
+
+
+def weights_hash(checkpoint: str | os.PathLike, n: int = 16) -> str:
+    """sha256 over every file of the exported model (relative path + bytes), first ``n`` hex digits.
+    Memoised in ``<model>/.weights_hash.json`` keyed by each file's size and mtime, so a 15 GB checkpoint
+    is read once, and again only when a file changes."""
+    root = model_dir(checkpoint)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no exported model directory")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    stamp = [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    memo = root / ".weights_hash.json"
+    try:
+        old = json.loads(memo.read_text())
+        if old.get("files") == stamp:
+            return str(old["sha256"])[:n]
+    except (OSError, ValueError, KeyError):
+        pass
+    h = hashlib.sha256()
+    for p in files:
+        h.update(str(p.relative_to(root)).encode() + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    digest = h.hexdigest()
+    with contextlib.suppress(OSError):  # a read-only checkpoint: just recompute next time
+        atomic_write_text(memo, json.dumps({"files": stamp, "sha256": digest}))
+    return digest[:n]

@@ -38,6 +38,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 SCHEMA = 1
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:24] or "host"
@@ -190,8 +192,6 @@ class ResultsStore:
         Runs listed in a study but absent from the store appear with status ``missing``; failed runs
         appear once with an empty task/metric, so tables can say what is missing and why.
         """
-        import pandas as pd
-
         rows: list[dict[str, Any]] = []
         studies = [study] if study else self.studies()
         for s in studies:

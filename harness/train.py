@@ -46,6 +46,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
 from harness.config import (
     ConfigError,
@@ -56,9 +65,12 @@ from harness.config import (
     deep_merge,
     to_dict,
 )
+from harness.data.datasets import get_dataset
 from harness.data.examples import Example, load_examples, suite_texts  # noqa: F401  (re-exported)
-from harness.data.pipeline import DataFailureError, DataOrder, SubsetOrder
+from harness.data.pipeline import DataFailureError, DataOrder, FailureLog, FeatureSource, SubsetOrder, write_failed
+from harness.evaluate import evaluate_run, format_metrics
 from harness.identity import stamp
+from harness.model.presets import RUN_PRESETS
 from harness.model_io import (  # noqa: F401  (re-exported: harness.train is their historical home)
     CKPT_FORMAT,
     MODEL_DIR,
@@ -73,6 +85,7 @@ from harness.model_io import (  # noqa: F401  (re-exported: harness.train is the
 )
 from harness.overrides import apply_overrides, blame
 from harness.store import atomic_write_text
+from harness.train_inputs import build_inputs, check_manifest, local_tokenizer, make_train_loader, pretrained_tokenizer
 from harness.train_schedule import lr_at, stage_index, stages_of
 from harness.yamlio import YamlFileError, load_yaml_file
 
@@ -93,8 +106,6 @@ class TrainingDiverged(RuntimeError):
 def load_run_config(source: str, overrides: Sequence[str] = ()) -> RunConfig:
     """A RunConfig from a YAML file or preset name plus ``key.path=value`` overrides; ConfigError names
     the file and key of anything wrong, and an override's own mistakes name the override."""
-    from harness.model.presets import RUN_PRESETS
-
     if source in RUN_PRESETS:
         data: dict[str, Any] = json.loads(json.dumps(RUN_PRESETS[source]))
         where = f"preset {source!r}"
@@ -191,8 +202,6 @@ class Trainer:
         if self.world == 1:
             return model
         if self._parallel() == "fsdp":
-            from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
             # fp32 master weights (sharded), bf16 compute, fp32 gradient reduction
             mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if self._amp() else None,
                                       reduce_dtype=torch.float32)
@@ -200,8 +209,6 @@ class Trainer:
                 fully_shard(layer, mp_policy=mp)
             fully_shard(model, mp_policy=mp)
             return model
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DDP(model, device_ids=ids, find_unused_parameters=True)
 
@@ -211,12 +218,6 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoint
     def _state(self, model: nn.Module, opt: torch.optim.Optimizer, step: int, stage: int) -> dict[str, Any]:
         if self._parallel() == "fsdp" and self.world > 1:
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                get_model_state_dict,
-                get_optimizer_state_dict,
-            )
-
             o = StateDictOptions(full_state_dict=True, cpu_offload=True)
             msd = get_model_state_dict(model, options=o)
             osd = get_optimizer_state_dict(model, opt, options=o)
@@ -280,9 +281,6 @@ class Trainer:
 
     def _build(self) -> tuple[nn.Module, Any, Any]:
         """Tokenizer, manifest, model, inputs: cheapest failure first (see :mod:`harness.train_inputs`)."""
-        from harness.data.datasets import get_dataset
-        from harness.train_inputs import build_inputs, check_manifest, local_tokenizer, pretrained_tokenizer
-
         cfg = self.cfg
         tokenizer = pretrained_tokenizer(cfg, self.run_dir)
         plugin = get_dataset(cfg.data.dataset)
@@ -308,9 +306,6 @@ class Trainer:
             raise
 
     def _run(self) -> dict[str, Any]:
-        from harness.data.pipeline import FailureLog, FeatureSource, write_failed
-        from harness.train_inputs import make_train_loader
-
         cfg, t = self.cfg, self.cfg.train
         self._init_dist()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -340,8 +335,6 @@ class Trainer:
         if self.is_main and metrics_path.exists():
             atomic_write_text(metrics_path, "".join(ln + "\n" for ln in metrics_upto(metrics_path, start)))
 
-        from tqdm import tqdm
-
         bar = tqdm(total=t.steps, initial=start, desc=f"train {self.run_dir.name}", unit="step",
                    disable=not (self.progress and self.is_main), dynamic_ncols=True)
         stage_i, wrapped, opt = -1, model, None
@@ -365,11 +358,6 @@ class Trainer:
                 opt = self._optimizer([p for p in model.parameters() if p.requires_grad])
                 if state is not None and state["stage"] == si and step == start:
                     if self._parallel() == "fsdp" and self.world > 1:
-                        from torch.distributed.checkpoint.state_dict import (
-                            StateDictOptions,
-                            set_optimizer_state_dict,
-                        )
-
                         set_optimizer_state_dict(wrapped, opt, state["optimizer"],
                                                  options=StateDictOptions(full_state_dict=True))
                     else:
@@ -534,8 +522,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({k: summary[k] for k in ("steps", "final_loss", "train_time_s", "items_per_s",
                                                    "run_dir")}, indent=2))
     if args.eval and rank == 0:
-        from harness.evaluate import evaluate_run, format_metrics
-
         res = evaluate_run(cfg, run_dir, progress=not args.no_progress)
         print(format_metrics(res))
     if dist.is_initialized():

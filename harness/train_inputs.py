@@ -19,9 +19,14 @@ from typing import Any
 import torch
 
 from harness.config import RunConfig
+from harness.data.cache import FeatureCache
 from harness.data.conversation import ConversationEncoder
 from harness.data.datasets import Manifest, get_dataset
+from harness.data.encoders import build_encoder
+from harness.data.examples import suite_texts
 from harness.data.pipeline import DataFailureError, StepBatchSampler, TrainItems, VideoSpec, make_loader
+from harness.model.bpe_tokenizer import train_bpe_tokenizer
+from harness.model.tokenizer import build_word_tokenizer, load_tokenizer
 
 
 def tokenizer_kind(cfg: RunConfig) -> str:
@@ -36,8 +41,6 @@ def tokenizer_kind(cfg: RunConfig) -> str:
 def pretrained_tokenizer(cfg: RunConfig, run_dir: Path) -> Any | None:
     """The tokenizer to load (resume: the run's own copy), or None when it is to be built locally.
     Raises FileNotFoundError / OSError at once when a named one is missing."""
-    from harness.model.tokenizer import load_tokenizer
-
     llm = cfg.model.llm
     saved = run_dir / "model"
     if (saved / "tokenizer.json").is_file() and (llm.preset == "tiny" or not (llm.tokenizer or llm.name_or_path)):
@@ -61,14 +64,9 @@ def pretrained_tokenizer(cfg: RunConfig, run_dir: Path) -> Any | None:
 
 def local_tokenizer(cfg: RunConfig, manifest: Manifest) -> Any:
     """A tokenizer learnt from the dataset's texts (nothing downloaded)."""
-    from harness.model.bpe_tokenizer import train_bpe_tokenizer
-    from harness.model.tokenizer import build_word_tokenizer
-
     llm = cfg.model.llm
     if tokenizer_kind(cfg) == "word":
         if cfg.data.dataset == "synthetic":
-            from harness.data.examples import suite_texts
-
             return build_word_tokenizer(suite_texts(cfg))
         return build_word_tokenizer(manifest.texts())
     vocab = llm.bpe_vocab_size
@@ -104,8 +102,6 @@ def resolve_template(cfg: RunConfig, tokenizer: Any) -> str:
 
 def build_encoder_on(cfg: RunConfig, device: torch.device) -> Any:
     """The frozen encoder, on the training device when ``model.encoder.device`` is ``auto``."""
-    from harness.data.encoders import build_encoder
-
     enc = cfg.model.encoder
     if enc.device == "auto":
         enc = dataclasses.replace(enc, device=str(device))
@@ -132,8 +128,6 @@ class TrainInputs:
 
 
 def build_inputs(cfg: RunConfig, manifest: Manifest, tokenizer: Any, model: Any, device: torch.device) -> TrainInputs:
-    from harness.data.cache import FeatureCache
-
     d = cfg.data
     encoder = build_encoder_on(cfg, device)
     n_visual = model.count_visual_tokens(d.n_frames, encoder.num_patches)

@@ -6,11 +6,10 @@ import math
 from collections.abc import Sequence
 
 from harness.config import RunConfig, TrainStage
+from harness.model.presets import default_train_modules
 
 
 def stages_of(cfg: RunConfig) -> list[TrainStage]:
-    from harness.model.presets import default_train_modules
-
     t = cfg.train
     if t.stages:
         return list(t.stages)

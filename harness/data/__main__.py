@@ -21,7 +21,8 @@ import sys
 import time
 from collections import Counter
 
-from harness.data.synthetic import FAMILIES, SuiteSpec
+from harness.config import DataConfig, EncoderConfig
+from harness.data.synthetic import FAMILIES, SuiteSpec, load_items, load_meta, make_suite
 
 
 def _add_make(sub: argparse._SubParsersAction) -> None:
@@ -66,8 +67,6 @@ def _cmd_make(a: argparse.Namespace) -> int:
                      frames_dense=a.frames if a.frames else a.frames_dense,
                      event_len=a.event_len, clutter=a.clutter, noise=a.noise, size=a.size, fps=a.fps,
                      format=a.format)
-    from harness.data.synthetic import make_suite
-
     try:
         meta = make_suite(a.out, spec, workers=a.workers, overwrite=a.overwrite, progress=not a.quiet)
     except (ValueError, FileExistsError) as e:
@@ -81,8 +80,6 @@ def _cmd_make(a: argparse.Namespace) -> int:
 
 
 def _cmd_info(a: argparse.Namespace) -> int:
-    from harness.data.synthetic import load_items, load_meta
-
     meta = load_meta(a.suite)
     print(json.dumps({k: meta[k] for k in ("format_version", "spec", "seconds")}, indent=1))
     for split in ("train", "val", "test"):
@@ -100,7 +97,7 @@ def _cmd_info(a: argparse.Namespace) -> int:
 
 
 def _cmd_probe(a: argparse.Namespace) -> int:
-    from harness.data.video import VideoDecodeError, probe_video, read_video
+    from harness.data.video import VideoDecodeError, probe_video, read_video  # lazy: heavy (torch)
 
     rc = 0
     for path in a.videos:
@@ -118,8 +115,7 @@ def _cmd_probe(a: argparse.Namespace) -> int:
 
 
 def _cmd_features(a: argparse.Namespace) -> int:
-    from harness.config import DataConfig, EncoderConfig
-    from harness.data.features import ensure_features
+    from harness.data.features import ensure_features  # lazy: heavy (torch, transformers)
 
     data = DataConfig(suite=a.suite, families=a.families or [], n_frames=a.n_frames, sampling=a.sampling,
                       fps=a.fps, cache_dir=a.cache_dir)
@@ -132,7 +128,7 @@ def _cmd_features(a: argparse.Namespace) -> int:
 
 
 def _cmd_make_llava(a: argparse.Namespace) -> int:
-    from harness.data.llava_sample import make_llava_sample
+    from harness.data.llava_sample import make_llava_sample  # lazy: heavy (torch)
 
     info = make_llava_sample(a.out, n_videos=a.n_videos, long_frames=a.long_frames, seed=a.seed)
     print(json.dumps(info, indent=1))
@@ -142,8 +138,7 @@ def _cmd_make_llava(a: argparse.Namespace) -> int:
 
 
 def _cmd_manifest(a: argparse.Namespace) -> int:
-    from harness.config import DataConfig
-    from harness.data.datasets import build_manifest
+    from harness.data.datasets import build_manifest  # lazy: heavy (torch, transformers)
 
     args = {"mixture": a.mixture} if a.mixture else {"path": a.path, "video_root": a.video_root}
     m = build_manifest(DataConfig(dataset="llava_video", args=args, manifest_dir=a.manifest_dir))

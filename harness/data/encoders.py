@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 
 from harness.config import EncoderConfig, check_choice
@@ -195,8 +196,6 @@ class HFVisionEncoder(FrozenEncoder):
 
     def __init__(self, cfg: EncoderConfig, device: str = "cpu"):
         super().__init__(cfg.batch_size, device)
-        import transformers
-
         if cfg.name == "siglip":
             model_cls, config_cls = transformers.SiglipVisionModel, transformers.SiglipVisionConfig
         else:

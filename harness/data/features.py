@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from harness.config import DataConfig, EncoderConfig
 from harness.data.cache import FeatureCache, FeatureKey
 from harness.data.encoders import FrozenEncoder, build_encoder
-from harness.data.synthetic import FAMILIES, check_spec, load_items
+from harness.data.synthetic import FAMILIES, balanced_head, check_spec, load_items
 from harness.data.video import VideoDecodeError, read_video, video_content_hash
 
 
@@ -51,27 +52,6 @@ class FeatureSet(Mapping[str, torch.Tensor]):
     def split_items(self, split: str) -> list[dict[str, Any]]:
         """Items of ``split`` that have features (failed ones left out), in suite order."""
         return [self.items[i] for i in self.splits.get(split, []) if i in self.features]
-
-
-def _balanced_head(items: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    """The first ``n`` items taking families round-robin (so a cap keeps every family)."""
-    if n <= 0 or n >= len(items):
-        return items
-    by_fam: dict[str, list[dict[str, Any]]] = {}
-    for it in items:
-        by_fam.setdefault(it["family"], []).append(it)
-    out: list[dict[str, Any]] = []
-    queues = [iter(v) for v in by_fam.values()]
-    while len(out) < n and queues:
-        for q in list(queues):
-            nxt = next(q, None)
-            if nxt is None:
-                queues.remove(q)
-                continue
-            out.append(nxt)
-            if len(out) == n:
-                break
-    return out
 
 
 def feature_key(video: str, data_cfg: DataConfig, encoder: FrozenEncoder) -> FeatureKey:
@@ -107,8 +87,6 @@ def ensure_features(data_cfg: DataConfig, enc_cfg: EncoderConfig, splits: Sequen
     ``max_train_items`` cap applied), computing and caching the missing ones.
 
     Returns a :class:`FeatureSet` (a ``Mapping[item_id, Tensor (T, P, D)]`` with ``.failed``)."""
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     check_spec(data_cfg.suite, data_cfg.synthetic)
     fams = list(data_cfg.families) or list(FAMILIES)
@@ -119,7 +97,7 @@ def ensure_features(data_cfg: DataConfig, enc_cfg: EncoderConfig, splits: Sequen
     for split in splits:
         items = load_items(data_cfg.suite, split, fams)
         if split == "train" and data_cfg.max_train_items:
-            items = _balanced_head(items, data_cfg.max_train_items)
+            items = balanced_head(items, data_cfg.max_train_items)
         fs.splits[split] = [it["id"] for it in items]
         for it in items:
             fs.items[it["id"]] = it

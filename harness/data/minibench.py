@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
+from datasets.naming import camelcase_to_snakecase
 
 from harness.data.video import write_video
 
@@ -140,9 +142,6 @@ def _video_name(b: MiniBench, i: int) -> str:
 def _install_split(datasets_cache: Path, repo: str, config: str, split: str, rows: list[dict[str, Any]]) -> Path:
     """Write ``rows`` as the datasets-library cache of ``repo``/``config``/``split`` (what
     ``load_dataset(repo, config)`` reloads offline: arrow stream file + dataset_info.json)."""
-    import datasets
-    from datasets.naming import camelcase_to_snakecase
-
     ns, name = repo.split("/")
     snake = camelcase_to_snakecase(name)
     root = datasets_cache / f"{ns}___{snake}" / config / "0.0.0"

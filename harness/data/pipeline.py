@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.data.cache import FeatureCache, FeatureKey
 from harness.data.conversation import BadItem, ConversationEncoder
 from harness.data.video import VideoDecodeError, read_video, video_content_hash
+from harness.store import atomic_write_text
 
 _PROBE_STRIDE = 7919  # a failed item i is replaced by i + k * stride (mod n), k = 1, 2, ...
 
@@ -130,8 +133,6 @@ class TrainItems(torch.utils.data.Dataset):
         return len(self.manifest)
 
     def _cached(self, path: str) -> tuple[torch.Tensor | None, str | None]:
-        from harness.data.cache import FeatureCache, FeatureKey
-
         if not self.video.cache_dir:
             return None, None
         if self._cache is None:
@@ -218,8 +219,6 @@ class FeatureSource:
         self.encode_s = 0.0
 
     def features(self, items: list[dict[str, Any]]) -> torch.Tensor:
-        import time
-
         todo = [k for k, it in enumerate(items) if it["feats"] is None]
         out: list[torch.Tensor | None] = [it["feats"] for it in items]
         self.hits += len(items) - len(todo)
@@ -291,8 +290,6 @@ class FailureLog:
 
 
 def write_failed(path: os.PathLike, failed: dict[str, str]) -> None:
-    from harness.store import atomic_write_text
-
     atomic_write_text(path, "".join(json.dumps({"id": k, "reason": v}) + "\n" for k, v in failed.items()))
 
 

@@ -41,6 +41,7 @@ so train / val / test never share a seed.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import shutil
 import time
@@ -52,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 FORMAT_VERSION = 1
 LETTERS = ("A", "B", "C", "D")
@@ -485,7 +487,7 @@ def item_seed(seed: int, split: str, family: str, index: int) -> int:
 
 def _make_one(args: tuple[SuiteSpec, str, str, int, int, str]) -> dict[str, Any]:
     spec, split, family, index, pos, out_dir = args
-    from harness.data.video import write_video
+    from harness.data.video import write_video  # lazy: heavy (torch); `harness.data --help` imports this module
 
     seed = item_seed(spec.seed, split, family, index)
     rng = np.random.default_rng(seed)
@@ -541,8 +543,6 @@ def make_suite(out: str | os.PathLike, spec: SuiteSpec | None = None, workers: i
             items.append(_make_one(j))
             bar.update(1)
     else:
-        import multiprocessing as mp
-
         # spawn, not fork: forking a process that already runs threads (torch, FFmpeg, tqdm, a test
         # runner) can leave a child blocked forever on a lock that was held at fork time
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
@@ -579,8 +579,6 @@ def make_suite(out: str | os.PathLike, spec: SuiteSpec | None = None, workers: i
 
 
 def _bar(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, disable=not enabled, unit="video")
 
 
@@ -686,5 +684,28 @@ def load_items(suite_dir: str | os.PathLike, split: str, families: Iterable[str]
     return out
 
 
+def balanced_head(items: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The first ``n`` items taking families round-robin (so a cap keeps every family)."""
+    if n <= 0 or n >= len(items):
+        return items
+    by_fam: dict[str, list[dict[str, Any]]] = {}
+    for it in items:
+        by_fam.setdefault(it["family"], []).append(it)
+    out: list[dict[str, Any]] = []
+    queues = [iter(v) for v in by_fam.values()]
+    while len(out) < n and queues:
+        for q in list(queues):
+            nxt = next(q, None)
+            if nxt is None:
+                queues.remove(q)
+                continue
+            out.append(nxt)
+            if len(out) == n:
+                break
+    return out
+
+
 __all__ = ["SuiteSpec", "make_suite", "load_items", "expand_families", "load_meta", "FAMILIES", "GROUPS",
-           "LETTERS", "SPLITS", "OBJECTS", "QUESTIONS", "item_seed", "render", "format_prompt", "POST_PROMPT"]
+           "LETTERS", "SPLITS", "OBJECTS", "QUESTIONS", "item_seed", "render", "format_prompt", "POST_PROMPT",
+           "balanced_head"]
+

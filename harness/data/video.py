@@ -24,6 +24,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -364,8 +365,6 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | torch.Tensor, fps:
 
 
 def _as_fraction(fps: float):
-    from fractions import Fraction
-
     if float(fps).is_integer():
         return int(fps)
     return Fraction(fps).limit_denominator(1001)

@@ -31,6 +31,7 @@ import torch.nn as nn
 from ..config import CompressorConfig, ConfigError, StageConfig, build
 from .blocks import build_stack
 from .pooling import build_pooling
+from .taa import TimeAxisAggregator
 
 
 @dataclass
@@ -142,8 +143,6 @@ class Compressor(nn.Module):
         self.temporal = Stage(cfg, cfg.temporal, "temporal") if has_temporal else None
         self.taa = None
         if cfg.enabled and cfg.taa.enabled:
-            from .taa import TimeAxisAggregator  # v2; imported lazily so v1 stays self-contained
-
             self.taa = TimeAxisAggregator(cfg)
 
     # ------------------------------------------------------------------------------------ counting

@@ -9,6 +9,9 @@ from pathlib import Path
 import torch
 
 from harness.config import ConfigError, config_hash
+from harness.evaluate import format_metrics
+from harness.probe.run import train_and_evaluate
+from harness.train import load_run_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,10 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from harness.evaluate import format_metrics
-    from harness.probe.run import train_and_evaluate
-    from harness.train import load_run_config
-
     try:
         cfg = load_run_config(args.config, [*args.overrides, "protocol=probe"])
     except (ConfigError, FileNotFoundError) as e:

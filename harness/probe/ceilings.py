@@ -23,7 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from harness.config import RunConfig
+from harness.config import RunConfig, config_hash
+from harness.probe.data import load_probe_items
+from harness.probe.run import fit, probe_families, score
+from harness.train import load_run_config
 
 
 def _fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,8 +47,6 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, iters: int) -> tu
 
 def linear_ceiling(cfg: RunConfig, families: list[str], l2: float = 1e-2, iters: int = 200) -> dict[str, float]:
     """Test accuracy per family of an L2 logistic regression on flattened, standardised features."""
-    from harness.probe.data import load_probe_items
-
     tr = load_probe_items(cfg, "train", families)
     te = load_probe_items(cfg, cfg.eval.split, families)
     out = {}
@@ -75,10 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from harness.config import config_hash
-    from harness.probe.run import fit, probe_families, score
-    from harness.train import load_run_config
-
     cfg = load_run_config(args.config, [*args.overrides, "protocol=probe", "model.compressor.enabled=false"])
     fams = probe_families(cfg)
     lin = linear_ceiling(cfg, fams)

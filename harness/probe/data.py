@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from harness.config import RunConfig
+from harness.data.features import ensure_features
 
 
 @dataclass
@@ -44,8 +45,6 @@ def check_fixed_options(items: list[dict[str, Any]], where: str) -> None:
 def load_probe_items(cfg: RunConfig, split: str, families: list[str], progress: bool = False) -> ProbeItems:
     """Items of ``split`` restricted to ``families`` (whose order gives the family ids), with features
     from the cache (computed on first use). Items whose video failed are left out and listed in ``failed``."""
-    from harness.data.features import ensure_features
-
     fs = ensure_features(cfg.data, cfg.model.encoder, [split], progress=progress)
     items = [it for it in fs.split_items(split) if it["family"] in families]
     failed = {i: r for i, r in fs.failed.items() if fs.items.get(i, {}).get("family") in families}

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.config import RunConfig, to_dict
+from harness.data.synthetic import FAMILIES, expand_families
+from harness.evaluate import accuracy_metrics, task_families
 from harness.probe.data import load_probe_items
 from harness.probe.model import ProbeModel
 
@@ -33,13 +35,8 @@ WEIGHTS = "probe.pt"
 
 def probe_families(cfg: RunConfig) -> list[str]:
     """The families the probe trains and scores: those of ``eval.tasks``, in suite order."""
-    from harness.data.synthetic import FAMILIES
-    from harness.evaluate import task_families
-
     want = set(task_families(cfg.eval.tasks))
     if cfg.data.families:
-        from harness.data.synthetic import expand_families
-
         want &= expand_families(cfg.data.families)
     return [f for f in FAMILIES if f in want]
 
@@ -122,8 +119,6 @@ def fit(cfg: RunConfig, run_dir: Path, progress: bool = False) -> tuple[ProbeMod
 @torch.no_grad()
 def score(cfg: RunConfig, model: ProbeModel, run_dir: Path, progress: bool = False) -> dict[str, Any]:
     """Accuracy of ``model`` on ``eval.split``: ``{"metrics", "tokens", "extra"}`` as harness.evaluate."""
-    from harness.evaluate import accuracy_metrics
-
     t0 = time.time()
     test = load_probe_items(cfg, cfg.eval.split, model.families, progress)
     model.eval()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from harness.report import ReportError, load_plugins, report_study
+from harness.report.paper import build_paper
 from harness.store import ResultsStore
 from harness.yamlio import YamlFileError, load_yaml_file
 
@@ -84,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
             raise ReportError("name a study: SPEC.yaml, --study NAME, --all or --paper")
         names = list(dict.fromkeys(names))
         if args.paper:
-            from harness.report.paper import build_paper
-
             out = Path(args.out or "results/paper")
             reports = build_paper(store, out, studies=None if whole else names, compare=compare,
                                   figures=not args.no_figures, progress=not args.quiet, plugins=args.plugin)

@@ -35,6 +35,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from harness.report import style  # noqa: E402
 from harness.report.data import ReportError, StudyData, Variant, fmt_value  # noqa: E402
@@ -189,8 +191,6 @@ def _grid(n: int, width: float, height: float, sharey: bool = True) -> tuple[Fig
 
 def _log_axis(ax: Any) -> None:
     """Log x axis with plain tick labels (20, 50, 100, 200 ...) and no crowded minor labels."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
@@ -482,8 +482,6 @@ def pareto(study: StudyData, spec: dict[str, Any]) -> FigureResult:
     overall = study.overall is not None
     axs[0].set_ylabel(style.metric_title(study.metric) if overall else
                       "Mean " + style.metric_title(study.metric)[0].lower() + style.metric_title(study.metric)[1:])
-    from matplotlib.lines import Line2D
-
     used.sort(key=lambda v: (xs_order.get(repr(v.values.get(x)), 0) if x else 0,
                              setting_ids[_setting_key(v, others)], study.variants.index(v)))
     handles = [Line2D([], [], linestyle="none", color=look(v)[0], marker=look(v)[1], markersize=4)

@@ -42,6 +42,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from harness.reference_numbers import ReferenceError, load_reference, protocol_text
 from harness.report import style  # noqa: E402
 from harness.report.data import ReportError, RunInfo, StudyData, Variant, fmt_value  # noqa: E402
 from harness.report.figures import FigureResult, SkipFigure, register_figure  # noqa: E402
@@ -291,8 +292,6 @@ def cost_bars(study: StudyData, spec: dict[str, Any]) -> FigureResult:
 
 def _reference_cost_caption(study: StudyData) -> str:
     try:
-        from harness.reference_numbers import load_reference
-
         ref = load_reference(study.report.get("reference_file"))
     except Exception:  # noqa: BLE001 - the caption is optional context
         return ""
@@ -385,8 +384,6 @@ def run_protocol(study: StudyData, v: Variant) -> str:
 
 
 def _reference_tables(study: StudyData) -> tuple[Any, list[Any]]:
-    from harness.reference_numbers import ReferenceError, load_reference
-
     try:
         ref = load_reference(study.report.get("reference_file"))
     except ReferenceError as e:
@@ -432,8 +429,6 @@ def reported_vs_reproduced(study: StudyData, options: dict[str, Any]) -> Table |
              Column("repro_delta", "Δ reproduced", "stat", signed=True),
              Column("runs", "Runs"), Column("protocol_paper", "Protocol (paper)"),
              Column("protocol_repro", "Protocol (reproduced)")]
-    from harness.reference_numbers import protocol_text
-
     rows = []
     notes = []
     for t in tables:

@@ -12,81 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from harness.report import GENERATED_MARK, StudyReport, report_study
-from harness.store import ResultsStore, atomic_write_text
-
-
-def _md(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
-
-
-def study_section(rep: StudyReport, root: Path, level: int = 2) -> list[str]:
-    """Markdown lines describing one study's artifacts and runs, links relative to ``root``."""
-    st = rep.study
-    c = st.status_counts()
-    counts = ", ".join(f"{c[k]} {k}" for k in ("done", "failed", "running", "missing") if c.get(k))
-    commits = ", ".join(f"`{x[:10]}`" for x in st.commits()) or "unknown"
-    h = "#" * level
-    lines = [f"{h} {st.name}", ""]
-    if st.description:
-        lines += [st.description, ""]
-    lines += [f"- spec: `{st.spec_path or 'unknown'}`; study index: `studies/{st.name}.json`",
-              f"- axes: {', '.join(f'`{a}` ({p})' for a, p in st.axes.items()) or 'none'}",
-              f"- runs: {len(st.runs)} ({counts or 'none'}); seeds: "
-              f"{', '.join(str(s) for s in sorted({r.seed for r in st.runs if r.seed is not None}))}",
-              f"- data as of: {st.latest}; code: {commits}"]
-    if st.stale_runs():
-        lines.append(f"- **stale: {len(st.stale_runs())} of {len(st.runs)} runs** were recorded by older code, config "
-                     "schema or data (Status column); rerun them with `python -m harness.sweep "
-                     f"{st.spec_path or '<study>.yaml'} --rerun-stale`")
-    if st.overrides:
-        lines.append("- sweep overrides: " + ", ".join(f"`{o}`" for o in st.overrides))
-    lines += ["",
-              "| Artifact | Files | Content |", "|:---|:---|:---|"]
-    for a in rep.artifacts:
-        rel = a.path.relative_to(root) if a.path.is_relative_to(root) else a.path
-        exts = ", ".join(p.suffix.lstrip(".") for p in a.files)
-        lines.append(f"| [{a.path.stem}]({rel.as_posix()}) | {exts} | {_md(a.caption)} |")
-    if rep.skipped:
-        lines += ["", "Not drawn: " + "; ".join(f"{k} ({why})" for k, why in rep.skipped) + "."]
-    lines += ["", f"<details><summary>Runs of {st.name} ({len(st.runs)})</summary>", "",
-              "| Run | Variant | Seed | Status | Finished | Reason |", "|:---|:---|---:|:---|:---|:---|"]
-    for v in st.variants:
-        for r in v.runs:
-            why = (r.reason or "").strip().splitlines()[0][:80] if r.reason else ""
-            status = f"{r.status} (stale)" if r.stale else r.status
-            why = why or (r.stale or "")[:80]
-            lines.append(f"| `{r.run_id}` | {_md(v.label)} | {r.seed} | {status} | {r.finished or ''} | "
-                         f"{_md(why)} |")
-    lines += ["", "</details>", ""]
-    return lines
-
-
-def write_index(path: Path, reports: list[StudyReport], root: Path, store: ResultsStore,
-                paper: bool = False) -> None:
-    """Write the generated Markdown index of ``reports`` to ``path`` (links relative to ``root``).
-
-    ``paper``: the ``results/paper/`` index (a table of studies first); else one study's own index.
-    """
-    latest = max((r.study.latest for r in reports), default="unknown")
-    if paper:
-        title, cmd = "Paper tables and figures", "python -m harness.report --paper"
-    else:
-        title = "Report: " + ", ".join(r.study.name for r in reports)
-        cmd = "python -m harness.report " + " ".join(f"--study {r.study.name}" for r in reports)
-    lines = [GENERATED_MARK, f"# {title}", "",
-             f"Rebuilt by `{cmd}` from the results store `{store.root.as_posix()}` only; "
-             f"data as of {latest} (newest run record). Tables: mean ± 95% CI over seeds (Student t), "
-             "failed and missing runs counted and marked, never averaged in.", ""]
-    if paper:
-        lines += ["| Study | Runs | Artifacts | Data as of |", "|:---|---:|---:|:---|"]
-        for r in reports:
-            lines.append(f"| [{r.study.name}](#{r.study.name.lower()}) | {len(r.study.runs)} "
-                         f"| {len(r.artifacts)} | {r.study.latest} |")
-        lines.append("")
-    for r in reports:
-        lines += study_section(r, root, level=2)
-    atomic_write_text(path, "\n".join(lines).rstrip("\n") + "\n")
+from harness.report import GENERATED_MARK, StudyReport, report_study, write_index
+from harness.store import ResultsStore
 
 
 def build_paper(store: ResultsStore, out: str | Path = "results/paper", *, studies: list[str] | None = None,

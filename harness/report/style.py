@@ -13,6 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import matplotlib as mpl
+
+mpl.use("Agg")  # as harness.report.figures: before pyplot, whichever module is imported first
+import matplotlib.pyplot as plt  # noqa: E402
+
 # Okabe & Ito (2008), "Color Universal Design": safe for the common colour-vision deficiencies.
 PALETTE: tuple[str, ...] = (
     "#0072B2",  # blue
@@ -166,8 +171,6 @@ def hatch(i: int) -> str:
 @contextmanager
 def paper_style() -> Iterator[None]:
     """Matplotlib defaults + the paper rc, independent of the user's matplotlibrc; restored on exit."""
-    import matplotlib as mpl
-
     with mpl.rc_context():
         mpl.rcdefaults()
         mpl.rcParams.update(PAPER_RC)
@@ -179,8 +182,6 @@ def save_figure(fig: Any, stem: Path) -> list[Path]:
 
     Returns the two paths. The same figure saved twice gives the same bytes.
     """
-    import matplotlib.pyplot as plt
-
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")

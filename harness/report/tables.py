@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.report import style
 from harness.report.data import ReportError, StudyData, Variant, fmt_value
-from harness.report.stats import MIN_SEEDS, Summary, paired
+from harness.report.stats import MIN_SEEDS, Summary, paired, summarize
 
 DASH = "—"
 FAILED_MARK = "†"
@@ -445,8 +445,6 @@ def summary_csv(study: StudyData) -> str:
     axes = list(study.axes)
     w.writerow(["study", *[f"v.{a}" for a in axes], "task", "metric", "n", "mean", "sd", "ci95_lo",
                 "ci95_hi", "seeds", "runs", "failed", "missing", "running", "samples_failed"])
-    from harness.report.stats import summarize
-
     for v in study.variants:
         c = v.counts()
         for t in [*study.groups, *study.tasks]:

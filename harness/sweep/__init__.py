@@ -32,6 +32,14 @@ from typing import Any
 
 from harness.doctor import EnvironmentProblem, preflight
 from harness.store import ResultsStore, clean_temp_files
+from harness.sweep.executors import EXECUTORS
+from harness.sweep.job import DEFAULT_BODY, JobSpec, _size, describe_io_failure, git_commit
+from harness.sweep.lock import Heartbeat, Lock, describe_owner
+from harness.sweep.plan import DEFAULT_MAX_RUNS, SUBMIT_ACTIONS, mark_status, plan_study
+from harness.sweep.prepare import make_missing_suites
+from harness.sweep.profiles import load_profile
+from harness.sweep.progress import ProgressView
+from harness.sweep.spec import load_spec
 
 __all__ = ["SweepResult", "run_sweep"]
 
@@ -77,8 +85,6 @@ def dir_bytes(path: Path) -> int:
 def check_disk(plan: Any, results: Path, runs_root: Path, log: Callable[[str], None]) -> str | None:
     """Warn (returns the warning, also logged) when the runs to execute would not fit in the free space
     under ``results``; the size of a run is the mean of the study's finished run dirs."""
-    from harness.sweep.job import _size
-
     todo = [r for r in plan.to_submit if not (runs_root / r.run_id / "checkpoint.pt").exists()]
     if not todo:
         return None
@@ -121,7 +127,7 @@ def run_report(store: ResultsStore, study: str, out_dir: Path, log: Callable[[st
                ) -> tuple[list[Path], str | None]:
     """Call ``harness.report.report_study``; returns (files, error message or None)."""
     try:
-        from harness.report import report_study
+        from harness.report import report_study  # lazy: heavy (matplotlib); only the end-of-sweep report needs it
     except ImportError as e:
         return [], f"harness.report is not available ({e}); run `python -m harness.report` later"
     try:
@@ -140,9 +146,6 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
               log: Callable[[str], None] = print, rerun_stale: bool = False, max_runs: int | None = None,
               yes: bool = False) -> SweepResult:
     """Plan, run and report one study (the CLI's body; arguments mirror its flags)."""
-    from harness.sweep.lock import Heartbeat, Lock, describe_owner
-    from harness.sweep.spec import load_spec
-
     spec = load_spec(spec_path, list(overrides))
     if dry_run:
         return _run_sweep(spec, spec_path, overrides, executor=executor, profile=profile, results=results,
@@ -184,13 +187,6 @@ def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str]
                retry_failed: bool, max_parallel: int | None, report: bool, progress: bool, pdb: bool,
                body: str | None, show: int, poll_s: float | None, stop_previous: bool, rerun_stale: bool,
                max_runs: int | None, yes: bool, log: Callable[[str], None]) -> SweepResult:
-    from harness.sweep.executors import EXECUTORS
-    from harness.sweep.job import DEFAULT_BODY, JobSpec, git_commit
-    from harness.sweep.plan import DEFAULT_MAX_RUNS, SUBMIT_ACTIONS, plan_study
-    from harness.sweep.prepare import make_missing_suites
-    from harness.sweep.profiles import load_profile
-    from harness.sweep.progress import ProgressView
-
     prof = load_profile(profile or spec.profile)
     ex_name = executor or prof.executor
     if ex_name not in EXECUTORS:
@@ -263,8 +259,6 @@ def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str]
             res.exit_code = 130
             return res
         except OSError as e:  # the driver's own writes (store, logs) on a full or broken disk
-            from harness.sweep.job import describe_io_failure
-
             log(f"error: {describe_io_failure(e, results)}\n(the runs' records so far are kept; free the "
                 "space and run the same command again to finish the study)")
             res.exit_code = 1
@@ -274,8 +268,6 @@ def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str]
         log("nothing to run: every run of the study is finished"
             + (" or failed (--retry-failed reruns the failed ones)" if c.get("failed") else "")
             + (" or stale (--rerun-stale reruns the stale ones)" if c.get("stale") else ""))
-
-    from harness.sweep.plan import mark_status
 
     mark_status(plan, store, retry_failed, rerun_stale)
     res.counts = {}

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harness.config import ConfigError
+from harness.doctor import EnvironmentProblem
+from harness.sweep import run_sweep
+from harness.sweep.job import describe_io_failure
+from harness.sweep.spec import SpecError
+
 EPILOG = """\
 examples:
   python -m harness.sweep ablations/block_type.yaml                 # everything, on this machine
@@ -95,11 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.config import ConfigError
-    from harness.doctor import EnvironmentProblem
-    from harness.sweep import run_sweep
-    from harness.sweep.spec import SpecError
-
     a = build_parser().parse_args(argv)
     try:
         res = run_sweep(a.spec, a.overrides, executor=a.executor, profile=a.profile, results=a.results,
@@ -111,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full or unwritable results disk: one line, not a traceback
-        from harness.sweep.job import describe_io_failure
-
         print(f"error: {describe_io_failure(e, a.results)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

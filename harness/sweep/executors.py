@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from harness.sweep.controller import DRIVER_PID_ENV, die_with_parent
 from harness.sweep.job import JobSpec, SweepJob, describe_io_failure, now, run_job
 from harness.sweep.lock import Heartbeat, Lock, describe_owner, pid_alive
 from harness.sweep.plan import job_alive
+from harness.sweep.prepare import prepare_data
 from harness.sweep.progress import ProgressView
 
 
@@ -97,8 +99,6 @@ class BaseExecutor:
 
     def prepare(self, configs: list[dict[str, Any]], progress: bool = True) -> None:
         """Fill the suite and feature cache once (in the driver by default)."""
-        from harness.sweep.prepare import prepare_data
-
         prepare_data(configs, progress=progress)
 
     def slots(self, busy: int) -> int:
@@ -391,8 +391,6 @@ class DebugExecutor(BaseExecutor):
                 run_job(spec, reraise=self.pdb)
             except Exception:  # only with --pdb
                 import pdb
-                import traceback
-
                 traceback.print_exc()
                 pdb.post_mortem()
             self.release(spec.run_id)
@@ -518,8 +516,6 @@ class SlurmExecutor(BaseExecutor):
         return ex
 
     def prepare(self, configs: list[dict[str, Any]], progress: bool = True) -> None:
-        from harness.sweep.prepare import prepare_data
-
         job = self.executor(f"{self.study}-data", tasks=1).submit(prepare_data, configs, False)
         print(f"[sweep] data preparation: Slurm job {job.job_id} (log {job.paths.stdout})", flush=True)
         try:

@@ -33,6 +33,7 @@ import importlib
 import inspect
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -41,12 +42,18 @@ import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import submitit
+import torch
+import torch.distributed as dist
 
+from harness.config import RunConfig, build
 from harness.store import ResultsStore, file_mode, safe_name
+from harness.sweep.controller import die_with_parent
+from harness.sweep.plan import proc_stat
 
 DEFAULT_BODY = "harness.sweep.job:train_and_evaluate"
 VERSION_PACKAGES = ("torch", "transformers", "numpy", "submitit", "lmms_eval", "mambamia-harness")
@@ -91,9 +98,6 @@ def git_commit(cwd: str | Path | None = None) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    import platform
-    from importlib import metadata
-
     out = {"python": platform.python_version()}
     for name in VERSION_PACKAGES:
         try:
@@ -108,8 +112,6 @@ def set_threads(n: int) -> None:
     n = max(1, int(n))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
-    import torch
-
     torch.set_num_threads(n)
     with contextlib.suppress(RuntimeError):  # already set in this process (debug executor)
         torch.set_num_interop_threads(max(1, min(n, 2)))
@@ -118,16 +120,12 @@ def set_threads(n: int) -> None:
 def device_name() -> str:
     """What the run's costs were measured on: the GPU's name, else ``cpu`` (the report warns when a
     table's latencies come from different devices)."""
-    import torch
-
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
 def _job_info(executor: str) -> dict[str, Any]:
     info: dict[str, Any] = {"executor": executor, "host": socket.gethostname(), "pid": os.getpid(),
                             "device": device_name()}
-    from harness.sweep.plan import proc_stat
-
     stat = proc_stat(os.getpid())
     if stat is not None:
         info["pid_start"] = stat[1]  # tells this process from a later one with the same pid
@@ -163,16 +161,16 @@ def train_and_evaluate(cfg: Any, run_dir: Path, progress: bool = False) -> dict[
     Returns evaluate_run's ``{"metrics", "tokens", "extra"}`` with the training summary in ``extra.train``.
     In a multi-task job every rank trains; rank 0 alone evaluates (the others return ``{}``).
     ``protocol: probe`` runs harness.probe's fit + score instead."""
+    # The body's imports stay lazy: the sweep controller imports this module (JobSpec), and the model stack
+    # with transformers would cost its `--help` seconds.
     if getattr(cfg, "protocol", "lmm") == "probe":
-        from harness.probe import train_and_evaluate as probe_train_and_evaluate
+        from harness.probe import train_and_evaluate as probe_train_and_evaluate  # lazy: heavy (see above)
 
         return probe_train_and_evaluate(cfg, run_dir, progress=progress)
-    from harness.evaluate import evaluate_run
-    from harness.train import train_run
+    from harness.evaluate import evaluate_run  # lazy: heavy (see above)
+    from harness.train import train_run  # lazy: heavy (see above)
 
     train_info = train_run(cfg, run_dir, progress=progress) or {}
-    import torch.distributed as dist
-
     if dist.is_initialized():
         rank = dist.get_rank()
         dist.destroy_process_group()
@@ -274,16 +272,12 @@ def _tie_to_controller(job: JobSpec) -> None:
     """A local job dies with its submitit controller (which dies with the driver)."""
     if job.executor != "local" or not os.environ.get("SUBMITIT_LOCAL_JOB_ID"):
         return
-    from harness.sweep.controller import die_with_parent
-
     die_with_parent(signal.SIGKILL)
 
 
 def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
     """Run one job; returns the final record (``done`` or ``failed``). Never raises unless ``reraise``
     (the debug executor's ``--pdb``), and even then the ``failed`` record is written first."""
-    from harness.config import RunConfig, build
-
     os.environ.update(job.env)
     _tie_to_controller(job)
     rank, n_tasks = task_rank()
@@ -371,8 +365,6 @@ def _record_failure(job: JobSpec, store: ResultsStore, base: dict[str, Any], inf
 def _worker_rank(job: JobSpec) -> dict[str, Any]:
     """A rank > 0 of a multi-task run: trains in step with rank 0 and writes nothing to the store (rank 0
     writes the record; a failure here surfaces there as a failed collective, and in this task's log)."""
-    from harness.config import RunConfig, build
-
     set_threads(job.cpus)
     fn = load_body(job.body)
     fn(build(RunConfig, job.config), Path(job.run_dir))

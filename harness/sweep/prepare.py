@@ -12,6 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.config import DataConfig, EncoderConfig, build
+from harness.data.datasets import build_manifest
+from harness.data.synthetic import make_suite, spec_from
+
 
 def data_keys(configs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any], list[str]]]:
     """Distinct ``(data, encoder, splits)`` of resolved RunConfig dicts, in first-seen order."""
@@ -33,8 +37,6 @@ def make_missing_suites(configs: list[dict[str, Any]], progress: bool = True, lo
     """Generate every ``data.suite`` of resolved RunConfig dicts that does not exist yet (with its
     ``data.synthetic`` spec); returns the folders made. The sweep calls it before planning, since a run
     id includes the suite's content hash."""
-    from harness.data.synthetic import make_suite, spec_from
-
     made: list[str] = []
     specs: dict[str, dict[str, Any]] = {}
     for d, _, _ in data_keys(configs):
@@ -59,8 +61,7 @@ def prepare_data(configs: list[dict[str, Any]], progress: bool = True, log: Any 
 
     Returns ``{"suites_made": [...], "features": [{suite, encoder, n_items, computed, hits, failed, s}]}``.
     Videos that fail to decode are left to the jobs (they record them); nothing here raises for them."""
-    from harness.config import DataConfig, EncoderConfig, build
-    from harness.data.features import ensure_features
+    from harness.data.features import ensure_features  # lazy: heavy (transformers); the sweep imports this module
 
     feats: list[dict[str, Any]] = []
     keys = data_keys(configs)
@@ -69,8 +70,6 @@ def prepare_data(configs: list[dict[str, Any]], progress: bool = True, log: Any 
     for data, enc, splits in keys:
         dcfg, ecfg = build(DataConfig, data), build(EncoderConfig, enc)
         if dcfg.dataset != "synthetic":  # conversation data streams through the encoder: build its manifest
-            from harness.data.datasets import build_manifest
-
             m = build_manifest(dcfg)
             log(f"[sweep] dataset {m.name}:{m.identity}: {len(m)} items, "
                 f"{m.stats.get('n_malformed', 0)} malformed records dropped")

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from tqdm.auto import tqdm
+
 from harness.store import ResultsStore
 from harness.sweep.job import JobSpec
 
@@ -51,8 +53,6 @@ class ProgressView:
 
     def __init__(self, store: ResultsStore, jobs: list[JobSpec], enabled: bool = True, stream: TextIO | None = None,
                  n_skipped: int = 0):
-        from tqdm.auto import tqdm
-
         self.store = store
         self.stream = stream or sys.stderr
         self.states = {j.run_id: RunState(j, _attempt(store.read_run(j.run_id))) for j in jobs}

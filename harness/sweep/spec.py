@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError, RunConfig, build, deep_merge, set_by_path
+from harness.data.synthetic import FAMILIES, GROUPS
+from harness.lmms_tasks import check_lmms_task
 from harness.overrides import OverrideError, check_config_path
 from harness.overrides import parse_override as _parse_override
 from harness.store import safe_name
@@ -226,8 +228,6 @@ def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def check_native_task(task: str) -> str | None:
     """Why the native scorer would refuse eval task ``task`` (``mia_long``, ``mia_<family>``, ``mia_all``),
     or None. Mirrors ``harness.evaluate.task_families`` without importing torch."""
-    from harness.data.synthetic import FAMILIES, GROUPS
-
     name = task[4:] if task.startswith("mia_") else task
     if name == "all" or name in GROUPS or name in FAMILIES:
         return None
@@ -311,8 +311,6 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
             if backend == "native":
                 msg = check_native_task(t)
             else:  # lmms-eval's own task manager decides (mia_* in generate mode: their *_gen variants)
-                from harness.lmms_tasks import check_lmms_task
-
                 gen = ev.get("mode") == "generate" and t.startswith("mia_") and not t.endswith("_gen")
                 msg = check_lmms_task(f"{t}_gen" if gen else t)
             if msg:

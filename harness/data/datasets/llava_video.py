@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from harness.config import ConfigError, DataConfig
 from harness.data.datasets.base import DatasetPlugin, FileManifest, Manifest, register_dataset
@@ -89,8 +90,6 @@ def mixture_entries(args: dict[str, Any], where: str = "args", must_exist: bool 
             raise ConfigError(where, "llava_video needs args.mixture (a list or a data YAML) or args.path")
         mix = [{k: args[k] for k in ("path", "video_root", "sampling") if k in args}]
     elif isinstance(mix, str):
-        import yaml
-
         p = Path(mix)
         if not p.is_file():
             if not must_exist:  # a config built before its data exists (login node, dry run): checked later

@@ -17,6 +17,8 @@ from typing import Any
 
 from harness.config import ConfigError, DataConfig, check_choice
 from harness.data.datasets.base import DatasetPlugin, ListManifest, Manifest, register_dataset
+from harness.data.prompts import format_prompt
+from harness.data.synthetic import FAMILIES, GROUPS, balanced_head, check_spec, expand_families, load_items, spec_from
 
 
 class SyntheticDataset(DatasetPlugin):
@@ -24,8 +26,6 @@ class SyntheticDataset(DatasetPlugin):
     default_template = "plain"
 
     def validate(self, data: DataConfig) -> None:
-        from harness.data.synthetic import spec_from
-
         self.check_groups(data.families, "families")
         if data.args:
             raise ConfigError("args", f"the synthetic dataset takes no args, got {sorted(data.args)}")
@@ -37,25 +37,17 @@ class SyntheticDataset(DatasetPlugin):
                 raise ConfigError(key if key.startswith("synthetic") else "synthetic", msg or str(e)) from None
 
     def check_groups(self, names, where: str) -> None:
-        from harness.data.synthetic import FAMILIES, GROUPS
-
         for i, f in enumerate(names):
             check_choice(f"{where}[{i}]", f, (*FAMILIES, *GROUPS))
 
     def expand_groups(self, names) -> set[str]:
-        from harness.data.synthetic import expand_families
-
         return expand_families(names)
 
     def manifest(self, data: DataConfig, split: str = "train") -> Manifest:
-        from harness.data.features import _balanced_head
-        from harness.data.prompts import format_prompt
-        from harness.data.synthetic import FAMILIES, check_spec, load_items
-
         check_spec(data.suite, data.synthetic)
         items = load_items(data.suite, split, list(data.families) or list(FAMILIES))
         if split == "train" and data.max_train_items:
-            items = _balanced_head(items, data.max_train_items)
+            items = balanced_head(items, data.max_train_items)
         records = [record_of(it, format_prompt(it)) for it in items]
         root = Path(data.suite)
         h = hashlib.sha256()
