@@ -398,3 +398,31 @@ def test_plugin_module_from_report_section(tmp_path, monkeypatch):
     store = make_block_store(tmp_path / "s2", report={"plugins": ["no_such_plugin_module"]})
     with pytest.raises(ReportError, match="cannot import report plugin 'no_such_plugin_module'"):
         report_study(store, "block_type", tmp_path / "o2", progress=False)
+
+
+def test_findings_give_each_comparison_and_claim_its_verdict(tmp_path):
+    """findings.md: the paired difference on the study's score (here the mean of the two suites) with a
+    verdict that follows the 95 % interval, computed independently; a claim judged whichever way it falls."""
+    report = {"x": "block", "compare": [["bi_ssm", "transformer"]],
+              "claims": [{"says": "a Transformer beats an SSM", "better": "transformer", "worse": "bi_ssm"}]}
+    store = make_block_store(tmp_path / "store", failed={("transformer", 16, 2)}, report=report)
+    rep = report_study(store, "block_type", tmp_path / "out", progress=False, figures=False)
+    text = (tmp_path / "out" / "findings.md").read_text()
+    assert rep.findings and "### Findings" in (tmp_path / "out" / "index.md").read_text()
+
+    def score(block: str, period: int) -> list[float]:
+        long_, dense = _seed_values(store, block, period, "mia_long"), _seed_values(store, block, period, "mia_dense")
+        return [(a + b) / 2 for a, b in zip(long_, dense)]
+
+    d = [a - b for a, b in zip(score("bi_ssm", 8), score("transformer", 8))]
+    mean, half = statistics.fmean(d) * 100, T975[2] * statistics.stdev(d) * 100 / math.sqrt(3)
+    line = next(ln for ln in text.splitlines() if ln.startswith("- bi_ssm − transformer at budget=128, period=8"))
+    assert f"{mean:+.1f} ± {half:.1f} pp" in line and "3 paired seeds" in line
+    assert ("**significant**" in line) == (abs(mean) > half)
+    claim = next(ln for ln in text.splitlines() if ln.startswith('- Claim "a Transformer beats an SSM"')
+                 and "period=8" in ln)
+    assert "**contradicted**" in claim if mean - half > 0 else "contradicted" not in claim
+    # period 16: the Transformer's seed 2 failed, so only 2 pairs: no verdict either way
+    short = next(ln for ln in text.splitlines() if ln.startswith("- bi_ssm − transformer at budget=64, period=16"))
+    assert "no verdict" in short and "2 paired seeds" in short
+    assert "no verdict" in next(ln for ln in text.splitlines() if ln.startswith("- Claim") and "period=16" in ln)

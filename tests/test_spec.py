@@ -259,3 +259,17 @@ def test_report_figures_and_compare_are_checked_before_anything_runs(tmp_path: P
     assert spec.index_meta()["report"]["compare"] == []
     # kinds a study's report.plugins registers count (figures_v2: five_way_panels)
     load_spec(write(tmp_path, head + "report: {plugins: [harness.report.figures_v2], figures: [cost_bars]}\n"))
+
+
+def test_report_claims_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    head = "study: s\ngrid: {model.compressor.block: [bi_ssm, conv]}\nlabels: {model.compressor.block: block}\n"
+    with pytest.raises(SpecError, match=r"report.claims\[0\].worse: 'transfomer' is not a value of axis 'block'"):
+        load_spec(write(tmp_path, head + "report: {claims: [{says: s, better: bi_ssm, worse: transfomer}]}\n"))
+    with pytest.raises(SpecError, match=r"report.claims\[0\]: expected \{says: text, better: value, worse: value\}"):
+        load_spec(write(tmp_path, head + "report: {claims: [{says: s, better: bi_ssm}]}\n"))
+    with pytest.raises(SpecError, match=r"report.claims\[0\].says: expected the claim in words"):
+        load_spec(write(tmp_path, head + "report: {claims: [{says: '', better: bi_ssm, worse: conv}]}\n"))
+    ok = write(tmp_path, head + "report: {x: block, claims: [{says: SSM wins, better: bi_ssm, worse: conv}]}\n")
+    assert load_spec(ok).index_meta()["report"]["claims"] == [{"says": "SSM wins", "better": "bi_ssm", "worse": "conv"}]
+    # a claim whose values --set narrowed away is left out of the index (the report could not judge it)
+    assert load_spec(ok, ["model.compressor.block=conv"]).index_meta()["report"]["claims"] == []

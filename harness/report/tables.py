@@ -20,13 +20,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.report import style
 from harness.report.data import ReportError, StudyData, Variant, fmt_value
-from harness.report.stats import MIN_SEEDS, Summary, paired, summarize
+from harness.report.stats import MIN_SEEDS, Paired, Summary, paired, summarize
 
 DASH = "—"
 FAILED_MARK = "†"
@@ -282,7 +282,7 @@ PROTOCOL_TEXT = {"lmm": "LMM (compressor -> projector -> LLM, answer-letter like
                  "probe": "probe (compressor -> fixed read-out, cross-entropy over the fixed options; harness/probe)"}
 
 
-def _protocol_note(study: StudyData) -> str:
+def protocol_note(study: StudyData) -> str:
     """Which protocol made the numbers (every table says it)."""
     p = study.protocols() or {"lmm": 0}
     return "Protocol: " + "; ".join(PROTOCOL_TEXT.get(k, k) + (f" ({n} runs)" if len(p) > 1 else "")
@@ -341,7 +341,7 @@ def main_table(study: StudyData, options: dict[str, Any]) -> Table | None:
         rows.append(row)
     what = "each benchmark's own metric" if study.mixed_metrics else style.metric_title(study.metric)
     caption = f"{study.name}: {what} per suite" + (f" ({study.description})" if study.description else "")
-    notes = [_stat_note(study), _protocol_note(study)]
+    notes = [_stat_note(study), protocol_note(study)]
     failed = sum(study.n_failed.values())
     if failed:
         notes.append(f"{failed} samples of {sum(1 for k in study.n_failed.values() if k)} runs could not be read "
@@ -375,7 +375,7 @@ def tasks_table(study: StudyData, options: dict[str, Any]) -> Table | None:
     rows = [_axis_cells(study, v, axes) + [Cell(stat=study.summary(v, t)) for t in study.tasks]
             for v in study.variants]
     caption = f"{study.name}: {style.metric_title(study.metric)} per task family"
-    notes = [_stat_note(study), _protocol_note(study), *_failure_notes(study, study.variants)[0]]
+    notes = [_stat_note(study), protocol_note(study), *_failure_notes(study, study.variants)[0]]
     return Table("table_tasks", caption, cols, rows, notes, f"tab:{study.name}-tasks").mark_best()
 
 
@@ -397,6 +397,25 @@ def compare_pairs(study: StudyData, options: dict[str, Any]) -> list[tuple[str, 
     return pairs
 
 
+def matched_variants(study: StudyData, a: str, b: str) -> Iterator[tuple[dict[str, Any], Variant, Variant]]:
+    """The variants with x = ``a`` and x = ``b`` at the same setting of the other axes: (setting, va, vb)."""
+    ctx_axes = study.series_axes(study.x)
+    for va in study.find_variants(a):
+        ctx = {k: va.values.get(k) for k in ctx_axes}
+        vb = next((v for v in study.find_variants(b)
+                   if all(repr(v.values.get(k)) == repr(ctx[k]) for k in ctx_axes)), None)
+        if vb is not None:
+            yield ctx, va, vb
+
+
+def paired_scores(study: StudyData, a: str, b: str) -> Iterator[tuple[str, str, Paired]]:
+    """``a - b`` on the study's score (overall, or the mean over suites) per setting of the other axes:
+    (the setting as ``axis=value, ...``, the score's name, the paired difference)."""
+    for ctx, va, vb in matched_variants(study, a, b):
+        where = ", ".join(f"{k}={fmt_value(v)}" for k, v in ctx.items())
+        yield where, study.score_name, paired(study.score_values(va), study.score_values(vb))
+
+
 @register_table("compare")
 def compare_table(study: StudyData, options: dict[str, Any]) -> Table | None:
     """Paired differences a - b (percentage points) per suite, within each setting of the other axes."""
@@ -411,12 +430,7 @@ def compare_table(study: StudyData, options: dict[str, Any]) -> Table | None:
     rows = []
     scale = study.scale()
     for a, b in pairs:
-        for va in study.find_variants(a):
-            ctx = {k: va.values.get(k) for k in ctx_axes}
-            vb = next((v for v in study.find_variants(b)
-                       if all(repr(v.values.get(k)) == repr(ctx[k]) for k in ctx_axes)), None)
-            if vb is None:
-                continue
+        for ctx, va, vb in matched_variants(study, a, b):
             cols_scores = [(g, va.seed_values(g, study.metric), vb.seed_values(g, study.metric))
                            for g in study.groups]
             if len(study.groups) > 1 and study.overall is None:
@@ -433,7 +447,7 @@ def compare_table(study: StudyData, options: dict[str, Any]) -> Table | None:
                              Cell(text=seeds)])
     unit = "percentage points" if scale == 100 else study.metric
     notes = [f"Δ: per-seed difference A − B over the seeds both have ({unit}), mean ± 95% CI (Student t); "
-             f"p: two-sided paired t-test. (n=k): fewer than {MIN_SEEDS} pairs.", _protocol_note(study)]
+             f"p: two-sided paired t-test. (n=k): fewer than {MIN_SEEDS} pairs.", protocol_note(study)]
     caption = f"{study.name}: paired comparisons on {x}"
     return Table("table_compare", caption, cols, rows, notes, f"tab:{study.name}-compare")
 

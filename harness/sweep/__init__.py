@@ -281,7 +281,7 @@ def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str]
         else:
             log(f"report: {len(res.report_files)} file(s) in {out_dir} (index: {out_dir / 'index.md'})")
             for f in res.report_files:
-                if f.name.startswith("table_main.md"):
+                if f.name in ("table_main.md", "findings.md"):
                     log(f.read_text())
     n_bad = sum(v for k, v in res.counts.items() if k != "done")
     res.exit_code = 1 if n_bad or res.report_error else 0

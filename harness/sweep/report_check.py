@@ -1,5 +1,5 @@
-"""Checks of a study's ``report:`` section at spec time: figure kinds and compare pairs that would otherwise
-fail (or be dropped) only after every run trained. Used by :func:`harness.sweep.spec.validate`."""
+"""Checks of a study's ``report:`` section at spec time: figure kinds, compare pairs and claims that would
+otherwise fail (or be dropped) only after every run trained. Used by :func:`harness.sweep.spec.validate`."""
 
 from __future__ import annotations
 
@@ -56,19 +56,33 @@ def check_report(report: dict[str, Any], labels: dict[str, str], axis_values: di
             elif isinstance(entry, dict) and "x" in entry and entry["x"] not in labels.values():
                 probs.append((f"report.figures[{i}].x", f"{entry['x']!r} is not an axis label"
                                                         f"{_did_you_mean(str(entry['x']), labels.values())}"))
+    x = report.get("x") if report.get("x") in labels.values() else min(labels.values(), default=None)
+    known = list(dict.fromkeys(_fmt(v) for v in axis_values.get(x or "", [])))
+
+    def value_problem(v: Any) -> str | None:
+        if _fmt(v) in known:
+            return None
+        return (f"{v!r} is not a value of axis {x!r}{_did_you_mean(_fmt(v), known)}; "
+                f"values: {', '.join(known) or 'none'}")
+
+    claims = report.get("claims")
+    if claims is not None and not isinstance(claims, list):
+        probs.append(("report.claims", f"expected a list of {{says, better, worse}}, got {type(claims).__name__}"))
+    for i, c in enumerate(claims if isinstance(claims, list) else []):
+        if not isinstance(c, dict) or set(c) != {"says", "better", "worse"}:
+            probs.append((f"report.claims[{i}]", f"expected {{says: text, better: value, worse: value}}, got {c!r}"))
+        elif not isinstance(c["says"], str) or not c["says"].strip():
+            probs.append((f"report.claims[{i}].says", "expected the claim in words"))
+        else:
+            probs += [(f"report.claims[{i}].{k}", why) for k in ("better", "worse")
+                      if (why := value_problem(c[k])) is not None]
     compare = report.get("compare")
     if compare is not None and not isinstance(compare, list):
         probs.append(("report.compare", f"expected a list of [a, b] pairs, got {type(compare).__name__}"))
     elif compare:
-        x = report.get("x") if report.get("x") in labels.values() else min(labels.values(), default=None)
-        known = list(dict.fromkeys(_fmt(v) for v in axis_values.get(x or "", [])))
         for i, pair in enumerate(compare):
             if not isinstance(pair, list) or len(pair) != 2:
                 probs.append((f"report.compare[{i}]", f"expected a pair [a, b] of values of axis {x!r}, got {pair!r}"))
                 continue
-            for v in pair:
-                if _fmt(v) not in known:
-                    probs.append((f"report.compare[{i}]", f"{v!r} is not a value of axis {x!r}"
-                                                          f"{_did_you_mean(_fmt(v), known)}; values: "
-                                                          f"{', '.join(known) or 'none'}"))
+            probs += [(f"report.compare[{i}]", why) for v in pair if (why := value_problem(v)) is not None]
     return probs

@@ -11,7 +11,7 @@ Format (docs/study-spec.md)::
     suites: [mia_long, mia_dense]                         # eval.tasks
     profile: local                                        # slurm/<profile>.yaml
     labels: {model.compressor.block: block}               # short axis names (default: last path part)
-    report: {x: block, figures: [...], compare: [[a, b]]} # passed to the report through the study index
+    report: {x: block, figures: [...], compare: [[a, b]], claims: [{says, better, worse}]}  # to the report
 
 :func:`load_spec` reads the file with :class:`harness.yamlio.StrictLoader` (a safe loader: no object
 construction; a repeated key is an error; ``1e-3`` is a number; a non-UTF-8 byte is named with its
@@ -132,6 +132,10 @@ class StudySpec:
             vals = {str(v) for a in self.axes if a.label == x for v in a.values}
             report["compare"] = [c for c in report["compare"]
                                  if isinstance(c, list) and all(str(v) in vals for v in c)]
+        if isinstance(report.get("claims"), list) and x in self.labels.values():
+            vals = {str(v) for a in self.axes if a.label == x for v in a.values}
+            report["claims"] = [c for c in report["claims"]
+                                if isinstance(c, dict) and {str(c.get("better")), str(c.get("worse"))} <= vals]
         return {"description": self.description, "spec_path": self.path or self.source,
                 "axes": {a.label: a.path for a in self.axes}, "report": report,
                 "seeds": list(self.seeds), "overrides": list(self.overrides)}
