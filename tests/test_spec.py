@@ -240,36 +240,38 @@ def test_a_set_typo_is_blamed_on_the_set(tmp_path: Path) -> None:
         load_spec(p, ["train.lrr=1e-3"])
 
 
+# a two-variant study whose x axis (block) takes bi_ssm and conv: the report section checks below
+BI_CONV = "study: s\ngrid: {model.compressor.block: [bi_ssm, conv]}\nlabels: {model.compressor.block: block}\n"
+
+
 def test_report_figures_and_compare_are_checked_before_anything_runs(tmp_path: Path) -> None:
-    head = "study: s\ngrid: {model.compressor.block: [bi_ssm, conv]}\nlabels: {model.compressor.block: block}\n"
     with pytest.raises(SpecError, match=r"report.figures\[1\]: unknown figure kind 'grouped_bar' "
                                         r"\(did you mean 'grouped_bars'\?\)"):
-        load_spec(write(tmp_path, head + "report: {figures: [pareto, grouped_bar]}\n"))
+        load_spec(write(tmp_path, BI_CONV + "report: {figures: [pareto, grouped_bar]}\n"))
     with pytest.raises(SpecError, match=r"report.compare\[0\]: 'convv' is not a value of axis 'block' "
                                         r"\(did you mean 'conv'\?\); values: bi_ssm, conv"):
-        load_spec(write(tmp_path, head + "report: {compare: [[bi_ssm, convv]]}\n"))
+        load_spec(write(tmp_path, BI_CONV + "report: {compare: [[bi_ssm, convv]]}\n"))
     with pytest.raises(SpecError, match=r"report.compare\[0\]: expected a pair"):
-        load_spec(write(tmp_path, head + "report: {compare: [[bi_ssm, conv, conv]]}\n"))
+        load_spec(write(tmp_path, BI_CONV + "report: {compare: [[bi_ssm, conv, conv]]}\n"))
     with pytest.raises(SpecError, match=r"report.figures\[0\].x"):
-        load_spec(write(tmp_path, head + "report: {figures: [{kind: lines, x: blok}]}\n"))
-    ok = write(tmp_path, head + "report: {x: block, figures: [grouped_bars], compare: [[bi_ssm, conv]]}\n")
+        load_spec(write(tmp_path, BI_CONV + "report: {figures: [{kind: lines, x: blok}]}\n"))
+    ok = write(tmp_path, BI_CONV + "report: {x: block, figures: [grouped_bars], compare: [[bi_ssm, conv]]}\n")
     assert load_spec(ok).report["compare"] == [["bi_ssm", "conv"]]
     # --set may narrow the x axis: the pair is valid (the index then drops it), not an error
     spec = load_spec(ok, ["model.compressor.block=conv"])
     assert spec.index_meta()["report"]["compare"] == []
     # kinds a study's report.plugins registers count (figures_v2: five_way_panels)
-    load_spec(write(tmp_path, head + "report: {plugins: [harness.report.figures_v2], figures: [cost_bars]}\n"))
+    load_spec(write(tmp_path, BI_CONV + "report: {plugins: [harness.report.figures_v2], figures: [cost_bars]}\n"))
 
 
 def test_report_claims_are_checked_before_anything_runs(tmp_path: Path) -> None:
-    head = "study: s\ngrid: {model.compressor.block: [bi_ssm, conv]}\nlabels: {model.compressor.block: block}\n"
     with pytest.raises(SpecError, match=r"report.claims\[0\].worse: 'transfomer' is not a value of axis 'block'"):
-        load_spec(write(tmp_path, head + "report: {claims: [{says: s, better: bi_ssm, worse: transfomer}]}\n"))
+        load_spec(write(tmp_path, BI_CONV + "report: {claims: [{says: s, better: bi_ssm, worse: transfomer}]}\n"))
     with pytest.raises(SpecError, match=r"report.claims\[0\]: expected \{says: text, better: value, worse: value\}"):
-        load_spec(write(tmp_path, head + "report: {claims: [{says: s, better: bi_ssm}]}\n"))
+        load_spec(write(tmp_path, BI_CONV + "report: {claims: [{says: s, better: bi_ssm}]}\n"))
     with pytest.raises(SpecError, match=r"report.claims\[0\].says: expected the claim in words"):
-        load_spec(write(tmp_path, head + "report: {claims: [{says: '', better: bi_ssm, worse: conv}]}\n"))
-    ok = write(tmp_path, head + "report: {x: block, claims: [{says: SSM wins, better: bi_ssm, worse: conv}]}\n")
+        load_spec(write(tmp_path, BI_CONV + "report: {claims: [{says: '', better: bi_ssm, worse: conv}]}\n"))
+    ok = write(tmp_path, BI_CONV + "report: {x: block, claims: [{says: SSM wins, better: bi_ssm, worse: conv}]}\n")
     assert load_spec(ok).index_meta()["report"]["claims"] == [{"says": "SSM wins", "better": "bi_ssm", "worse": "conv"}]
     # a claim whose values --set narrowed away is left out of the index (the report could not judge it)
     assert load_spec(ok, ["model.compressor.block=conv"]).index_meta()["report"]["claims"] == []

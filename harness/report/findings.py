@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from harness.report.data import ReportError, StudyData, fmt_value
+from harness.report.data import ReportError, StudyData
 from harness.report.stats import MIN_SEEDS, Paired
-from harness.report.tables import compare_pairs, paired_scores, protocol_note
+from harness.report.tables import compare_pairs, paired_scores, protocol_note, x_value
 
 
 @dataclass(frozen=True)
@@ -31,16 +31,12 @@ class Claim:
 def study_claims(study: StudyData) -> list[Claim]:
     """``report.claims`` of the study, checked against the x axis's values."""
     raw = study.report.get("claims") or []
-    known = [fmt_value(v) for v in study.axis_order.get(study.x or "", [])]
     out = []
     for i, c in enumerate(raw if isinstance(raw, list) else [raw]):
         if not isinstance(c, dict) or not {"says", "better", "worse"} <= set(c):
             raise ReportError(f"{study.index_path}: report.claims[{i}] must be {{says, better, worse}}, got {c!r}")
-        for k in ("better", "worse"):
-            if fmt_value(c[k]) not in known:
-                raise ReportError(f"{study.index_path}: report.claims[{i}].{k}: {c[k]!r} is not a value of axis "
-                                  f"{study.x!r} (values: {', '.join(known)})")
-        out.append(Claim(str(c["says"]), fmt_value(c["better"]), fmt_value(c["worse"])))
+        out.append(Claim(str(c["says"]), x_value(study, c["better"], f"report.claims[{i}].better"),
+                         x_value(study, c["worse"], f"report.claims[{i}].worse")))
     return out
 
 

@@ -379,19 +379,23 @@ def tasks_table(study: StudyData, options: dict[str, Any]) -> Table | None:
     return Table("table_tasks", caption, cols, rows, notes, f"tab:{study.name}-tasks").mark_best()
 
 
+def x_value(study: StudyData, v: Any, where: str) -> str:
+    """``v`` as the report compares values of the x axis; a ReportError naming ``where`` if it is none."""
+    known = [fmt_value(k) for k in study.axis_order.get(study.x or "", [])]
+    if fmt_value(v) not in known:
+        raise ReportError(f"{study.index_path}: {where}: {v!r} is not a value of axis {study.x!r} "
+                          f"(values: {', '.join(known)})")
+    return fmt_value(v)
+
+
 def compare_pairs(study: StudyData, options: dict[str, Any]) -> list[tuple[str, str]]:
     """``report.compare`` plus ``options['compare']``, validated against the x axis's values."""
     raw = list(study.report.get("compare") or []) + list(options.get("compare") or [])
     pairs: list[tuple[str, str]] = []
-    known = [fmt_value(v) for v in study.axis_order.get(study.x or "", [])]
     for i, p in enumerate(raw):
         if not isinstance(p, (list, tuple)) or len(p) != 2:
             raise ReportError(f"{study.index_path}: report.compare[{i}] must be a pair [a, b], got {p!r}")
-        for v in p:
-            if fmt_value(v) not in known:
-                raise ReportError(f"{study.index_path}: report.compare[{i}]: {v!r} is not a value of axis "
-                                  f"{study.x!r} (values: {', '.join(known)})")
-        pair = (fmt_value(p[0]), fmt_value(p[1]))
+        pair = (x_value(study, p[0], f"report.compare[{i}]"), x_value(study, p[1], f"report.compare[{i}]"))
         if pair not in pairs:
             pairs.append(pair)
     return pairs
