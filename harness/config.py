@@ -53,7 +53,7 @@ class SSMConfig:
     expand: int = 2
     dt_rank: int = 0  # 0 means ceil(d_model / 16)
     headdim: int = 16  # Mamba-2 only
-    backend: Literal["auto", "torch", "cuda"] = "auto"
+    backend: Literal["auto", "torch", "cpu", "cuda"] = "auto"  # cpu: Mamba-1's compiled CPU scan (numba)
 
     def __post_init__(self) -> None:
         for name in ("d_state", "d_conv", "expand", "headdim"):

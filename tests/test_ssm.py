@@ -64,8 +64,8 @@ def test_float32_close_and_dtype_preserved():
     assert _rel(y.double(), selective_scan_ref(*[a.double() for a in args], delta_softplus=True)) < 1e-4
 
 
-def test_dispatch_picks_torch_on_cpu_and_refuses_cuda_without_gpu():
-    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+def test_dispatch_picks_the_compiled_scan_on_cpu_and_refuses_cuda_without_gpu():
+    assert resolve_backend("auto", torch.device("cpu")) == "cpu"
     with pytest.raises(RuntimeError, match="mamba-ssm"):
         resolve_backend("cuda", torch.device("cpu"))
     with pytest.raises(ValueError, match="allowed"):

@@ -1,8 +1,9 @@
 """One entry point for the selective scan, whatever runs it.
 
 ``selective_scan`` has mamba-ssm's ``selective_scan_fn`` signature. ``backend="auto"`` uses mamba-ssm's CUDA
-kernel when it is importable and the tensors are on a GPU, and the pure-PyTorch chunked scan otherwise;
-``"torch"``, ``"cuda"`` and ``"ref"`` force one. ``cuda_mamba_inner_fn`` is mamba-ssm's fused Mamba-1 path,
+kernel when it is importable and the tensors are on a GPU, the compiled CPU loops of ``scan_numba`` (numba)
+on a CPU, and the pure-PyTorch chunked scan where neither can run (float64 always takes it); ``"torch"``,
+``"cpu"``, ``"cuda"`` and ``"ref"`` force one. ``cuda_mamba_inner_fn`` is mamba-ssm's fused Mamba-1 path,
 which ``harness.model.mamba.Mamba`` uses on a GPU when causal-conv1d is installed too.
 """
 
@@ -39,12 +40,22 @@ def cuda_mamba_inner_fn():
     return mamba_inner_fn if causal_conv1d_fwd_function is not None else None
 
 
+@functools.cache
+def cpu_scan_fn():
+    """The compiled CPU scan (``scan_numba.SelectiveScanNumba``), or None when numba is missing."""
+    try:
+        from .scan_numba import SelectiveScanNumba  # lazy: numba's import and JIT cost a second or two
+    except ImportError:
+        return None
+    return SelectiveScanNumba
+
+
 def have_cuda_kernels() -> bool:
     return torch.cuda.is_available() and cuda_selective_scan_fn() is not None
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    return resolve(backend, device, cuda_selective_scan_fn, "ssm")
+    return resolve(backend, device, cuda_selective_scan_fn, "ssm", cpu_scan_fn)
 
 
 def selective_scan(
@@ -66,7 +77,8 @@ def selective_scan(
         return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if which == "ref":
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    kernel = cpu_scan_fn() if which == "cpu" else None
+    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, kernel=kernel)
 
 
 __all__ = ["selective_scan", "selective_scan_ref", "selective_scan_torch", "have_cuda_kernels", "cuda_mamba_inner_fn",

@@ -187,9 +187,12 @@ def selective_scan_torch(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
+    kernel: type[torch.autograd.Function] | None = None,
 ) -> torch.Tensor:
     """Same signature and shapes as ``selective_scan_ref``: u, delta, z (b, d, L); A (d, n);
-    B, C (b, n, L); D, delta_bias (d,). Computes in float32 (float64 if given float64)."""
+    B, C (b, n, L); D, delta_bias (d,). Computes in float32 (float64 if given float64). ``kernel``: an
+    autograd Function with ``_SelectiveScan``'s layout to run the recurrence instead (the compiled CPU scan,
+    float32 only: float64 inputs keep this module's)."""
     dtype = u.dtype
     ct = torch.float64 if dtype == torch.float64 else torch.float32
     u, delta, A, B, C = (t.to(ct) for t in (u, delta, A, B, C))
@@ -197,7 +200,8 @@ def selective_scan_torch(
         delta = delta + delta_bias.to(ct)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    y = _SelectiveScan.apply(
+    fn = kernel if kernel is not None and ct == torch.float32 else _SelectiveScan
+    y = fn.apply(
         u.permute(2, 0, 1).contiguous(), delta.permute(2, 0, 1).contiguous(), A.contiguous(),
         B.permute(2, 0, 1).contiguous(), C.permute(2, 0, 1).contiguous(),
     ).permute(1, 2, 0)
