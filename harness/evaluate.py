@@ -188,6 +188,22 @@ def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, pro
     return {"metrics": accuracy_metrics(correct, n_failed), "tokens": tokens, "extra": extra}
 
 
+def median_ms(fn: Any, device: torch.device, repeats: int = 5) -> float:
+    """Median wall time of ``fn()`` in ms over ``repeats`` calls after one warm-up (synchronised on a GPU)."""
+    cuda = device.type == "cuda"
+    fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize(device)
+        ts.append(1e3 * (time.perf_counter() - t))
+    return sorted(ts)[len(ts) // 2]
+
+
 def measure_costs(model: Any, feats: torch.Tensor, prompt: str, repeats: int = 5) -> dict[str, Any]:
     """Batch-1 inference costs of one video (T, P, D): ``compressor_ms``, ``ttft_ms`` (compress + project +
     prefill + first token), ``peak_mem_mb`` on a GPU, and ``oom`` (out of memory is a result, not a crash)."""
@@ -195,17 +211,7 @@ def measure_costs(model: Any, feats: torch.Tensor, prompt: str, repeats: int = 5
     cuda = dev.type == "cuda"
 
     def timed(fn) -> float:
-        fn()
-        if cuda:
-            torch.cuda.synchronize(dev)
-        ts = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            if cuda:
-                torch.cuda.synchronize(dev)
-            ts.append(1e3 * (time.perf_counter() - t))
-        return sorted(ts)[len(ts) // 2]
+        return median_ms(fn, dev, repeats)
 
     x = feats.unsqueeze(0).to(dev)
     try:

@@ -73,3 +73,35 @@ def test_families_with_varying_options_are_refused():
               "options": ["x", "y", "z", "w"]}]
     with pytest.raises(ValueError, match="family 'order'.*item b.*compress group"):
         check_fixed_options(items, "suite (test)")
+
+
+def test_time_axis_aggregator_runs_under_the_probe_in_time_slots(suite, tmp_path):
+    """v2's TAA keeps a data-dependent subset of frames: the probe reads the kept frames' tokens in their
+    time slots (a fixed-size read-out), counts the tokens really kept, and logs the delta trace."""
+    import torch
+
+    from harness.probe.model import ProbeModel
+
+    taa = {"enabled": True, "n_layers": 1, "sampling": "delta", "relative": True, "keep_ratio": 0.5}
+    cfg = _cfg(suite, tmp_path, model={"compressor": {"block": "bi_ssm", "pooling": "gpa", "taa": taa,
+                                                      "spatial": {"period": 8, "n_layers": 1}}})
+    model = ProbeModel(cfg, ["pair_order", "mark_place", "flash_when"])
+    feats = torch.randn(3, 8, 64, cfg.model.compressor.d_in)
+    out = model.compressor(feats)
+    kept, Q = out.aux["kept_steps"], 8  # one GPA anchor per row of 8 patches
+    slots = model.slotted(out).view(3, 8, Q, -1)
+    assert slots.shape[1] == 8 and out.tokens.shape[1] == kept.shape[1] * Q < 8 * Q
+    for b in range(3):
+        dropped = sorted(set(range(8)) - set(kept[b].tolist()))
+        assert torch.equal(slots[b, kept[b]], out.tokens[b].view(-1, Q, slots.shape[-1]))
+        assert not slots[b, dropped].any()
+    assert torch.equal(model.kept_tokens(out), out.aux["n_selected"].long() * Q)
+    res = train_and_evaluate(cfg, tmp_path / "run")
+    assert 0 < res["tokens"]["llm_visual"] <= 8 * Q
+    assert res["extra"]["compressor_ms"] > 0 and len(res["extra"]["taa_trace"]["delta"]) == 8
+    with pytest.raises(ValueError, match="model.compressor.budget"):
+        ProbeModel(_cfg(suite, tmp_path, model={"compressor": {**cfg_dict(cfg), "budget": 8}}), ["mark_place"])
+
+
+def cfg_dict(cfg: RunConfig) -> dict:
+    return to_dict(cfg)["model"]["compressor"]

@@ -3,6 +3,7 @@
     feats (B, T, P, d_in) -> Compressor -> tokens (B, N, d_out) -> flatten (B, N * d_out), BatchNorm
     -> Linear -> GELU -> one 4-way head per family -> logits (B, n_options)
 
+With a time-axis aggregator the kept time steps are placed in their time slots (``ProbeModel.slotted``).
 The question of a fixed-target family only names the family (``harness.data.synthetic``: the compress
 group), so the read-out needs no language: the family picks its head, and four logits score the fixed
 options. Training is cross-entropy over the options. What the read-out can answer is bounded by what the
@@ -17,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from harness.config import RunConfig
-from harness.model.compressor import build_compressor
+from harness.model.compressor import CompressorOutput, build_compressor
 
 N_OPTIONS = 4
 
@@ -49,15 +50,41 @@ class ProbeModel(nn.Module):
     def __init__(self, cfg: RunConfig, families: list[str]):
         super().__init__()
         self.families = list(families)
-        if cfg.model.compressor.taa.enabled:
-            raise ValueError("model.compressor.taa.enabled: the probe reads a fixed number of tokens; the "
-                             "time-axis aggregator's token count depends on the video (use protocol: lmm)")
+        if cfg.model.compressor.taa.enabled and cfg.model.compressor.budget:
+            raise ValueError("model.compressor.budget: the probe places the time-axis aggregator's kept steps in "
+                             "their time slots, which a budget cut after it would scramble (use protocol: lmm)")
         self.compressor = build_compressor(cfg.model.compressor)
         self.readout = ProbeReadout(cfg.model.compressor.d_out, len(self.families))
 
     def forward(self, feats: torch.Tensor, family: torch.Tensor) -> torch.Tensor:
         """feats (B, T, P, d_in), family (B,) long -> logits (B, n_options)."""
-        return self.readout(self.compressor(feats).tokens, family)
+        return self.readout(self.slotted(self.compressor(feats)), family)
+
+    @staticmethod
+    def slotted(out: CompressorOutput) -> torch.Tensor:
+        """The tokens the read-out sees, (B, N, D). With a time-axis aggregator (v2), which keeps K of the S
+        time steps (K depends on the videos), each kept step's Q tokens go to its own time slot of an
+        (S x Q)-token layout and dropped steps are zeros: the read-out has a fixed size, and a kept token
+        keeps its time, as the LLM knows it from the order of what it sees."""
+        kept = out.aux.get("kept_steps")
+        if kept is None:
+            return out.tokens
+        B, N, D = out.tokens.shape
+        S, K = out.aux["step_frames"].shape[1], kept.shape[1]
+        Q = N // K
+        slots = out.tokens.new_zeros(B, S, Q, D)
+        slots.scatter_(1, kept[:, :, None, None].expand(B, K, Q, D), out.tokens.view(B, K, Q, D))
+        return slots.view(B, S * Q, D)
+
+    @staticmethod
+    def kept_tokens(out: CompressorOutput) -> torch.Tensor:
+        """(B,) tokens each video really passes on: N, or with a time-axis aggregator the Q tokens of each of
+        its selected steps (``n_selected``; a batch pads every video to the largest selection)."""
+        n_sel = out.aux.get("n_selected")
+        B, N = out.tokens.shape[:2]
+        if n_sel is None:
+            return torch.full((B,), N, dtype=torch.long)
+        return n_sel.long().cpu() * (N // out.aux["kept_steps"].shape[1])
 
     def count_visual_tokens(self, T: int, P: int) -> int:
         return self.compressor.count_tokens(T, P)

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from harness.config import RunConfig, to_dict
 from harness.data.synthetic import FAMILIES, expand_families
-from harness.evaluate import accuracy_metrics, task_families
+from harness.evaluate import accuracy_metrics, median_ms, task_families
+from harness.model.taa import taa_trace
 from harness.probe.data import load_probe_items
 from harness.probe.model import ProbeModel
 
@@ -122,10 +123,12 @@ def score(cfg: RunConfig, model: ProbeModel, run_dir: Path, progress: bool = Fal
     t0 = time.time()
     test = load_probe_items(cfg, cfg.eval.split, model.families, progress)
     model.eval()
-    preds = []
+    preds, n_tokens = [], []
     bs = cfg.eval.batch_size
     for i in range(0, len(test.answer), bs):
-        preds.append(model(test.feats[i: i + bs], test.family_id[i: i + bs]).argmax(-1))
+        out = model.compressor(test.feats[i: i + bs])
+        preds.append(model.readout(model.slotted(out), test.family_id[i: i + bs]).argmax(-1))
+        n_tokens.append(model.kept_tokens(out))
     pred = torch.cat(preds)
     correct: dict[str, list[bool]] = defaultdict(list)
     rows = []
@@ -140,11 +143,18 @@ def score(cfg: RunConfig, model: ProbeModel, run_dir: Path, progress: bool = Fal
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "probe_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     T, P = test.feats.shape[1:3]
+    extra = {"protocol": "probe", "backend": "probe", "split": cfg.eval.split, "chance": 0.25,
+             "n_failed": len(test.failed), "failed": dict(list(test.failed.items())[:20]),
+             "eval_time_s": time.time() - t0}
+    if len(test.answer):  # batch-1 compressor latency on one test video, as the LMM protocol measures it
+        extra["compressor_ms"] = median_ms(lambda: model.compressor(test.feats[:1]), test.feats.device)
+        trace = taa_trace(model.compressor, test.feats[0], test.ids[0])
+        if trace is not None:
+            extra["taa_trace"] = trace
+    llm_visual = float(torch.cat(n_tokens).float().mean()) if n_tokens else model.count_visual_tokens(T, P)
     return {"metrics": accuracy_metrics(correct),
-            "tokens": {"visual_in": int(T * P), "llm_visual": int(model.count_visual_tokens(T, P))},
-            "extra": {"protocol": "probe", "backend": "probe", "split": cfg.eval.split, "chance": 0.25,
-                      "n_failed": len(test.failed), "failed": dict(list(test.failed.items())[:20]),
-                      "eval_time_s": time.time() - t0}}
+            "tokens": {"visual_in": int(T * P), "llm_visual": round(llm_visual, 2)},
+            "extra": extra}
 
 
 def train_and_evaluate(cfg: RunConfig, run_dir: Path, progress: bool = False) -> dict[str, Any]:

@@ -85,4 +85,26 @@ def check_report(report: dict[str, Any], labels: dict[str, str], axis_values: di
                 probs.append((f"report.compare[{i}]", f"expected a pair [a, b] of values of axis {x!r}, got {pair!r}"))
                 continue
             probs += [(f"report.compare[{i}]", why) for v in pair if (why := value_problem(v)) is not None]
+    probs += _compressor_compare_problems(report)
+    return probs
+
+
+def _compressor_compare_problems(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """``report.compressor_compare`` pairs must name compressors of ``report.compressors``."""
+    pairs = report.get("compressor_compare")
+    if pairs is None:
+        return []
+    comps = report.get("compressors") or []
+    names = [str(k) for e in comps for k in e] if isinstance(comps, list) else [str(k) for k in comps]
+    if not isinstance(pairs, list):
+        return [("report.compressor_compare", f"expected a list of [a, b] pairs, got {type(pairs).__name__}")]
+    probs = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, list) or len(pair) != 2:
+            probs.append((f"report.compressor_compare[{i}]",
+                          f"expected a pair [a, b] of compressor names, got {pair!r}"))
+            continue
+        probs += [(f"report.compressor_compare[{i}]", f"{n!r} is not a name of report.compressors"
+                   f"{_did_you_mean(str(n), names)}; names: {', '.join(names) or 'none'}")
+                  for n in pair if str(n) not in names]
     return probs
