@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.model.ssm import cpu_scan_fn, selective_scan, selective_scan_ref
+
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_HINT = "pip install -r requirements-lock.txt && pip install --no-deps -e . (docs/install.md)"
 MIN_FREE_GB = 2.0
@@ -123,11 +125,32 @@ def check_pyav() -> Check:
     return Check(name, True, f"{av.__version__}: encodes and decodes H.264 and VP9")
 
 
+def check_cpu_scan() -> Check:
+    """The compiled CPU selective scan (numba) compiles, runs and matches the sequential reference."""
+    name = "CPU scan"
+    fn = cpu_scan_fn()
+    if fn is None:
+        return Check(name, False, "numba missing: the pure-PyTorch scan runs, ~3-7x slower on a CPU", INSTALL_HINT)
+    g = torch.Generator().manual_seed(0)
+    u, dt = torch.randn(2, 8, 70, generator=g), torch.randn(2, 8, 70, generator=g)
+    A = -torch.rand(8, 4, generator=g) - 0.5
+    B, C = torch.randn(2, 4, 70, generator=g), torch.randn(2, 4, 70, generator=g)
+    try:
+        y = selective_scan(u, dt, A, B, C, delta_softplus=True, backend="cpu")
+    except Exception as e:  # noqa: BLE001 - a compile failure is this check's finding
+        return Check(name, False, f"numba {_version('numba')} failed: {type(e).__name__}: {e}"[:300], INSTALL_HINT)
+    ref = selective_scan_ref(u.double(), dt.double(), A.double(), B.double(), C.double(), delta_softplus=True)
+    err = float((y.double() - ref).norm() / ref.norm())
+    if err > 1e-5:
+        return Check(name, False, f"numba {_version('numba')}: relative error {err:.1e} against the reference")
+    return Check(name, True, f"numba {_version('numba')}: compiled, matches the reference ({err:.0e})")
+
+
 def check_mamba() -> Check:
-    """mamba-ssm's CUDA kernels where a GPU is visible; without a GPU the pure-PyTorch scan is used."""
+    """mamba-ssm's CUDA kernels where a GPU is visible; without a GPU the CPU scans are used."""
     name = "mamba-ssm"
     if not torch.cuda.is_available():
-        return Check(name, True, "no GPU visible: the pure-PyTorch scan runs (same math, slower)")
+        return Check(name, True, "no GPU visible: the CPU scans run (same math)")
     missing = []
     for mod in ("mamba_ssm", "selective_scan_cuda", "causal_conv1d"):
         try:
@@ -178,7 +201,7 @@ def _version(dist: str) -> str:
 def run_checks(*, lmms_eval: bool = True, slurm: bool = False, disk: bool = True,
                results: Path = Path("results"), need_gb: float = MIN_FREE_GB) -> list[Check]:
     """The checks a run with these needs depends on, in a fixed order."""
-    checks: list[Callable[[], Check]] = [check_pyav, check_mamba]
+    checks: list[Callable[[], Check]] = [check_pyav, check_cpu_scan, check_mamba]
     if disk:
         checks.append(lambda: check_disk(results, need_gb))
     if lmms_eval:

@@ -329,8 +329,8 @@ def test_reference_file_validates_and_names_keys(tmp_path):
 
 # ------------------------------------------------------------------------- end to end: the five-way study
 @pytest.mark.slow
-def test_five_way_study_end_to_end(tmp_path):
-    """``python -m harness.sweep ablations/five_way.yaml`` on a small offline suite, shrunk by --set: every
+def test_five_way_lmm_study_end_to_end(tmp_path):
+    """``python -m harness.sweep ablations/five_way_lmm.yaml`` on a small offline suite, shrunk by --set: every
     compressor trains and scores, and the report draws the three panels and the cost bars."""
     import subprocess
     import sys
@@ -347,12 +347,12 @@ def test_five_way_study_end_to_end(tmp_path):
     sets = ["seeds=[0]", "grid.data.n_frames=[8]", "train.steps=2", "train.batch_size=4", "train.warmup_steps=1",
             "train.checkpoint_every=2", "train.log_every=1", "eval.limit=2", f"data.suite={suite}",
             f"data.cache_dir={tmp_path / 'cache'}"]
-    cmd = [sys.executable, "-m", "harness.sweep", "ablations/five_way.yaml", "--results", str(res), "--no-progress",
+    cmd = [sys.executable, "-m", "harness.sweep", "ablations/five_way_lmm.yaml", "--results", str(res), "--no-progress",
            "--max-parallel", "2"] + [a for s in sets for a in ("--set", s)]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     store = ResultsStore(res / "store")
-    index = store.read_study("five_way")
+    index = store.read_study("five_way_lmm")
     assert len(index["runs"]) == 5
     tokens = {}
     for e in index["runs"]:
@@ -367,10 +367,46 @@ def test_five_way_study_end_to_end(tmp_path):
     assert tokens[(8, "transformer", "gpa", True, False)] == tokens[(8, "bi_ssm", "query", True, False)] == 8 * 8
     assert tokens[(8, "identity", "mean", True, False)] == 4 * 8
     assert tokens[(8, "bi_ssm", "gpa", False, False)] == 8 * 64
-    rep = res / "reports" / "five_way"
+    rep = res / "reports" / "five_way_lmm"
     for stem in ("fig_five_way_panels", "fig_cost_bars"):
         assert (rep / f"{stem}.png").stat().st_size > 1000 and (rep / f"{stem}.pdf").is_file(), stem
     index_md = (rep / "index.md").read_text()
     assert "fig_five_way_panels" in index_md and "fig_cost_bars" in index_md
     table = (rep / "table_main.md").read_text()
     assert sum(ln.startswith("| 8 |") for ln in table.splitlines()) == 5, table
+
+
+@pytest.mark.slow
+def test_five_way_probe_study_end_to_end(tmp_path):
+    """``python -m harness.sweep ablations/five_way.yaml`` (probe protocol) shrunk by --set: the five
+    compressors train and score, the TAA's token count is what it kept, each run records its batch-1
+    compressor latency, and the report draws the panels and the compressor pairs table."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.store import ResultsStore
+
+    root = Path(__file__).resolve().parents[1]
+    res = tmp_path / "res"
+    sets = ["seeds=[0]", "grid.data.n_frames=[8]", "train.steps=3", "train.warmup_steps=1",
+            f"data.suite={tmp_path / 'suite'}", "data.synthetic.frames_dense=16", "data.synthetic.n_train=24",
+            "data.synthetic.n_test=12", f"data.cache_dir={tmp_path / 'cache'}"]
+    cmd = [sys.executable, "-m", "harness.sweep", "ablations/five_way.yaml", "--results", str(res), "--no-progress",
+           "--max-parallel", "2"] + [a for s in sets for a in ("--set", s)]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    store = ResultsStore(res / "store")
+    tokens = {}
+    for e in store.read_study("five_way")["runs"]:
+        rec = store.read_run(e["run_id"])
+        assert rec["status"] == "done", rec.get("reason")
+        assert rec["extra"]["protocol"] == "probe" and rec["extra"]["compressor_ms"] > 0
+        v = e["variant"]
+        tokens[(v["block"], v["pooling"], v["compress"], v["taa"])] = rec["tokens"]["llm_visual"]
+    assert 0 < tokens[("bi_ssm", "gpa", True, True)] < 8 * 8  # the TAA kept some of the 8 frames' 8 anchors
+    assert tokens[("transformer", "gpa", True, False)] == tokens[("bi_ssm", "query", True, False)] == 8 * 8
+    assert tokens[("identity", "mean", True, False)] == 4 * 8 and tokens[("bi_ssm", "gpa", False, False)] == 8 * 64
+    rep = res / "reports" / "five_way"
+    assert (rep / "fig_five_way_panels.png").stat().st_size > 1000
+    assert "proposed | self_attention | 8 |" in (rep / "table_compressor_pairs.md").read_text()
