@@ -13,25 +13,26 @@ the adjoint recurrence ``lam_t = C_t g_t + a_{t+1} lam_{t+1}`` over the chunk an
 gradient. ``dB`` and ``dC`` sum over channels, so each channel block writes its own partial sum (summed
 afterwards, no races); ``dA`` sums over batch rows and time, one partial per batch row.
 
-Compiled on first use and cached beside this file (``cache=True``); ``numba.set_num_threads`` follows
-``torch.get_num_threads()`` at each call.
+Compiled on first use and cached beside this file (``cache=True``). The jobs run on
+``torch.get_num_threads()`` Python threads (the kernels release the GIL), never on numba's OpenMP pool.
 """
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
 
 K = 64  # steps between the forward pass's state checkpoints
 LOG2E = np.float32(1.4426950408889634)
 LN2_HI = np.float32(0.693359375)  # ln 2 split in two so k * LN2_HI is exact in float32
 LN2_LO = np.float32(-2.12194440e-4)
 X_MIN = np.float32(-87.0)  # exp(-87) ~ 1.6e-38: below, 2^k leaves the normal range
-_JIT = {"parallel": True, "fastmath": True, "cache": True, "boundscheck": False, "error_model": "numpy"}
+_JIT = {"nogil": True, "fastmath": True, "cache": True, "boundscheck": False, "error_model": "numpy"}
+_POOL: list[ThreadPoolExecutor] = []  # one pool, grown to the thread count asked for
 
 
 @njit(inline="always", fastmath=True)
@@ -52,13 +53,14 @@ def _exp_row(scale, arow, out, bits):
 
 
 @njit(**_JIT)
-def _forward(u, dt, At, B, C, y, ckpt, nblk):
+def _forward(u, dt, At, B, C, y, ckpt, nblk, job0, job1):
     """u, dt, y: (L, b, d); At: (n, d) (A transposed); B, C: (L, b, n); ckpt: (ceil(L / K), b, n, d), written.
-    Job = (batch row, block of DB channels); the state is (n, DB), the inner loops run over channels."""
+    Job = (batch row, block of DB channels), jobs [job0, job1) of b * nblk; the state is (n, DB), the inner
+    loops run over channels."""
     L, b, d = u.shape
     n = At.shape[0]
     DB = (d + nblk - 1) // nblk
-    for job in prange(b * nblk):
+    for job in range(job0, job1):
         bi, d0 = job // nblk, (job % nblk) * DB
         d1 = min(d, d0 + DB)
         nd = d1 - d0
@@ -86,13 +88,13 @@ def _forward(u, dt, At, B, C, y, ckpt, nblk):
 
 
 @njit(**_JIT)
-def _backward(u, dt, At, B, C, gy, ckpt, nblk, gu, gdt, gAt_rows, gB_blk, gC_blk):
-    """The adjoint of ``_forward``. Writes gu, gdt (L, b, d); gAt_rows (b, n, d), one partial per batch row;
-    gB_blk, gC_blk (nblk, L, b, n), one partial per channel block."""
+def _backward(u, dt, At, B, C, gy, ckpt, nblk, gu, gdt, gAt_rows, gB_blk, gC_blk, job0, job1):
+    """The adjoint of ``_forward`` for jobs [job0, job1). Writes gu, gdt (L, b, d); gAt_rows (b, n, d), one
+    partial per batch row; gB_blk, gC_blk (nblk, L, b, n), one partial per channel block."""
     L, b, d = u.shape
     n = At.shape[0]
     DB = (d + nblk - 1) // nblk
-    for job in prange(b * nblk):
+    for job in range(job0, job1):
         bi, blk = job // nblk, job % nblk
         d0 = blk * DB
         d1 = min(d, d0 + DB)
@@ -148,11 +150,25 @@ def _backward(u, dt, At, B, C, gy, ckpt, nblk, gu, gdt, gAt_rows, gB_blk, gC_blk
                     gdt[t, bi, d0 + j] = g_dtu[j] * ur[j] + g_da[j]
 
 
-def channel_blocks(b: int, d: int) -> int:
+def channel_blocks(b: int, d: int, threads: int) -> int:
     """How many blocks each row's channels are cut into: just enough jobs to give every thread one (long
     inner loops over channels vectorise best), blocks of at least 16 channels."""
-    threads = numba.get_num_threads()
     return max(1, min(max(1, d // 16), math.ceil(threads / max(1, b))))
+
+
+def run_jobs(kernel, args: tuple, n_jobs: int, threads: int) -> None:
+    """``kernel(*args, job0, job1)`` over jobs [0, n_jobs): in this thread, or cut into ``threads`` ranges run
+    on a thread pool (the kernels release the GIL). Python threads wait on a lock, where an OpenMP pool
+    spins: numba's ``prange`` pool, idle between calls, took a core from the run beside it."""
+    threads = max(1, min(threads, n_jobs))
+    if threads == 1:
+        kernel(*args, 0, n_jobs)
+        return
+    if not _POOL or _POOL[0]._max_workers < threads:
+        _POOL[:] = [ThreadPoolExecutor(max_workers=threads, thread_name_prefix="scan")]
+    cuts = [n_jobs * i // threads for i in range(threads + 1)]
+    for f in [_POOL[0].submit(kernel, *args, cuts[i], cuts[i + 1]) for i in range(threads)]:
+        f.result()
 
 
 class SelectiveScanNumba(torch.autograd.Function):
@@ -161,14 +177,15 @@ class SelectiveScanNumba(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, dt, A, B, C):
-        numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads())))
+        threads = torch.get_num_threads()
         u, dt, A, B, C = (t.detach().contiguous() for t in (u, dt, A, B, C))
         L, b, d = u.shape
-        nblk = channel_blocks(b, d)
+        nblk = channel_blocks(b, d, threads)
         At = A.t().contiguous()
         y = torch.empty_like(u)
         ckpt = u.new_empty(-(-L // K), b, A.shape[1], d)
-        _forward(u.numpy(), dt.numpy(), At.numpy(), B.numpy(), C.numpy(), y.numpy(), ckpt.numpy(), nblk)
+        run_jobs(_forward, (u.numpy(), dt.numpy(), At.numpy(), B.numpy(), C.numpy(), y.numpy(), ckpt.numpy(), nblk),
+                 b * nblk, threads)
         ctx.save_for_backward(u, dt, At, B, C, ckpt)
         ctx.nblk = nblk
         return y
@@ -182,6 +199,7 @@ class SelectiveScanNumba(torch.autograd.Function):
         gu, gdt = torch.empty_like(u), torch.empty_like(dt)
         gAt_rows = u.new_zeros(b, n, d)
         gB_blk, gC_blk = u.new_empty(nblk, L, b, n), u.new_empty(nblk, L, b, n)
-        _backward(u.numpy(), dt.numpy(), At.numpy(), B.numpy(), C.numpy(), gy.numpy(), ckpt.numpy(), nblk,
-                  gu.numpy(), gdt.numpy(), gAt_rows.numpy(), gB_blk.numpy(), gC_blk.numpy())
+        run_jobs(_backward, (u.numpy(), dt.numpy(), At.numpy(), B.numpy(), C.numpy(), gy.numpy(), ckpt.numpy(), nblk,
+                             gu.numpy(), gdt.numpy(), gAt_rows.numpy(), gB_blk.numpy(), gC_blk.numpy()),
+                 b * nblk, torch.get_num_threads())
         return gu, gdt, gAt_rows.sum(0).t(), gB_blk.sum(0), gC_blk.sum(0)
