@@ -72,6 +72,13 @@ def main(folder: str) -> int:  # pragma: no cover - runs in the controller proce
     return 128 + killed[0] if killed else 0
 
 
-if __name__ == "__main__":  # pragma: no cover
+def cli() -> None:  # pragma: no cover - the process the local executor starts
+    """``python -c "from harness.sweep.controller import cli; cli()" FOLDER``: the executor starts it this
+    way, since ``python -m`` on a module that its package's ``__init__`` imports warns (runpy) in every
+    job's log."""
     assert len(sys.argv) == 2, "usage: python -m harness.sweep.controller <submitit folder>"
     sys.exit(main(sys.argv[1]))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

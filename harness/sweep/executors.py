@@ -427,7 +427,7 @@ def _start_tied_controller(folder: Path, command: str, tasks_per_node: int = 1, 
                SUBMITIT_STDERR_TO_STDOUT="1" if stderr_to_stdout else "", SUBMITIT_EXECUTOR="local",
                CUDA_VISIBLE_DEVICES=cuda_devices, SUBMITIT_LOCAL_WITH_SHELL="1" if setup else "",
                **{DRIVER_PID_ENV: str(os.getpid())})
-    cmd: Any = [sys.executable, "-m", "harness.sweep.controller", str(folder)]
+    cmd: Any = [sys.executable, "-c", "from harness.sweep.controller import cli; cli()", str(folder)]
     if setup:
         cmd = " && ".join([*setup, shlex.join(cmd)])
     parent = os.getpid()

@@ -20,6 +20,7 @@ Compiled on first use and cached beside this file (``cache=True``). The jobs run
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -33,6 +34,7 @@ LN2_LO = np.float32(-2.12194440e-4)
 X_MIN = np.float32(-87.0)  # exp(-87) ~ 1.6e-38: below, 2^k leaves the normal range
 _JIT = {"nogil": True, "fastmath": True, "cache": True, "boundscheck": False, "error_model": "numpy"}
 _POOL: list[ThreadPoolExecutor] = []  # one pool, grown to the thread count asked for
+os.register_at_fork(after_in_child=_POOL.clear)  # a forked child (a DataLoader worker) has none of its threads
 
 
 @njit(inline="always", fastmath=True)
