@@ -13,12 +13,14 @@ bf16, it compares forward outputs and every gradient of
 each also against the pure-PyTorch version in float64 on the same (upcast) inputs. Relative error is
 ``||x - ref|| / ||ref||`` (float64). Pass: GPU vs torch below 1e-4 (fp32) and 1e-2 (bf16), output and every
 gradient. fp32 means TF32 off for torch matmuls and cuDNN. Triton's own fp32 dot precision comes from
-``TRITON_F32_DEFAULT`` when its kernels compile, so the Mamba-2 checks run in two child processes: fp32
-with ``TRITON_F32_DEFAULT=ieee`` (the pass criterion), and with the default (TF32 inside the kernel: its
-fp32 error is shown beside, as information) together with bf16 (what training runs).
+``TRITON_F32_DEFAULT`` when its kernels compile, so the Mamba-2 checks run in three child processes at
+once: fp32 with ``TRITON_F32_DEFAULT=ieee`` (the pass criterion), fp32 with the default (TF32 inside the
+kernel: its error is shown beside, as information) and bf16 (what training runs). Each child writes its
+rows as it goes; ``--deadline S`` stops the children after S seconds and keeps the rows they finished.
 
     python benchmarks/gpu_parity.py                 # needs CUDA, mamba-ssm, causal-conv1d (gpu_build_mamba.sh)
     python benchmarks/gpu_parity.py --seed 3 --quick
+    python benchmarks/gpu_parity.py --only mamba2 --split 7 3 --deadline 525   # 13 children: ~5 min on an H200
 
 Writes results/benchmarks/gpu_parity.json and prints a table; exits 1 when a check fails.
 """
@@ -31,6 +33,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -236,18 +239,25 @@ def triton_f32() -> str:
     return os.environ.get("TRITON_F32_DEFAULT") or "default (tf32)"
 
 
+ROWS_FILE: Path | None = None  # a child writes its rows here after every check (a partial run keeps them)
+
+
 def _add(rows: list[dict], check: Callable[[], dict], what: str, **extra: Any) -> None:
     """Run one check; an exception becomes a failed row naming it (the other checks still run)."""
     try:
         row = check()
     except Exception as e:  # a kernel refusing a shape, a dtype mismatch...: recorded, never skipped
         row = {"check": what, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}", "pass": False}
-        print(f"  {what}: ERROR {row['error']}", flush=True)
+        print(f"  {what} (triton f32 {extra.get('triton_f32')}): ERROR {row['error']}", flush=True)
         rows.append({**row, **extra})
-        return
-    row.update(extra)
-    rows.append(row)
-    print(f"  {short(row)}", flush=True)
+    else:
+        row.update(extra)
+        rows.append(row)
+        print(f"  {short(row)}", flush=True)
+    if ROWS_FILE is not None:
+        tmp = ROWS_FILE.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rows, default=str))
+        tmp.replace(ROWS_FILE)
 
 
 def run_mamba1(seed: int, quick: bool = False) -> list[dict]:
@@ -270,11 +280,11 @@ def run_mamba1(seed: int, quick: bool = False) -> list[dict]:
     return rows
 
 
-def run_mamba2(seed: int, dtypes: list[str], quick: bool = False) -> list[dict]:
+def run_mamba2(seed: int, dtypes: list[str], quick: bool = False, part: tuple[int, int] = (0, 1)) -> list[dict]:
     """The Mamba-2 checks under this process's ``TRITON_F32_DEFAULT``. fp32 rows are required only with
-    ``ieee``; bf16 rows always."""
+    ``ieee``; bf16 rows always. Check ``i`` of a dtype draws its inputs from ``seed + 1 + 1000 i`` (the same
+    inputs whatever the precision or split); ``part = (k, n)`` runs only the checks with ``i % n == k``."""
     no_tf32()
-    gen = torch.Generator(device="cuda").manual_seed(seed + 1)
     ssd_shapes = [(2, 1000, 8, 16, 16, 1), (1, 3001, 16, 64, 64, 2)]
     if not quick:
         ssd_shapes += [(1, 4096, 144, 16, 16, 1)]  # the compressor's heads at D=1152 (headdim 16)
@@ -283,37 +293,80 @@ def run_mamba2(seed: int, dtypes: list[str], quick: bool = False) -> list[dict]:
     rows: list[dict] = []
     for dt in dtypes:
         req = dt == "bf16" or prec == "ieee"
-        for shape in ssd_shapes:
-            _add(rows, partial(check_ssd, dt, *shape, gen), f"ssd scan {dt} {shape}", triton_f32=prec, required=req)
-        for b, dm, L in block_shapes:
-            for fused in (True, False):
-                _add(rows, partial(check_block, dt, b, dm, L, gen, seed, 2, fused),
-                     f"bi_ssm v2 block fused={fused} {dt} D{dm} L{L}", triton_f32=prec, required=req)
+        checks: list[tuple[Callable[..., dict], tuple, str]] = [
+            (check_ssd, (dt, *shape), f"ssd scan {dt} {shape}") for shape in ssd_shapes]
+        checks += [(partial(check_block, seed=seed, version=2, fused=fused), (dt, b, dm, L),
+                    f"bi_ssm v2 block fused={fused} {dt} D{dm} L{L}")
+                   for b, dm, L in block_shapes for fused in (True, False)]
+        for i, (fn, args, what) in enumerate(checks):
+            if i % part[1] != part[0]:
+                continue
+            gen = torch.Generator(device="cuda").manual_seed(seed + 1 + 1000 * i)
+            _add(rows, partial(fn, *args, gen=gen), what, triton_f32=prec, required=req, order=i)
+    return rows
+
+
+def _child_env(f32: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("TRITON_F32_DEFAULT", None)
+    if f32:
+        env["TRITON_F32_DEFAULT"] = f32
+    return env
+
+
+def _child_rows(out: Path, dtypes: list[str], f32: str | None, rc: int | None) -> list[dict]:
+    """The rows a child wrote (all, or those done before it stopped), plus a failed row when it did not
+    finish: exit status ``rc``, or None when it was stopped at the deadline."""
+    rows = json.loads(out.read_text()) if out.is_file() else []
+    if rc != 0:
+        why = "child process stopped at the --deadline" if rc is None else f"child process exited {rc}"
+        rows.append({"check": f"Mamba-2 checks ({','.join(dtypes)})", "triton_f32": f32 or "default (tf32)",
+                     "error": f"{why} after {len(rows)} rows", "required": True, "pass": False})
     return rows
 
 
 def run_mamba2_child(seed: int, dtypes: list[str], f32: str | None, quick: bool) -> list[dict]:
     """``run_mamba2`` in a fresh process (Triton reads TRITON_F32_DEFAULT when it compiles a kernel)."""
-    env = dict(os.environ)
-    env.pop("TRITON_F32_DEFAULT", None)
-    if f32:
-        env["TRITON_F32_DEFAULT"] = f32
+    return run_mamba2_children(seed, [(dtypes, f32)], quick)
+
+
+def run_mamba2_children(seed: int, jobs: list[tuple[list[str], str | None]], quick: bool,
+                        deadline: float | None = None, split: tuple[int, int] = (1, 1)) -> list[dict]:
+    """``run_mamba2`` child processes for each (dtypes, TRITON_F32_DEFAULT) job, all at once (most of their
+    time is Triton compiling and autotuning the SSD kernels, one CPU core each): ``split`` = (n for ieee,
+    n for the others) processes per job, each with every n-th check. Children still running ``deadline``
+    seconds after the start are stopped; the rows they finished are kept."""
+    t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "rows.json"
-        cmd = [sys.executable, __file__, "--seed", str(seed), "--mamba2-child", ",".join(dtypes), "--rows", str(out)]
-        rc = subprocess.run(cmd + (["--quick"] if quick else []), env=env).returncode
-        if rc or not out.is_file():
-            return [{"check": f"Mamba-2 checks ({','.join(dtypes)})", "triton_f32": f32 or "default (tf32)",
-                     "error": f"child process exited {rc}", "required": True, "pass": False}]
-        return json.loads(out.read_text())
+        procs = []
+        for j, (dtypes, f32) in enumerate(jobs):
+            n = split[0] if f32 == "ieee" else split[1]
+            for k in range(n):
+                out = Path(tmp) / f"rows{len(procs)}.json"
+                cmd = [sys.executable, __file__, "--seed", str(seed), "--mamba2-child", ",".join(dtypes),
+                       "--rows", str(out), "--mamba2-part", f"{k}/{n}"]
+                proc = subprocess.Popen(cmd + (["--quick"] if quick else []), env=_child_env(f32))
+                procs.append((j, dtypes, f32, proc, out))
+        rows: list[tuple[int, dict]] = []
+        for j, dtypes, f32, proc, out in procs:
+            left = None if deadline is None else max(deadline - (time.monotonic() - t0), 1.0)
+            try:
+                rc: int | None = proc.wait(timeout=left)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                rc = None
+            rows += [(j, r) for r in _child_rows(out, dtypes, f32, rc)]
+    return [r for _, r in sorted(rows, key=lambda jr: (jr[0], jr[1].get("order", 99)))]
 
 
-def run_all(seed: int, quick: bool = False, only: str = "all") -> list[dict]:
+def run_all(seed: int, quick: bool = False, only: str = "all", deadline: float | None = None,
+            split: tuple[int, int] = (1, 1)) -> list[dict]:
     """Every check (or only one version's); returns one row per (check, dtype, shape, Triton precision)."""
     rows = run_mamba1(seed, quick) if only in ("all", "mamba1") else []
     if only in ("all", "mamba2"):
-        rows += run_mamba2_child(seed, ["fp32"], "ieee", quick)
-        rows += run_mamba2_child(seed, ["fp32", "bf16"], None, quick)
+        rows += run_mamba2_children(seed, [(["fp32"], "ieee"), (["fp32"], None), (["bf16"], None)], quick, deadline,
+                                    split)
     return rows
 
 
@@ -349,11 +402,19 @@ def main() -> None:
     ap.add_argument("--out", default="results/benchmarks", help="folder for gpu_parity.json")
     ap.add_argument("--only", choices=["all", "mamba1", "mamba2"], default="all",
                     help="run one version's checks (the JSON then holds those rows only)")
+    ap.add_argument("--deadline", type=float, default=None,
+                    help="stop the Mamba-2 child processes after this many seconds, keeping the rows they finished")
+    ap.add_argument("--split", type=int, nargs=2, default=(1, 1), metavar=("IEEE", "OTHER"),
+                    help="processes per Mamba-2 precision (fp32 ieee; fp32 default and bf16), each every n-th check")
+    ap.add_argument("--mamba2-part", default="0/1", help=argparse.SUPPRESS)  # k/n, for run_mamba2_children
     ap.add_argument("--mamba2-child", default=None, help=argparse.SUPPRESS)  # dtypes, for run_mamba2_child
     ap.add_argument("--rows", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mamba2_child:
-        rows = run_mamba2(args.seed, args.mamba2_child.split(","), args.quick)
+        global ROWS_FILE
+        ROWS_FILE = Path(args.rows)
+        k, n = (int(v) for v in args.mamba2_part.split("/"))
+        rows = run_mamba2(args.seed, args.mamba2_child.split(","), args.quick, (k, n))
         Path(args.rows).write_text(json.dumps(rows, default=str))
         return
     if not torch.cuda.is_available():
@@ -362,7 +423,7 @@ def main() -> None:
         sys.exit("gpu_parity.py: mamba-ssm is not importable (run benchmarks/gpu_build_mamba.sh first)")
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     print(f"seed {seed}, mamba-ssm {mamba_version()}, {torch.cuda.get_device_name(0)}")
-    rows = run_all(seed, args.quick, args.only)
+    rows = run_all(seed, args.quick, args.only, args.deadline, tuple(args.split))
     print("\n## Parity: mamba-ssm CUDA vs pure-PyTorch (relative error)")
     print_table(rows, ["check", "dtype", "shape", "triton_f32", "y_cuda_vs_torch", "max_grad_cuda_vs_torch",
                        "worst_grad", "max_torch_vs_f64", "max_cuda_vs_f64", "tol", "required", "pass"])
