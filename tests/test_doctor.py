@@ -20,9 +20,10 @@ def _run(args: list[str], env: dict[str, str] | None = None, timeout: float = 18
 def test_doctor_passes_in_the_test_environment() -> None:
     r = _run(["-m", "harness", "doctor"])
     assert r.returncode == 0, r.stdout + r.stderr
-    for name in ("lmms-eval", "PyAV", "mamba-ssm", "disk"):
+    for name in ("lmms-eval", "PyAV", "CPU scan", "mamba-ssm", "disk"):
         assert f"[ok  ] {name}:" in r.stdout, r.stdout
-    assert "H.264 and VP9" in r.stdout and "4 of 4 checks passed" in r.stdout
+    assert "H.264 and VP9" in r.stdout and "matches the reference" in r.stdout
+    assert "5 of 5 checks passed" in r.stdout
 
 
 def test_doctor_names_a_filelock_without_its_private_module(tmp_path: Path) -> None:

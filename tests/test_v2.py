@@ -403,7 +403,7 @@ def test_five_way_probe_study_end_to_end(tmp_path):
         assert rec["status"] == "done", rec.get("reason")
         assert rec["extra"]["protocol"] == "probe" and rec["extra"]["compressor_ms"] > 0
         v = e["variant"]
-        tokens[(v["block"], v["pooling"], v["compress"], v["taa"])] = rec["tokens"]["llm_visual"]
+        tokens[(v["block"], v["pooling"], v["compressed"], v["taa"])] = rec["tokens"]["llm_visual"]
     assert 0 < tokens[("bi_ssm", "gpa", True, True)] < 8 * 8  # the TAA kept some of the 8 frames' 8 anchors
     assert tokens[("transformer", "gpa", True, False)] == tokens[("bi_ssm", "query", True, False)] == 8 * 8
     assert tokens[("identity", "mean", True, False)] == 4 * 8 and tokens[("bi_ssm", "gpa", False, False)] == 8 * 64
