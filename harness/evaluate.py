@@ -209,18 +209,15 @@ def measure_costs(model: Any, feats: torch.Tensor, prompt: str, repeats: int = 5
     prefill + first token), ``peak_mem_mb`` on a GPU, and ``oom`` (out of memory is a result, not a crash)."""
     dev = model.device
     cuda = dev.type == "cuda"
-
-    def timed(fn) -> float:
-        return median_ms(fn, dev, repeats)
-
     x = feats.unsqueeze(0).to(dev)
     try:
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(dev)
         with torch.no_grad():
-            out = {"compressor_ms": timed(lambda: model.compressor(x)),
-                   "ttft_ms": timed(lambda: model.generate(model.encode_videos([feats]), [prompt], max_new_tokens=1)),
+            out = {"compressor_ms": median_ms(lambda: model.compressor(x), dev, repeats),
+                   "ttft_ms": median_ms(lambda: model.generate(model.encode_videos([feats]), [prompt],
+                                                               max_new_tokens=1), dev, repeats),
                    "oom": False}
         if cuda:
             out["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
