@@ -58,7 +58,13 @@ class ProbeModel(nn.Module):
 
     def forward(self, feats: torch.Tensor, family: torch.Tensor) -> torch.Tensor:
         """feats (B, T, P, d_in), family (B,) long -> logits (B, n_options)."""
-        return self.readout(self.slotted(self.compressor(feats)), family)
+        return self.logits_and_output(feats, family)[0]
+
+    def logits_and_output(self, feats: torch.Tensor, family: torch.Tensor
+                          ) -> tuple[torch.Tensor, CompressorOutput]:
+        """As ``forward``, with the compressor's output beside the logits (its token counts, for scoring)."""
+        out = self.compressor(feats)
+        return self.readout(self.slotted(out), family), out
 
     @staticmethod
     def slotted(out: CompressorOutput) -> torch.Tensor:

@@ -126,8 +126,8 @@ def score(cfg: RunConfig, model: ProbeModel, run_dir: Path, progress: bool = Fal
     preds, n_tokens = [], []
     bs = cfg.eval.batch_size
     for i in range(0, len(test.answer), bs):
-        out = model.compressor(test.feats[i: i + bs])
-        preds.append(model.readout(model.slotted(out), test.family_id[i: i + bs]).argmax(-1))
+        logits, out = model.logits_and_output(test.feats[i: i + bs], test.family_id[i: i + bs])
+        preds.append(logits.argmax(-1))
         n_tokens.append(model.kept_tokens(out))
     pred = torch.cat(preds)
     correct: dict[str, list[bool]] = defaultdict(list)
