@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table, timeit, write_json  # noqa: E402
 
-from harness.model.compressor import build_compressor  # noqa: E402
+from harness.model.registry import build_compressor  # noqa: E402
 from harness.model.ssm import selective_scan, selective_scan_ref  # noqa: E402
 
 BLOCKS = ["bi_ssm", "uni_ssm", "transformer", "conv", "identity", "bi_ssm@torch"]  # @torch: the pure-PyTorch scan

@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table, timeit, write_json  # noqa: E402
 
-from harness.model.compressor import build_compressor  # noqa: E402
+from harness.model.registry import build_compressor  # noqa: E402
 
 
 def step_fn(comp: torch.nn.Module, x: torch.Tensor):

@@ -43,8 +43,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table, write_json  # noqa: E402
 
-from harness.model.compressor import build_compressor  # noqa: E402
 from harness.model.mamba import Mamba  # noqa: E402
+from harness.model.registry import build_compressor  # noqa: E402
 from harness.model.ssm import scan_torch  # noqa: E402
 
 D, PATCHES, PERIOD = 1152, 729, 27

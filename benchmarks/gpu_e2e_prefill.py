@@ -35,7 +35,7 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table, write_json  # noqa: E402
 
-from harness.model.compressor import build_compressor  # noqa: E402
+from harness.model.registry import build_compressor  # noqa: E402
 
 D_ENC, PATCHES, PERIOD, N_TEXT = 1152, 729, 27, 64
 

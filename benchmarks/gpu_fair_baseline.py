@@ -51,9 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table, write_json  # noqa: E402
 from gpu_compressor_scaling import PATCHES, PERIOD, D, loglog_slope, peak_gib  # noqa: E402
 
-from harness.model.compressor import build_compressor  # noqa: E402
 from harness.model.mamba import Mamba  # noqa: E402
 from harness.model.mamba2 import Mamba2  # noqa: E402
+from harness.model.registry import build_compressor  # noqa: E402
 
 LAYOUTS = {"16x72": (16, 72), "9x128": (9, 128), "18x64": (18, 64)}
 SDPA_BACKENDS = ("flash", "cudnn", "efficient")

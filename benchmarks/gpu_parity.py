@@ -44,12 +44,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table, write_json  # noqa: E402
 
-from harness.config import CompressorConfig, build  # noqa: E402
 from harness.model.blocks import build_block  # noqa: E402
 from harness.model.mamba import Mamba  # noqa: E402
 from harness.model.mamba2 import Mamba2  # noqa: E402
+from harness.model.mambamia_config import CompressorConfig  # noqa: E402
 from harness.model.ssm import selective_scan  # noqa: E402
 from harness.model.ssm.ssd import ssd_scan  # noqa: E402
+from harness.schema import build  # noqa: E402
 
 TOL = {"fp32": 1e-4, "bf16": 1e-2}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -1,352 +1,34 @@
-"""Plain dataclass configs and one strict dict -> dataclass builder.
+"""The run-level config: every job in the harness (train, eval, sweep) is described by a :class:`RunConfig`,
+a tree of plain dataclasses built strictly by :func:`harness.schema.build` (unknown keys with a "did you
+mean", wrong types, values a ``__post_init__`` refuses, each named by its full key path).
 
-Every job in the harness (train, eval, sweep) is described by a :class:`RunConfig`, a tree of plain
-dataclasses. ``build(RunConfig, d)`` turns a nested dict (from YAML or the command line) into that tree
-and rejects, with the full key path, unknown keys (with a "did you mean"), wrong types and values a
-``__post_init__`` refuses. ``to_dict`` goes back; ``config_hash`` is stable under key order and defaults.
+The parts own their configs: the compressor's (``model.compressor``) is whatever registry entry its
+``name`` picks (:mod:`harness.model.registry`; MambaMia's in :mod:`harness.model.mambamia_config`), and
+each dataset validates its own keys (:mod:`harness.data.datasets`). This module sits above both and
+imports them; neither imports it. ``model.visual_tokens`` is the token budget of a matched-budget study:
+the compressor config is changed to meet it exactly (:meth:`RunConfig.__post_init__`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import functools
-import hashlib
-import json
 import math
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any
+
+from harness.data.datasets import DATASETS, get_dataset
+from harness.model.registry import CompressorConfigBase, default_config
+from harness.schema import (  # noqa: F401  (re-exported: the builder is used with the run config everywhere)
+    ConfigError,
+    build,
+    check_choice,
+    config_hash,
+    deep_merge,
+    hash_view,
+    set_by_path,
+    to_dict,
+)
 
 
-class ConfigError(ValueError):
-    """A config value is unknown, of the wrong type, or refused by the model. ``path`` is e.g.
-    ``model.compressor.block``; ``source`` the file it came from, when known."""
-
-    def __init__(self, path: str, message: str, source: str | None = None):
-        self.path, self.message, self.source = path, message, source
-        where = f"{source}: " if source else ""
-        super().__init__(f"{where}{path or '<root>'}: {message}")
-
-    def with_source(self, source: str) -> ConfigError:
-        return ConfigError(self.path, self.message, source)
-
-
-def check_choice(path: str, value: Any, allowed: typing.Iterable[Any]) -> None:
-    """Raise a ConfigError naming ``path`` and the allowed values if ``value`` is not one of them."""
-    allowed = list(allowed)
-    if value not in allowed:
-        hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(path, f"unknown value {value!r}{extra}; allowed: {', '.join(map(repr, allowed))}")
-
-
-# --------------------------------------------------------------------------------------------- configs
-@dataclass
-class SSMConfig:
-    """Mamba mixer hyper-parameters (shared by every SSM block)."""
-
-    version: Literal[1, 2] = 1  # 1: Mamba-1 selective scan; 2: Mamba-2 SSD scan
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
-    dt_rank: int = 0  # 0 means ceil(d_model / 16)
-    headdim: int = 16  # Mamba-2 only
-    backend: Literal["auto", "torch", "cpu", "cuda"] = "auto"  # cpu: Mamba-1's compiled CPU scan (numba)
-
-    def __post_init__(self) -> None:
-        for name in ("d_state", "d_conv", "expand", "headdim"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
-
-
-@dataclass
-class StageConfig:
-    """One level of the hierarchical downsampling: a query token every ``period`` tokens, ``n_layers``
-    mixing blocks over the sequence, then each period pooled into its query."""
-
-    period: int = 16
-    n_layers: int = 1
-
-    def __post_init__(self) -> None:
-        if self.period < 1:
-            raise ConfigError("period", f"must be >= 1, got {self.period}")
-        if self.n_layers < 0:
-            raise ConfigError("n_layers", f"must be >= 0, got {self.n_layers}")
-
-
-BLOCK_TYPES = ("bi_ssm", "uni_ssm", "transformer", "conv", "identity")
-POOLING_TYPES = ("weighted", "mean", "max", "query", "attention", "gpa")
-QUERY_INITS = ("learned", "mean")
-POS_EMBEDS = ("auto", "none", "sincos")
-SAMPLING_TYPES = ("uniform", "delta", "none")
-
-
-@dataclass
-class TAAConfig:
-    """MambaMia v2 Time-Axis Aggregator: ``n_layers`` SSM blocks over the per-frame anchors whose softplus
-    step size delta_t scores frames; ``sampling`` picks the frames that reach the LLM (docs/v2.md).
-
-    ``layout``: ``slot`` scans each anchor slot along time (sequences of length T); ``flat`` scans all
-    anchors in one time-major sequence. ``sampling``: ``none`` keeps every frame; ``uniform`` keeps
-    ``round(keep_ratio * T)`` evenly spaced frames; ``delta`` keeps frame t when the running sum of delta
-    crosses the next multiple of ``threshold`` (``relative: true``: the threshold is set per video to
-    sum(delta) / round(keep_ratio * T), i.e. a fixed budget spent where delta is large). ``max_frames``
-    (0 = none) caps the kept frames (the highest-delta ones stay). Every sample of a batch keeps the same
-    count: the batch maximum, topped up with each sample's highest-delta unselected frames.
-    ``score_grad``: kept tokens are multiplied by delta_t / stop_grad(delta_t) (value 1) so that the
-    scores get a gradient from the loss."""
-
-    enabled: bool = False
-    n_layers: int = 1
-    layout: str = "slot"  # slot | flat
-    sampling: str = "none"  # none | uniform | delta
-    threshold: float = 0.5  # cumulative-delta threshold (delta sampling)
-    relative: bool = False  # delta sampling: threshold = sum(delta) / round(keep_ratio * T) per video
-    keep_ratio: float = 0.5  # fraction of frames kept by uniform (and relative delta) sampling
-    max_frames: int = 0  # 0: no cap
-    score_grad: bool = True
-
-    def __post_init__(self) -> None:
-        check_choice("sampling", self.sampling, SAMPLING_TYPES)
-        check_choice("layout", self.layout, ("slot", "flat"))
-        if self.n_layers < 1:
-            raise ConfigError("n_layers", f"must be >= 1 (delta_t comes from the TAA's SSM), got {self.n_layers}")
-        if not 0 < self.keep_ratio <= 1:
-            raise ConfigError("keep_ratio", f"must be in (0, 1], got {self.keep_ratio}")
-        if self.threshold <= 0:
-            raise ConfigError("threshold", f"must be > 0, got {self.threshold}")
-        if self.max_frames < 0:
-            raise ConfigError("max_frames", f"must be >= 0 (0 = no cap), got {self.max_frames}")
-
-
-@dataclass
-class CompressorConfig:
-    """The MambaMia compressor: frame features (B, T, P, d_in) -> tokens (B, N, d_out).
-
-    ``spatial`` queries every ``spatial.period`` patches inside each frame; ``temporal`` then queries
-    every ``temporal.period`` frames at each spatial slot (period 1 with 0 layers: no temporal stage).
-    ``budget`` (0 = none) is met exactly by uniform token selection after the stages.
-    ``block: none`` style "no compression" is ``enabled: false`` (tokens are only projected).
-    ``pos_embed`` adds a 1-D sin-cos code of each position in the flattened sequence before mixing:
-    ``auto`` does so for the Transformer block only (attention is blind to order; an SSM scan and a
-    convolution are not), ``none`` / ``sincos`` force it off / on for any block. ``pos_norm`` layer-norms
-    the sequence before the code is added, so that content and code have comparable scale.
-    """
-
-    enabled: bool = True
-    d_in: int = 64
-    d_model: int = 64
-    d_out: int = 64
-    block: str = "bi_ssm"
-    gated: bool = True
-    pooling: str = "weighted"
-    gpa_gate: bool = True  # pooling: gpa; false: fixed equal mix of query and pooled neighbours
-    query_init: str = "learned"
-    pos_embed: str = "auto"  # auto | none | sincos
-    # LayerNorm before the code: in_proj's tokens have RMS ~0.1 and the code 0.71, so without it the code
-    # swamps the video (at init, between-video variance of the output tokens: 0.1% of the total)
-    pos_norm: bool = True
-    n_heads: int = 4
-    spatial: StageConfig = field(default_factory=lambda: StageConfig(period=16, n_layers=2))
-    temporal: StageConfig = field(default_factory=lambda: StageConfig(period=1, n_layers=0))
-    budget: int = 0
-    ssm: SSMConfig = field(default_factory=SSMConfig)
-    taa: TAAConfig = field(default_factory=TAAConfig)
-
-    @property
-    def uses_pos_embed(self) -> bool:
-        """Whether the mixing stages see sin-cos positions (``pos_embed`` resolved for ``block``)."""
-        return self.pos_embed == "sincos" or (self.pos_embed == "auto" and self.block == "transformer")
-
-    def __post_init__(self) -> None:
-        check_choice("block", self.block, BLOCK_TYPES)
-        check_choice("pooling", self.pooling, POOLING_TYPES)
-        check_choice("query_init", self.query_init, QUERY_INITS)
-        check_choice("pos_embed", self.pos_embed, POS_EMBEDS)
-        for name in ("d_in", "d_model", "d_out", "n_heads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
-        if self.budget < 0:
-            raise ConfigError("budget", f"must be >= 0 (0 = no budget), got {self.budget}")
-        if (self.block == "transformer" or self.pooling == "attention") and self.d_model % self.n_heads:
-            raise ConfigError("n_heads", f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
-
-
-T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------------------------- builder
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(tp: Any, value: Any, path: str) -> Any:
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        if value is None:
-            return tp()
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(path, f"expected a mapping for {tp.__name__}, got {type(value).__name__}")
-        return build(tp, value, _prefix=path)
-    if origin is Literal:
-        allowed = get_args(tp)
-        if value not in allowed:
-            check_choice(path, value, allowed)
-        return value
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(a, value, path)
-            except ConfigError as e:
-                errors.append(e.message)
-        raise ConfigError(path, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(path, f"expected a list, got {type(value).__name__} {value!r}")
-        (item_tp,) = get_args(tp)[:1] or (Any,)
-        return [_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(path, f"expected a mapping, got {type(value).__name__}")
-        _, val_tp = get_args(tp) or (Any, Any)
-        return {k: _coerce(val_tp, v, f"{path}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(path, f"expected true/false, got {type(value).__name__} {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(path, f"expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(path, f"expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(path, f"expected a string, got {type(value).__name__} {value!r}")
-        return value
-    return value
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)  # evaluating annotations is most of a build's cost: once per class
-
-
-@functools.cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
-@functools.cache
-def _default_overlay(cls: type, name: str) -> dict[str, Any]:
-    """Where field ``cls.name``'s default differs from its class's own defaults (e.g. the compressor's
-    ``spatial`` stage has 2 layers, a bare StageConfig 1): the keys a partial mapping must inherit.
-    Read-only: shared between builds."""
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    if not dataclasses.is_dataclass(default):
-        return {}
-    mine, bare = to_dict(default), to_dict(type(default)())
-    return {k: v for k, v in mine.items() if bare.get(k) != v}
-
-
-def build(cls: type[T], data: dict[str, Any] | None, _prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a nested dict, strictly. Errors name the dotted key path.
-
-    A partial mapping for a nested dataclass field is laid over that field's *own* default, so
-    ``{"spatial": {"period": 8}}`` keeps the compressor's default ``spatial.n_layers``."""
-    data = dict(data or {})
-    hints = _hints(cls)
-    names = list(_field_names(cls))
-    for key in data:
-        if key not in names:
-            hint = difflib.get_close_matches(key, names, n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(f"{_prefix}.{key}" if _prefix else key,
-                              f"unknown key{extra}; known keys: {', '.join(names)}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in data:
-            p = f"{_prefix}.{f.name}" if _prefix else f.name
-            value = data[f.name]
-            if isinstance(value, dict) and dataclasses.is_dataclass(hints[f.name]):
-                overlay = _default_overlay(cls, f.name)
-                if overlay:
-                    value = deep_merge(overlay, value)
-            kwargs[f.name] = _coerce(hints[f.name], value, p)
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{_prefix}.{e.path}" if _prefix else e.path, e.message) from None
-
-
-def to_dict(obj: Any) -> Any:
-    """Dataclass tree -> plain JSON-able dict (lists stay lists)."""
-    if obj is None or isinstance(obj, (str, int, float)):  # most nodes: a fast path (bool is an int)
-        return obj
-    if dataclasses.is_dataclass(obj):
-        return {name: to_dict(getattr(obj, name)) for name in _field_names(type(obj))}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-def config_hash(obj: Any, n: int = 12) -> str:
-    """Stable short hash of a resolved config: canonical JSON (sorted keys) of the full tree, every field
-    included, so key order and spelled-out defaults do not change it and any other value does. This is
-    the config alone; the run id adds the code's versions and the data (:mod:`harness.identity`)."""
-    return hash_view(to_dict(obj), n)
-
-
-def hash_view(view: dict[str, Any], n: int = 12) -> str:
-    """The hash of a resolved config dict ``to_dict(cfg)``: ``config_hash(cfg)`` without the dataclass
-    walk."""
-    blob = json.dumps(view, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:n]
-
-
-def set_by_path(d: dict[str, Any], dotted: str, value: Any) -> None:
-    """``set_by_path(d, "train.steps", 200)`` on a nested dict, creating mappings on the way."""
-    keys = dotted.split(".")
-    cur = d
-    for k in keys[:-1]:
-        nxt = cur.get(k)
-        if nxt is None:
-            nxt = cur[k] = {}
-        if not isinstance(nxt, dict):
-            raise ConfigError(dotted, f"{k!r} is a value, not a mapping")
-        cur = nxt
-    cur[keys[-1]] = value
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; ``over`` wins. Inputs are not modified."""
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-# ------------------------------------------------------------------------------------- run-level configs
 @dataclass
 class EncoderConfig:
     """Frozen vision encoder. ``tiny``: built-in deterministic patch features (offline default; uses
@@ -365,6 +47,11 @@ class EncoderConfig:
     seed: int = 0  # tiny projection / random-init weights
     batch_size: int = 64  # frames per encoder forward
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    @property
+    def patches_per_frame(self) -> int:
+        """P, the tokens per frame: (image_size // patch_size)^2 (set both for a pretrained tower)."""
+        return (self.image_size // self.patch_size) ** 2
 
     def __post_init__(self) -> None:
         check_choice("name", self.name, ("tiny", "siglip", "clip"))
@@ -433,7 +120,7 @@ PROJECTOR_TYPES = ("linear", "mlp2x_gelu")
 @dataclass
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    compressor: CompressorConfig = field(default_factory=CompressorConfig)
+    compressor: CompressorConfigBase = field(default_factory=default_config)  # any registry entry (``name``)
     llm: LLMConfig = field(default_factory=LLMConfig)
     projector: str = "mlp2x_gelu"  # linear | mlp2x_gelu
     # where the visual tokens go when the prompt has no <video> placeholder: "start" (LLaVA style,
@@ -441,8 +128,17 @@ class ModelConfig:
     video_position: str = "start"
     # learned absolute time/slot embeddings added to the visual tokens (harness.model.projector)
     visual_pos: str = "time_slot"  # time_slot | none
+    # LLM visual tokens per video the compressor must pass (0: whatever it passes). A matched-budget study
+    # sweeps it: each compressor config is changed to meet it exactly (RunConfig.__post_init__), a trained
+    # compressor by its spatial period (``budget_by: period``) or a uniform cut (``cut``), a training-free
+    # reducer by its own ratio; one that cannot is a ConfigError naming why.
+    visual_tokens: int = 0
+    budget_by: str = "period"  # period | cut
 
     def __post_init__(self) -> None:
+        check_choice("budget_by", self.budget_by, ("period", "cut"))
+        if self.visual_tokens < 0:
+            raise ConfigError("visual_tokens", f"must be > 0 (a budget) or 0 (none), got {self.visual_tokens}")
         check_choice("projector", self.projector, PROJECTOR_TYPES)
         check_choice("visual_pos", self.visual_pos, ("none", "time_slot"))
         check_choice("video_position", self.video_position, ("start", "before_last_line"))
@@ -501,8 +197,6 @@ class DataConfig:
             raise ConfigError("cache_budget_gb", f"must be >= 0 (0 = no limit), got {self.cache_budget_gb}")
         if not 0 <= self.max_failure_rate <= 1:
             raise ConfigError("max_failure_rate", f"must be in [0, 1], got {self.max_failure_rate}")
-        from harness.data.datasets import DATASETS, get_dataset  # lazy: harness.data.datasets imports this module
-
         check_choice("dataset", self.dataset, list(DATASETS))
         get_dataset(self.dataset).validate(self)  # dataset-specific keys: raises ConfigError
 
@@ -640,11 +334,25 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_choice("protocol", self.protocol, ("lmm", "probe"))
-        from harness.data.datasets import get_dataset  # lazy: harness.data.datasets imports this module
-
         ds = get_dataset(self.data.dataset)
         for i, st in enumerate(self.train.stages):
             ds.check_groups(st.families, f"train.stages[{i}].families")
+        if self.model.visual_tokens:
+            self.model.compressor = self._meet_budget()
+
+    def _meet_budget(self) -> CompressorConfigBase:
+        """``model.compressor`` changed to pass exactly ``model.visual_tokens`` tokens per video (a fixed
+        point: a config that meets it already comes back unchanged, so a resolved config rebuilds to itself)."""
+        B, T, P = self.model.visual_tokens, self.data.n_frames, self.model.encoder.patches_per_frame
+        if B > T * P:
+            raise ConfigError("model.visual_tokens", f"budget {B} is larger than the input: {T} frames x {P} "
+                              f"patches = {T * P} tokens")
+        comp = self.model.compressor.meet_budget(B, T, P, self.model.budget_by)
+        n = comp.count_tokens(T, P)
+        if n != B:  # a registry entry's meet_budget that misses its own count is a bug, said as such
+            raise ConfigError("model.visual_tokens", f"compressor {comp.name!r} was set to meet {B} tokens but "
+                              f"counts {n} for T={T} x P={P}")
+        return comp
 
 
 @dataclass

@@ -40,9 +40,9 @@ BEHAVIOUR_VERSION = 1
 # Bump an encoder's number when the features it computes change (see the module docstring).
 ENCODER_VERSIONS = {"tiny": 2, "siglip": 1, "clip": 1}
 # Bump with a migration when the config's fields or defaults change (see the module docstring).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # schema version -> fingerprint of the resolved default RunConfig under it (the full tree, hashed)
-DEFAULTS_FINGERPRINTS = {2: "b135d5893388"}
+DEFAULTS_FINGERPRINTS = {2: "b135d5893388", 3: "d5dfb184629f"}
 SCHEMA_KEY = "config_schema"
 
 
@@ -79,8 +79,23 @@ def _from_1(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _from_2(d: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 -> 3 (the compressor registry, issue 28): the compressor config names its registry entry
+    (``model.compressor.name``; every earlier config was the MambaMia compressor, ``mambamia``), and the
+    model has a token budget (``model.visual_tokens`` 0: none; ``model.budget_by: period``)."""
+    model = d.get("model")
+    if not isinstance(model, dict):
+        return d
+    comp = model.get("compressor")
+    if isinstance(comp, dict):
+        comp.setdefault("name", "mambamia")
+    model.setdefault("visual_tokens", 0)
+    model.setdefault("budget_by", "period")
+    return d
+
+
 # version v -> the function that turns a version-v config dict into a version v+1 one
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_1}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_1, 2: _from_2}
 
 
 def migrate_config(d: dict[str, Any], version: int | None) -> dict[str, Any]:

@@ -18,13 +18,20 @@ from typing import Any
 
 import torch
 
-from harness.config import RunConfig
+from harness.config import ConfigError, RunConfig
 from harness.data.cache import FeatureCache
 from harness.data.conversation import ConversationEncoder
 from harness.data.datasets import Manifest, get_dataset
 from harness.data.encoders import build_encoder
 from harness.data.examples import suite_texts
-from harness.data.pipeline import DataFailureError, StepBatchSampler, TrainItems, VideoSpec, make_loader
+from harness.data.pipeline import (
+    DataFailureError,
+    FeatureSource,
+    StepBatchSampler,
+    TrainItems,
+    VideoSpec,
+    make_loader,
+)
 from harness.model.bpe_tokenizer import train_bpe_tokenizer
 from harness.model.tokenizer import build_word_tokenizer, load_tokenizer
 
@@ -113,6 +120,20 @@ def feature_cache_on(cfg: RunConfig) -> bool:
     return fc == "on" or (fc == "auto" and cfg.data.dataset == "synthetic")
 
 
+def check_visual_room(cfg: RunConfig, n_visual: int, max_len: int, n_patches: int) -> None:
+    """Stop before any training when one video's visual tokens alone reach the row limit: every item
+    would be skipped as ``too_long`` and every batch come back empty (issue 30: the uncompressed 64-frame
+    arm, 64 x 576 = 36,864 visual tokens, against Qwen2's max_position_embeddings of 32,768)."""
+    if max_len and n_visual >= max_len:
+        d = cfg.data
+        raise ConfigError("data.max_length", f"{n_visual} visual tokens per video (data.n_frames={d.n_frames}, "
+                          f"{n_patches} patches per frame, compressor {cfg.model.compressor.name}) "
+                          f"leave no room for text within max_length={max_len} "
+                          f"({'data.max_length' if d.max_length else 'the LLM config max_position_embeddings'}): "
+                          f"every item would be skipped as too long. Use fewer frames, compress, or raise the "
+                          f"limit (data.max_length, the LLM config max_position_embeddings)")
+
+
 @dataclass
 class TrainInputs:
     """Everything the loop reads: manifest, encoder, conversation encoder, video spec, cache."""
@@ -132,6 +153,7 @@ def build_inputs(cfg: RunConfig, manifest: Manifest, tokenizer: Any, model: Any,
     encoder = build_encoder_on(cfg, device)
     n_visual = model.count_visual_tokens(d.n_frames, encoder.num_patches)
     max_len = d.max_length or int(getattr(model.llm.config, "max_position_embeddings", 0) or 0)
+    check_visual_room(cfg, n_visual, max_len, encoder.num_patches)
     conv = ConversationEncoder(tokenizer, resolve_template(cfg, tokenizer), n_visual, max_len,
                                cfg.model.video_position)
     bf16 = cfg.train.bf16 and device.type == "cuda"
@@ -143,11 +165,44 @@ def build_inputs(cfg: RunConfig, manifest: Manifest, tokenizer: Any, model: Any,
 
 
 def make_train_loader(cfg: RunConfig, inputs: TrainInputs, orders: list, stage_of: list[int], start: int,
-                      rank: int) -> torch.utils.data.DataLoader:
+                      rank: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """The DataLoader of :mod:`harness.data.pipeline`; ``pin_memory`` (a CUDA run): its pin thread copies
+    each batch's frames into page-locked memory, so that :class:`PinnedFeatureSource` moves them to the
+    GPU without blocking the host."""
     items = TrainItems(inputs.manifest, inputs.conv, inputs.video)
     sampler = StepBatchSampler(orders, stage_of, start, cfg.train.grad_accum, rank)
-    return make_loader(items, sampler, cfg.data.workers, cfg.seed)
+    loader = make_loader(items, sampler, cfg.data.workers, cfg.seed)
+    if pin_memory and torch.cuda.is_available():
+        loader.pin_memory = True  # read when the iterator starts (DataLoader allows setting it after init)
+    return loader
+
+
+def close_loader(batches: Any) -> None:
+    """Stop a DataLoader iterator's workers now (a no-op for None or a single-process iterator). An
+    error that ends a run otherwise leaves them to interpreter exit, where multiprocessing terminates
+    them and the loader's SIGCHLD handler reports "DataLoader worker (pid ...) is killed by signal:
+    Terminated" as the last error, hiding the one that stopped the run."""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+class PinnedFeatureSource(FeatureSource):
+    """:class:`~harness.data.pipeline.FeatureSource` whose host tensors reach a GPU without a host
+    sync: each item's frames (or cached features) are page-locked (already, when the DataLoader pins)
+    and copied with ``non_blocking=True`` before the batched encode. A blocking ``.to(cuda)`` waits for
+    the GPU to drain, so the host could not queue the next step while this one runs. CPU: unchanged."""
+
+    def features(self, items: list[dict[str, Any]]) -> torch.Tensor:
+        if self.device.type == "cuda":
+            for it in items:
+                for k in ("frames", "feats"):
+                    x = it.get(k)
+                    if isinstance(x, torch.Tensor) and not x.is_cuda:
+                        it[k] = (x if x.is_pinned() else x.pin_memory()).to(self.device, non_blocking=True)
+        return super().features(items)
 
 
 __all__ = ["TrainInputs", "build_inputs", "make_train_loader", "pretrained_tokenizer", "local_tokenizer",
-           "check_manifest", "tokenizer_kind", "feature_cache_on", "resolve_template"]
+           "check_manifest", "tokenizer_kind", "feature_cache_on", "resolve_template", "check_visual_room",
+           "close_loader", "PinnedFeatureSource"]

@@ -5,8 +5,9 @@ import itertools
 import pytest
 import torch
 
-from harness.config import BLOCK_TYPES, POOLING_TYPES, CompressorConfig, ConfigError, build
-from harness.model.compressor import build_compressor
+from harness.model.mambamia_config import BLOCK_TYPES, POOLING_TYPES, CompressorConfig
+from harness.model.registry import build_compressor
+from harness.schema import ConfigError, build
 
 D = 32
 

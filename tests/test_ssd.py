@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import harness.model.ssm.ssd as ssd
-from harness.config import SSMConfig
 from harness.model.mamba import Mamba
 from harness.model.mamba2 import Mamba2, ssm_mixer
+from harness.model.mambamia_config import SSMConfig
 from harness.model.ssm.ssd import resolve_ssd_backend, segsum, ssd_ref, ssd_scan, ssd_torch
 
 NAMES = ["x", "dt", "A", "B", "C", "D", "z", "dt_bias"]

@@ -6,10 +6,11 @@ import itertools
 import pytest
 import torch
 
-from harness.config import CompressorConfig, ConfigError, build
 from harness.identity import current_versions
-from harness.model.compressor import build_compressor
+from harness.model.mambamia_config import CompressorConfig
+from harness.model.registry import build_compressor
 from harness.model.taa import cumulative_delta_mask, select_steps, uniform_steps
+from harness.schema import ConfigError, build
 
 
 # ------------------------------------------------------------------------ selection on hand-made curves

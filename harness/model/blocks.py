@@ -18,8 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import BLOCK_TYPES, CompressorConfig, check_choice
+from ..schema import check_choice
 from .mamba2 import ssm_mixer
+from .mambamia_config import BLOCK_TYPES, CompressorConfig
 
 
 class Skip(nn.Module):

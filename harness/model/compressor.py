@@ -18,32 +18,23 @@ Read top to bottom:
 6. ``out_proj`` maps to d_out. Every output token carries the index of the first frame it summarises.
 
 ``enabled=False`` is the "vanilla" baseline: no compression, every patch token goes on (after the maps).
+The config (:class:`~harness.model.mambamia_config.CompressorConfig`) is next door; the registry entry
+``mambamia`` and its presets (the five-way names) are in :mod:`harness.model.compressors.mambamia`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..config import CompressorConfig, ConfigError, StageConfig, build
+from ..schema import ConfigError
 from .blocks import build_stack
+from .compressors.base import CompressorOutput
+from .mambamia_config import CompressorConfig, StageConfig, _ceil_div
 from .pooling import build_pooling
 from .taa import TimeAxisAggregator
-
-
-@dataclass
-class CompressorOutput:
-    tokens: torch.Tensor  # (B, N, d_out)
-    frame_index: torch.Tensor  # (B, N) long: first source frame of each token
-    n_tokens: int
-    aux: dict[str, Any] = field(default_factory=dict)
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def sincos_1d(L: int, D: int, device: torch.device | None = None) -> torch.Tensor:
@@ -148,39 +139,17 @@ class Compressor(nn.Module):
     # ------------------------------------------------------------------------------------ counting
     def grid(self, T: int, P: int) -> tuple[int, int]:
         """(time steps, tokens per time step) after the stages, before frame selection and budget."""
-        if not self.cfg.enabled:
-            return T, P
-        self._check_period("spatial", self.cfg.spatial.period, P, "patches per frame")
-        qs = _ceil_div(P, self.cfg.spatial.period)
-        if self.temporal is None:
-            return T, qs
-        self._check_period("temporal", self.cfg.temporal.period, T, "frames")
-        return _ceil_div(T, self.cfg.temporal.period), qs
+        return self.cfg.grid(T, P)
 
     def count_tokens(self, T: int, P: int) -> int:
         """N for an input of T frames x P patches (frame selection by delta is data dependent: this is
         then the upper bound, which the budget caps)."""
-        t, q = self.grid(T, P)
-        if self.taa is not None:
-            t = self.taa.max_steps(t)
-        n = t * q
-        if self.cfg.budget:
-            if self.cfg.budget > n:
-                raise ConfigError("model.compressor.budget",
-                                  f"budget {self.cfg.budget} is above the {n} tokens the stages produce "
-                                  f"for T={T} frames x P={P} patches")
-            n = self.cfg.budget
-        return n
-
-    @staticmethod
-    def _check_period(stage: str, period: int, n: int, what: str) -> None:
-        if period > n:
-            raise ConfigError(f"model.compressor.{stage}.period",
-                              f"period {period} is larger than the sequence it divides ({n} {what})")
+        return self.cfg.count_tokens(T, P)
 
     # ------------------------------------------------------------------------------------ forward
-    def forward(self, feats: torch.Tensor) -> CompressorOutput:
-        """feats: (B, T, P, d_in) -> CompressorOutput(tokens (B, N, d_out), frame_index (B, N))."""
+    def forward(self, feats: torch.Tensor, saliency: torch.Tensor | None = None) -> CompressorOutput:
+        """feats: (B, T, P, d_in) -> CompressorOutput(tokens (B, N, d_out), frame_index (B, N)).
+        ``saliency`` (encoder attention, for training-free reducers) is not used by MambaMia."""
         if feats.dim() != 4:
             raise ValueError(f"compressor expects frame features (B, T, P, D), got shape {tuple(feats.shape)}")
         B, T, P, _ = feats.shape
@@ -207,12 +176,3 @@ class Compressor(nn.Module):
         assert self.taa is not None or n == n_out, (n, n_out)
         return CompressorOutput(tokens=tokens, frame_index=frame_index, n_tokens=n, aux=aux)
 
-
-def build_compressor(cfg: CompressorConfig | dict[str, Any] | None = None) -> Compressor:
-    """Build a compressor from a CompressorConfig or a plain dict (strictly validated)."""
-    if not isinstance(cfg, CompressorConfig):
-        try:
-            cfg = build(CompressorConfig, cfg or {})
-        except ConfigError as e:
-            raise ConfigError(f"model.compressor.{e.path}", e.message) from None
-    return Compressor(cfg)

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.config import ModelConfig
-from harness.model.compressor import CompressorOutput, build_compressor
+from harness.model.compressors.base import CompressorOutput
 from harness.model.projector import build_projector
+from harness.model.registry import build_compressor
 from harness.model.tokenizer import VIDEO_PLACEHOLDER
 
 LETTERS = "ABCDEFGH"
@@ -154,9 +155,10 @@ class VideoLMM(nn.Module):
             mask[i, : r.shape[0]] = 1
         return embeds, mask, starts
 
-    def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The LLM decoder's last hidden states (B, L, H) for right-padded rows."""
-        if bool(mask.all()):  # no padding: let SDPA take its causal fast path, no (L, L) mask
+    def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The LLM decoder's last hidden states (B, L, H) for right-padded rows (``mask`` None: no
+        padding, known to the caller without reading the mask back from the GPU)."""
+        if mask is not None and bool(mask.all()):  # no padding: SDPA's causal fast path, no (L, L) mask
             mask = None
         out = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
@@ -189,12 +191,11 @@ class VideoLMM(nn.Module):
         :mod:`harness.data.conversation`). visuals: list of (N_i, H). With one answer per row this is
         exactly :meth:`loss` (the same rows, positions and reduction)."""
         emb_layer = self.llm.get_input_embeddings()
-        rows, r_idx, c_idx, tgt = [], [], [], []
+        ids, lens, r_idx, c_idx, tgt = [], [], [], [], []
         for i, (vis, b, a, lab) in enumerate(zip(visuals, before, after, labels, strict=True)):
-            ids_b = torch.tensor(b, dtype=torch.long, device=self.device)
-            ids_a = torch.tensor(a, dtype=torch.long, device=self.device)
-            rows.append(torch.cat([emb_layer(ids_b), vis.to(emb_layer.weight.dtype), emb_layer(ids_a)], 0))
+            ids += [*b, *a]
             off = len(b) + vis.shape[0]
+            lens.append(off + len(a))
             for j, t in enumerate(lab):
                 if t != -100:
                     r_idx.append(i)
@@ -202,17 +203,32 @@ class VideoLMM(nn.Module):
                     tgt.append(t)
         if not tgt:
             raise ValueError("no labelled token in the batch (every assistant turn was cut?)")
-        L = max(r.shape[0] for r in rows)
+        L = max(lens)
+        # every index the step needs crosses to the device in one page-locked, non-blocking copy (a
+        # torch.tensor(..., device=cuda) per row would wait for the GPU each time: no host run-ahead)
+        n, m = len(ids), len(tgt)
+        host = torch.tensor(ids + r_idx + c_idx + tgt, dtype=torch.long)
+        dev = self.device
+        if dev.type == "cuda":
+            host = host.pin_memory()
+        idx = host.to(dev, non_blocking=True)
+        tok = emb_layer(idx[:n])
+        ri, ci, tg = idx[n:n + m], idx[n + m:n + 2 * m], idx[n + 2 * m:]
+        rows, o = [], 0
+        for vis, b, a in zip(visuals, before, after):
+            rows.append(torch.cat([tok[o:o + len(b)], vis.to(emb_layer.weight.dtype),
+                                   tok[o + len(b):o + len(b) + len(a)]], 0))
+            o += len(b) + len(a)
         embeds = rows[0].new_zeros(len(rows), L, rows[0].shape[1])
-        mask = torch.zeros(len(rows), L, dtype=torch.long, device=self.device)
+        mask = None
+        if any(n_i != L for n_i in lens):  # padded rows: the mask built from the host-side lengths
+            mask = (torch.arange(L)[None, :] < torch.tensor(lens)[:, None]).long()
+            mask = (mask.pin_memory() if dev.type == "cuda" else mask).to(dev, non_blocking=True)
         for i, r in enumerate(rows):
             embeds[i, : r.shape[0]] = r
-            mask[i, : r.shape[0]] = 1
         h = self.hidden_states(embeds, mask)
-        ri = torch.tensor(r_idx, dtype=torch.long, device=h.device)
-        ci = torch.tensor(c_idx, dtype=torch.long, device=h.device)
         logits = self.llm.get_output_embeddings()(h[ri, ci]).float()
-        return F.cross_entropy(logits, torch.tensor(tgt, dtype=torch.long, device=logits.device))
+        return F.cross_entropy(logits, tg)
 
     def forward(self, feats: torch.Tensor, before: Sequence[Any], after: Sequence[Any],
                 labels: Sequence[list[int]] | None = None) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import SSMConfig
+from .mambamia_config import SSMConfig
 from .ssm import cuda_mamba_inner_fn, resolve_backend, selective_scan
 
 

@@ -25,8 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ConfigError, SSMConfig
+from ..schema import ConfigError
 from .mamba import Mamba
+from .mambamia_config import SSMConfig
 from .ssm.ssd import cuda_split_conv1d_scan_fn, resolve_ssd_backend, ssd_scan
 
 

@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import POOLING_TYPES, CompressorConfig, check_choice
+from ..schema import check_choice
+from .mambamia_config import POOLING_TYPES, CompressorConfig
 
 
 def _neg(t: torch.Tensor) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.config import ConfigError
+from harness.schema import ConfigError
 
 PROJECTOR_TYPES = ("linear", "mlp2x_gelu")
 VISUAL_POS_TYPES = ("none", "time_slot")

@@ -38,9 +38,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..config import CompressorConfig, ConfigError
+from ..schema import ConfigError
 from .blocks import Skip
 from .mamba2 import ssm_mixer
+from .mambamia_config import CompressorConfig
 
 #: slack when testing ``c_t / thr`` against an integer: an exact hit of the threshold counts as reached
 EPS = 1e-9

@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 
 from harness.config import RunConfig
-from harness.model.compressor import CompressorOutput, build_compressor
+from harness.model.compressors.base import CompressorOutput
+from harness.model.registry import build_compressor
 
 N_OPTIONS = 4
 
@@ -50,7 +51,8 @@ class ProbeModel(nn.Module):
     def __init__(self, cfg: RunConfig, families: list[str]):
         super().__init__()
         self.families = list(families)
-        if cfg.model.compressor.taa.enabled and cfg.model.compressor.budget:
+        comp = cfg.model.compressor
+        if getattr(comp, "taa", None) is not None and comp.taa.enabled and comp.budget:
             raise ValueError("model.compressor.budget: the probe places the time-axis aggregator's kept steps in "
                              "their time slots, which a budget cut after it would scramble (use protocol: lmm)")
         self.compressor = build_compressor(cfg.model.compressor)

@@ -18,11 +18,14 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.config import ConfigError, DataConfig
+from harness.schema import ConfigError
+
+if TYPE_CHECKING:  # the run-level config imports this registry; a dataset only reads its DataConfig
+    from harness.config import DataConfig
 
 #: Record keys every plug-in yields.
 RECORD_KEYS = ("id", "video", "conversations", "group")

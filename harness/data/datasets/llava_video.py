@@ -39,13 +39,16 @@ import tempfile
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
-from harness.config import ConfigError, DataConfig
 from harness.data.datasets.base import DatasetPlugin, FileManifest, Manifest, register_dataset
+from harness.schema import ConfigError
+
+if TYPE_CHECKING:
+    from harness.config import DataConfig
 
 PLACEHOLDERS = ("<image>", "<video>")
 VIDEO = "<video>"

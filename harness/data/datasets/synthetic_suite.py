@@ -13,12 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.config import ConfigError, DataConfig, check_choice
 from harness.data.datasets.base import DatasetPlugin, ListManifest, Manifest, register_dataset
 from harness.data.prompts import format_prompt
 from harness.data.synthetic import FAMILIES, GROUPS, balanced_head, check_spec, expand_families, load_items, spec_from
+from harness.schema import ConfigError, check_choice
+
+if TYPE_CHECKING:
+    from harness.config import DataConfig
 
 
 class SyntheticDataset(DatasetPlugin):

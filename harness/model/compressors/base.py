@@ -1,0 +1,172 @@
+"""What every compressor returns, and the shared part of the training-free token reducers.
+
+A reducer keeps (or merges into) exactly ``n = round(ratio * T * P)`` of a video's T x P encoder tokens
+by a published rule, on the frozen features (B, T, P, D) before the projector, and then applies the same
+token-wise maps as the uncompressed "vanilla" compressor (``in_proj`` -> ``out_norm`` -> ``out_proj``,
+the same parameter names): a vanilla checkpoint's compressor weights load into any reducer, which is how
+an evaluation-only child swaps a reducer into an already trained LMM. With the reducer in place from
+the start, the same maps train (the field's other variant).
+
+A subclass implements :meth:`ReducerCompressor.reduce` and nothing else::
+
+    (feats (B, T, P, D), n, saliency (B, T, P)) -> Reduced(tokens (B, n, D), frame_index (B, n))
+
+Output tokens are in time order (then patch order; a merged token sits at its anchor), and each carries
+its source frame, as MambaMia's tokens do. ``saliency`` stands in for the encoder attention that some
+rules want ([CLS] or SigLIP's pooling-head attention over the patches): the encoder's own when it gives
+one, else the token L2 norm (the proxy of the VidCom2 ports); ``aux["saliency"]`` says which, and the run
+record keeps it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from harness.model.registry import CompressorConfigBase
+from harness.schema import ConfigError, check_choice
+
+SALIENCY_SOURCES = ("auto", "l2_norm")
+
+
+@dataclass
+class CompressorOutput:
+    tokens: torch.Tensor  # (B, N, d_out)
+    frame_index: torch.Tensor  # (B, N) long: first source frame of each token
+    n_tokens: int
+    aux: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReducerConfig(CompressorConfigBase):
+    """A training-free reducer: ``ratio`` of the T x P input tokens reach the LLM (``model.visual_tokens``
+    sets it for a matched budget). ``saliency``: ``auto`` uses the encoder's attention over the patches
+    when the encoder gives it and the token L2 norm otherwise; ``l2_norm`` always the norm."""
+
+    ratio: float = 0.25
+    saliency: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.ratio <= 1:
+            raise ConfigError("ratio", f"must be in (0, 1] (the fraction of the input tokens kept), got {self.ratio}")
+        check_choice("saliency", self.saliency, SALIENCY_SOURCES)
+
+    def count_tokens(self, T: int, P: int) -> int:
+        return min(T * P, max(1, math.floor(self.ratio * T * P + 0.5)))
+
+    def meet_budget(self, tokens: int, T: int, P: int, by: str) -> ReducerConfig:
+        if self.count_tokens(T, P) == tokens:
+            return self
+        return dataclasses.replace(self, ratio=tokens / (T * P))
+
+
+@dataclass
+class Reduced:
+    """What a reduction rule returns: ``tokens`` (B, n, D) in the encoder's space, ``frame_index`` (B, n)."""
+
+    tokens: torch.Tensor
+    frame_index: torch.Tensor
+    aux: dict[str, Any] = field(default_factory=dict)
+
+
+class ReducerCompressor(nn.Module):
+    """Reduction rule (``reduce``, no parameters) then the vanilla compressor's token-wise maps."""
+
+    def __init__(self, cfg: ReducerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.in_proj = nn.Linear(cfg.d_in, cfg.d_model)
+        self.out_norm = nn.LayerNorm(cfg.d_model)
+        self.out_proj = nn.Linear(cfg.d_model, cfg.d_out)
+
+    def count_tokens(self, T: int, P: int) -> int:
+        return self.cfg.count_tokens(T, P)
+
+    def reduce(self, feats: torch.Tensor, n: int, saliency: torch.Tensor) -> Reduced:
+        raise NotImplementedError  # pragma: no cover - each reducer's rule
+
+    def forward(self, feats: torch.Tensor, saliency: torch.Tensor | None = None) -> CompressorOutput:
+        """feats (B, T, P, d_in), saliency (B, T, P) or None -> CompressorOutput (B, n, d_out)."""
+        if feats.dim() != 4:
+            raise ValueError(f"{self.cfg.name}: expects frame features (B, T, P, D), got shape {tuple(feats.shape)}")
+        B, T, P, _ = feats.shape
+        n = self.count_tokens(T, P)
+        if saliency is not None and self.cfg.saliency == "auto":
+            sal, source = saliency.to(feats.dtype), "encoder"
+        else:
+            sal, source = feats.float().norm(dim=-1).to(feats.dtype), "l2_norm"
+        with torch.no_grad():
+            red = self.reduce(feats.detach(), n, sal)
+        if red.tokens.shape != (B, n, feats.shape[-1]) or red.frame_index.shape != (B, n):
+            raise RuntimeError(f"{self.cfg.name}: the rule returned {tuple(red.tokens.shape)} tokens and "
+                               f"{tuple(red.frame_index.shape)} frame indices, not ({B}, {n}, D) / ({B}, {n})")
+        tokens = self.out_proj(self.out_norm(self.in_proj(red.tokens)))
+        return CompressorOutput(tokens=tokens, frame_index=red.frame_index.long(), n_tokens=n,
+                                aux={"saliency": source, **red.aux})
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def split_budget(n: int, caps: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Integer shares of ``n`` tokens over G groups that sum to exactly ``n``, each within its cap.
+
+    caps (B, G) or (G,) long: the most each group can give (its size); weights (B, G) (default equal):
+    the shares follow them (largest remainder), and what a capped group cannot take goes to the others.
+    Returns (B, G) long (or (G,) for (G,) caps). Needs ``n <= caps.sum()`` per row."""
+    squeeze = caps.dim() == 1
+    caps = caps.view(1, -1) if squeeze else caps
+    w = torch.ones_like(caps, dtype=torch.float64) if weights is None else weights.view(caps.shape).double()
+    w = w.clamp_min(0) + 1e-12
+    if (caps.sum(-1) < n).any():
+        raise ValueError(f"split_budget: {n} tokens but only {caps.sum(-1).min().item()} available")
+    out = torch.zeros_like(caps)
+    free = caps > 0
+    left = torch.full((caps.shape[0],), n, dtype=torch.long)
+    for _ in range(caps.shape[1] + 1):  # each round fills at least one group to its cap, or ends
+        if not (left > 0).any():
+            break
+        ww = torch.where(free, w, torch.zeros_like(w))
+        share = ww / ww.sum(-1, keepdim=True).clamp_min(1e-30) * left[:, None].double()
+        base = share.floor().long()
+        rem = left - base.sum(-1)
+        order = torch.argsort(share - base.double() + torch.where(free, 0.0, -1e9), dim=-1, descending=True)
+        extra = torch.zeros_like(base)
+        ranks = torch.arange(caps.shape[1])[None].expand_as(base)
+        extra.scatter_(1, order, (ranks < rem[:, None]).long())
+        add = torch.minimum(base + extra, caps - out)
+        out = out + add
+        left = left - add.sum(-1)
+        free = out < caps
+    return out[0] if squeeze else out
+
+
+def gather_tokens(feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """feats (B, L, D), index (B, n) long -> (B, n, D)."""
+    return feats.gather(1, index[..., None].expand(*index.shape, feats.shape[-1]))
+
+
+def in_time_order(flat_index: torch.Tensor, tokens: torch.Tensor, P: int) -> Reduced:
+    """Sort kept tokens by their (frame, patch) place; ``flat_index`` (B, n) is frame * P + patch."""
+    order = flat_index.argsort(dim=1)
+    idx = flat_index.gather(1, order)
+    return Reduced(tokens=gather_tokens(tokens, order), frame_index=idx // P)
+
+
+def keep_flat(feats: torch.Tensor, flat_index: torch.Tensor) -> Reduced:
+    """Keep the tokens at ``flat_index`` (B, n) of feats (B, T, P, D), in time order."""
+    B, T, P, D = feats.shape
+    flat = feats.reshape(B, T * P, D)
+    return in_time_order(flat_index, gather_tokens(flat, flat_index), P)
+
+
+def cosine_matrix(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """(..., n, D), (..., m, D) -> (..., n, m) cosine similarities (float32)."""
+    xn = F.normalize(x.float(), dim=-1)
+    yn = xn if y is None else F.normalize(y.float(), dim=-1)
+    return xn @ yn.transpose(-1, -2)
