@@ -67,7 +67,7 @@ from harness.config import (
 )
 from harness.data.datasets import get_dataset
 from harness.data.examples import Example, load_examples, suite_texts  # noqa: F401  (re-exported)
-from harness.data.pipeline import DataFailureError, DataOrder, FailureLog, FeatureSource, SubsetOrder, write_failed
+from harness.data.pipeline import DataFailureError, DataOrder, FailureLog, SubsetOrder, write_failed
 from harness.evaluate import evaluate_run, format_metrics
 from harness.identity import stamp
 from harness.model.presets import RUN_PRESETS
@@ -85,7 +85,15 @@ from harness.model_io import (  # noqa: F401  (re-exported: harness.train is the
 )
 from harness.overrides import apply_overrides, blame
 from harness.store import atomic_write_text
-from harness.train_inputs import build_inputs, check_manifest, local_tokenizer, make_train_loader, pretrained_tokenizer
+from harness.train_inputs import (
+    PinnedFeatureSource,
+    build_inputs,
+    check_manifest,
+    close_loader,
+    local_tokenizer,
+    make_train_loader,
+    pretrained_tokenizer,
+)
 from harness.train_schedule import lr_at, stage_index, stages_of
 from harness.yamlio import YamlFileError, load_yaml_file
 
@@ -174,8 +182,17 @@ class Trainer:
     RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set) it joins the process group (nccl on GPU, gloo on CPU)
     and wraps the model in DDP (FSDP for the paper preset or ``train.parallel: fsdp``)."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = True, device: str | None = None):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = True, device: str | None = None,
+                 activation_checkpointing: bool | None = None, compile_compressor: bool | None = None):
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        # LLM activation checkpointing (recompute each decoder layer in the backward pass; what lets an
+        # uncompressed 64-frame video through a 7B LLM fit one GPU) and torch.compile of the compressor's
+        # spatial stage (static shapes); `train.activation_checkpointing` / `train.compile_compressor`
+        # when the config has them, else off
+        self.activation_checkpointing = bool(getattr(cfg.train, "activation_checkpointing", False)
+                                             if activation_checkpointing is None else activation_checkpointing)
+        self.compile_compressor = bool(getattr(cfg.train, "compile_compressor", False)
+                                       if compile_compressor is None else compile_compressor)
         self.rank, self.world, self.local_rank = _dist_env()
         if device is None:  # one GPU per local rank; a task that sees one GPU (Slurm binding) uses it
             n_gpu = torch.cuda.device_count()
@@ -262,7 +279,17 @@ class Trainer:
         no_decay = [p for p in params if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": self.cfg.train.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.cfg.train.lr, betas=(0.9, 0.999))
+        return torch.optim.AdamW(groups, lr=self.cfg.train.lr, betas=(0.9, 0.999), **self._adamw_impl(params))
+
+    def _adamw_impl(self, params: list[nn.Parameter]) -> dict[str, bool]:
+        """One fused kernel per parameter group on a GPU (``fused``; a DTensor-sharded FSDP model takes
+        the multi-tensor ``foreach`` path), torch's default elsewhere (the CPU update is unchanged, so CPU
+        runs and their exact resume stay bit-identical)."""
+        if self.device.type != "cuda" or not params or not all(p.is_cuda and p.is_floating_point() for p in params):
+            return {}
+        if self.world > 1 and self._parallel() == "fsdp":
+            return {"foreach": True}
+        return {"fused": True}
 
     def _write_failure(self, step: int, loss: float) -> None:
         rec = {"error": "TrainingDiverged", "step": step, "loss": str(loss), "time": time.time(),
@@ -273,11 +300,24 @@ class Trainer:
 
     def _master_weights(self, model: nn.Module, stages: Sequence[TrainStage]) -> None:
         """Every module trained in some stage keeps fp32 weights (bf16 compute comes from autocast /
-        FSDP's param_dtype): an AdamW step of 2e-5 on a bf16 weight is below its resolution and lost."""
+        FSDP's param_dtype): an AdamW step of 2e-5 on a bf16 weight is below its resolution and lost.
+        Also applies the trainer's speed switches (:meth:`_speed_setup`)."""
         trained = {m for s in stages for m in s.train_modules}
         for name, mod in model.submodules().items():
             if name in trained:
                 mod.float()
+        self._speed_setup(model)
+
+    def _speed_setup(self, model: nn.Module) -> None:
+        """Activation checkpointing of the LLM's decoder layers (non-reentrant: gradients still reach the
+        visual embeddings of a frozen LLM) and, on a GPU, torch.compile of the compressor's spatial stage
+        in place (its parameter names, hence checkpoints, unchanged)."""
+        llm = getattr(model, "llm", None)
+        if self.activation_checkpointing and llm is not None and hasattr(llm, "gradient_checkpointing_enable"):
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        spatial = getattr(getattr(model, "compressor", None), "spatial", None)
+        if self.compile_compressor and self.device.type == "cuda" and spatial is not None:
+            spatial.compile()
 
     def _build(self) -> tuple[nn.Module, Any, Any]:
         """Tokenizer, manifest, model, inputs: cheapest failure first (see :mod:`harness.train_inputs`)."""
@@ -297,6 +337,49 @@ class Trainer:
         inputs = build_inputs(cfg, manifest, tokenizer, model, self.device)
         return model, manifest, inputs
 
+    def _train_step(self, wrapped: nn.Module, opt: torch.optim.Optimizer, batches: Any, fsrc: Any, flog: FailureLog,
+                    amp: Any, step: int) -> dict[str, Any]:
+        """One optimizer step: ``grad_accum`` micro-batches from ``batches`` (encode, loss, backward),
+        gradient clipping, the AdamW update. Nothing here waits for the GPU: the loss and the gradient
+        norm come back as device tensors (the loop reads the losses once per log window), the token
+        counts from the host-side token rows. Returns ``{loss, grad_norm, items, tokens, truncated,
+        data_s, encode_s}``."""
+        t = self.cfg.train
+        loss_sum = torch.zeros((), device=self.device)
+        n_items = n_tok = n_trunc = 0
+        data_s = enc_s = 0.0
+        n_visual = self._n_visual
+        for micro in range(t.grad_accum):
+            tw = time.perf_counter()
+            batch = next(batches)
+            data_s += time.perf_counter() - tw
+            flog.add(batch)
+            flog.check(f"step {step}")
+            items = batch["items"]
+            if not items:
+                raise DataFailureError(f"step {step} micro-batch {micro}: every item failed "
+                                       f"({batch['failed'][:4]})", dict(flog.failed))
+            te = fsrc.encode_s
+            feats = fsrc.features(items)
+            enc_s += fsrc.encode_s - te
+            sync = (micro == t.grad_accum - 1 or self.world == 1 or not hasattr(wrapped, "no_sync"))
+            ctx = nullcontext() if sync else wrapped.no_sync()
+            with ctx, amp:
+                loss = compute_loss(wrapped, feats, items)
+                (loss / t.grad_accum).backward()
+            loss_sum += loss.detach().float() / t.grad_accum
+            n_items += len(items)
+            n_tok += sum(n_visual + it["row"].n_text for it in items)
+            n_trunc += sum(it["row"].truncated for it in items)
+        if self.world > 1:
+            dist.all_reduce(loss_sum)
+            loss_sum /= self.world
+        gnorm = torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], t.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return {"loss": loss_sum, "grad_norm": gnorm, "items": n_items, "tokens": n_tok, "truncated": n_trunc,
+                "data_s": data_s, "encode_s": enc_s}
+
     def run(self) -> dict[str, Any]:
         try:
             return self._run()
@@ -304,6 +387,12 @@ class Trainer:
             if self.is_main:
                 write_data_failure(self.run_dir, self.cfg, e)
             raise
+        finally:
+            # stop the DataLoader workers now: left to interpreter exit, multiprocessing terminates them
+            # and the loader's SIGCHLD handler then reports "DataLoader worker ... killed by signal:
+            # Terminated", which hides the error that stopped the run (issue 30)
+            close_loader(getattr(self, "_batches", None))
+            self._batches = None
 
     def _run(self) -> dict[str, Any]:
         cfg, t = self.cfg, self.cfg.train
@@ -329,8 +418,8 @@ class Trainer:
         flog = FailureLog(cfg.data.max_failure_rate, cfg.data.min_failure_sample,
                           state.get("data_failures") if state is not None else None)
         self._flog = flog  # its state goes into every checkpoint
-        fsrc = FeatureSource(inputs.encoder, self.device, inputs.online_bf16, inputs.cache,
-                             int(cfg.data.cache_budget_gb * 2**30))
+        fsrc = PinnedFeatureSource(inputs.encoder, self.device, inputs.online_bf16, inputs.cache,
+                                   int(cfg.data.cache_budget_gb * 2**30))
         metrics_path = self.run_dir / "metrics.jsonl"
         if self.is_main and metrics_path.exists():
             atomic_write_text(metrics_path, "".join(ln + "\n" for ln in metrics_upto(metrics_path, start)))
@@ -342,11 +431,13 @@ class Trainer:
         win_data = win_enc = 0.0
         n_truncated = 0
         last_loss = float("nan")
-        n_visual = inputs.n_visual
+        self._n_visual = inputs.n_visual
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if self._amp() else nullcontext()
         loader = make_train_loader(cfg, inputs, orders, [stage_index(stages, s) for s in range(t.steps)], start,
-                                   self.rank)
-        batches = iter(loader)
+                                   self.rank, pin_memory=self.device.type == "cuda")
+        batches = self._batches = iter(loader)
+        win_losses: list[torch.Tensor] = []
+        win_first = start
         for step in range(start, t.steps):
             si = stage_index(stages, step)
             if si != stage_i:
@@ -370,48 +461,34 @@ class Trainer:
             for g in opt.param_groups:
                 g["lr"] = lr
             wrapped.train()
-            loss_sum = torch.zeros((), device=self.device)
-            for micro in range(t.grad_accum):
-                tw = time.perf_counter()
-                batch = next(batches)
-                win_data += time.perf_counter() - tw
-                flog.add(batch)
-                flog.check(f"step {step}")
-                items = batch["items"]
-                if not items:
-                    raise DataFailureError(f"step {step} micro-batch {micro}: every item failed "
-                                           f"({batch['failed'][:4]})", dict(flog.failed))
-                te = fsrc.encode_s
-                feats = fsrc.features(items)
-                win_enc += fsrc.encode_s - te
-                sync = (micro == t.grad_accum - 1 or self.world == 1 or not hasattr(wrapped, "no_sync"))
-                ctx = nullcontext() if sync else wrapped.no_sync()
-                with ctx, amp:
-                    loss = compute_loss(wrapped, feats, items)
-                    (loss / t.grad_accum).backward()
-                loss_sum += loss.detach().float() / t.grad_accum
-                items_seen += len(items)
-                win_items += len(items)
-                n_tok = sum(n_visual + it["row"].n_text for it in items)
-                n_truncated += sum(it["row"].truncated for it in items)
-                tokens_seen += n_tok
-                win_tokens += n_tok
-            if self.world > 1:
-                dist.all_reduce(loss_sum)
-                loss_sum /= self.world
-            last_loss = float(loss_sum)
-            if not math.isfinite(last_loss):
-                bar.close()
-                if self.is_main:
-                    self._write_failure(step, last_loss)
-                raise TrainingDiverged(step, last_loss, self.run_dir)
-            gnorm = torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
-                                                   t.max_grad_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            st = self._train_step(wrapped, opt, batches, fsrc, flog, amp, step)
+            if not win_losses:
+                win_first = step
+            win_losses.append(st["loss"])
+            items_seen += st["items"]
+            win_items += st["items"]
+            tokens_seen += st["tokens"]
+            win_tokens += st["tokens"]
+            n_truncated += st["truncated"]
+            win_data += st["data_s"]
+            win_enc += st["encode_s"]
+            gnorm = st["grad_norm"]
             bar.update(1)
             done = step + 1
-            if done % t.log_every == 0 or done == t.steps:
+            logged = done % t.log_every == 0 or done == t.steps
+            if logged or done % t.checkpoint_every == 0:
+                # the losses since the last check, read back at once: the only host sync of a step
+                # window (every step's loss stays on the device until then)
+                vals = torch.stack(win_losses).tolist()
+                win_losses.clear()
+                for k, v in enumerate(vals):
+                    if not math.isfinite(v):
+                        bar.close()
+                        if self.is_main:
+                            self._write_failure(win_first + k, v)
+                        raise TrainingDiverged(win_first + k, v, self.run_dir)
+                last_loss = vals[-1]
+            if logged:
                 dt = max(1e-9, time.time() - win_t)
                 rec = {"step": done, "loss": round(last_loss, 6), "lr": lr, "grad_norm": float(gnorm),
                        "items_per_s": win_items * self.world / dt, "tokens_per_s": win_tokens * self.world / dt,
@@ -425,7 +502,9 @@ class Trainer:
             if done % t.checkpoint_every == 0 or done == t.steps:
                 self._save(wrapped, opt, done, si)
         bar.close()
-        del batches, loader  # stop the workers
+        close_loader(batches)  # stop the workers
+        self._batches = None
+        del batches, loader
         if start >= t.steps and self.is_main and not (self.run_dir / MODEL_DIR / WEIGHTS).is_file():
             export_model(model, cfg, self.run_dir / MODEL_DIR, start)
         elapsed = time.time() - t0
@@ -442,7 +521,7 @@ class Trainer:
                    "manifest": {"n_records": mst.get("n_records"), "n_malformed": mst.get("n_malformed", 0),
                                 "malformed": dict(list(mst.get("malformed", {}).items())[:100])},
                    "template": inputs.conv.template, "n_truncated": n_truncated, "features": fsrc.stats(),
-                   "visual_tokens_per_item": n_visual, "world_size": self.world,
+                   "visual_tokens_per_item": inputs.n_visual, "world_size": self.world,
                    "params": {k: sum(p.numel() for p in m.parameters()) for k, m in model.submodules().items()},
                    "trained_modules": sorted({m for s in stages for m in s.train_modules}),
                    "run_dir": str(self.run_dir), "config_hash": config_hash(cfg)}
