@@ -1,36 +1,55 @@
-"""The paper-shaped training step at 64 frames on one GPU: items/s, GPU busy %, peak memory, and the split
-of a step into decode / encode / compressor / LLM.
+"""The paper-shaped training step on one GPU: vanilla (no compression) against the proposed compressor,
+step time, items/s, tokens/s, NVML utilisation and MFU, in one process (issue 30).
 
-Everything is the training code of ``harness.train`` (manifest -> DataLoader workers decoding only the
-sampled frames -> frozen encoder online in bf16 -> MambaMia v2 compressor -> projector -> LLM with
-the chat template, fp32 master weights, AdamW), with random weights built from configs (nothing is
-downloaded) and the generated LLaVA-schema sample re-encoded at 384x384:
+Every step is ``harness.train.Trainer._train_step``, the step every training run takes (manifest ->
+DataLoader workers decoding only the sampled frames, pinned -> frozen encoder online in bf16 ->
+compressor -> projector -> LLM with the chat template, fp32 master weights, fused AdamW on the GPU), with
+random weights built from configs (nothing is downloaded) and the generated LLaVA-schema sample
+re-encoded at 384x384:
 
 * tower: SigLIP-so400m-shaped (hidden 1152, 27 layers, 16 heads, MLP 4304, 384 px, patch 16: 24x24 = 576
   patches per frame, as SigLIP2-so400m-patch16-384);
-* LLM: Qwen2-1.5B-shaped (hidden 1536, 28 layers, 12 heads, 2 KV heads, MLP 8960, vocabulary 151936;
-  ``--llm 7b``: the Qwen2-7B shape), a byte-level BPE tokenizer learnt from the data;
-* compressor: the paper's v2 (GPA one anchor per row, period 24, bi-Mamba-2, TAA with delta sampling,
-  threshold 0.6, at most 180 frames), on mamba-ssm's kernels when installed (``ssm_backend`` in the JSON).
+* LLM: ``7b`` the Qwen2-7B shape (hidden 3584, 28 layers, 28 heads, 4 KV heads, MLP 18944), ``3b`` the
+  Qwen2.5-3B shape (2048, 36, 16, 2, 11008), ``1.5b`` the Qwen2-1.5B shape; max_position_embeddings
+  131072 (positions only) so that the uncompressed 64-frame row (36,864 visual tokens) fits: with
+  Qwen2's 32,768 every vanilla item was dropped as too long, the loader's batches came back empty, and the
+  run died with a DataLoader worker "killed by signal: Terminated" that hid the cause (issue 30);
+* arms: ``vanilla`` = ``model.compressor.enabled: false`` (every patch token goes to the LLM, after the
+  compressor's two maps and the projector); ``proposed`` = the paper's v2 (GPA one anchor per row, period
+  24, bi-Mamba-2, TAA with delta sampling, threshold 0.6, at most 180 frames; random weights keep few
+  frames, so the visual token count is recorded); ``proposed_all`` = the same with the TAA keeping every
+  frame (``sampling: none``: 24 anchors x frames, the upper bound of what the proposed arm feeds the LLM).
 
-Each step is ``--batch`` items; stage 2 (LLM trained too) by default, ``--stage 1`` freezes the LLM.
-Phases are timed between ``torch.cuda.synchronize()`` calls: ``decode_wait`` (blocked on the DataLoader:
-decoding not hidden by the workers), ``encode``, ``compressor`` (compressor + projector forward), ``llm``
-(LLM forward), ``backward``, ``optimizer``. GPU busy % = CUDA-event time of the GPU phases / wall time
-of the steps (the syncs cost a little; they are what makes the split exact), and, when NVML answers,
-the mean of ``torch.cuda.utilization()`` sampled every 50 ms.
+A run is ``ARM:LLM:sSTAGE:fFRAMES:bBATCH[:ac][:compile]`` (stage 1: LLM frozen, gradients through it;
+stage 2: LLM trained too, fp32 master weights; ``ac``: activation checkpointing of the LLM's decoder
+layers; ``compile``: torch.compile of the compressor's spatial stage). Runs that share arm, LLM and stage
+share one model. Each run: ``--warmup`` steps, then timed steps with no host sync between them (wall time
+between two ``torch.cuda.synchronize()``), NVML utilisation sampled every 20 ms over the timed window.
+A run that runs out of memory is recorded as ``oom`` (``--fit``: then smaller frame counts are tried and
+the largest that fits is recorded).
 
-    python benchmarks/gpu_paper_step.py                      # H200: 64 frames, batch 1..4, stage 2
-    python benchmarks/gpu_paper_step.py --batch 1 2 4 8 --workers 8
-    python benchmarks/gpu_paper_step.py --tiny               # CPU smoke test at toy sizes
+MFU (torchtitan's convention): trained parts 6 N per token, frozen parts 2 N per token, plus attention
+(12 / 4 x layers x width x sequence per token, no causal halving); N without embeddings; the LM head on
+the labelled tokens only; against the datasheet bf16 dense peak (989 TFLOP/s, H100 SXM / H200) and the
+bf16 matmul rate measured at the start. ``hfu`` counts what the GPU executes instead: the backward
+through a frozen LLM (2 N more) and the recomputation of activation checkpointing (2 N more).
 
-Writes results/benchmarks/gpu_paper_step.json (``--tiny``: gpu_paper_step_tiny.json).
+    python benchmarks/gpu_paper_step.py --runs vanilla:7b:s1:f64:b1:ac proposed:7b:s1:f64:b1
+    python benchmarks/gpu_paper_step.py --tiny            # CPU smoke test at toy sizes (both arms)
+
+Writes ``--out`` (default results/benchmarks/gpu_paper_ratio.json) after every run: rows, ratios (vanilla
+/ proposed step time at the same LLM, stage, frames and batch, beside the paper's 69.3 h / 5.4 h = 12.8x).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
+import importlib
 import json
+import math
+import re
 import statistics
 import sys
 import tempfile
@@ -42,47 +61,86 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_table, write_json  # noqa: E402
+from common import machine  # noqa: E402
 
+PAPER_RATIO = 69.3 / 5.4  # training time at 64 frames, vanilla / proposed, 8x A100 (paper v2, cost bars)
+DATASHEET_BF16_TFLOPS = 989.4  # H100 SXM and H200, dense bf16
 SIGLIP_SO400M = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
                  "num_attention_heads": 16, "image_size": 384, "patch_size": 16}
+_QWEN = dict(max_position_embeddings=131072, rope_theta=1_000_000.0, rms_norm_eps=1e-6)
 QWEN2 = {"1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-                      intermediate_size=8960, vocab_size=151936, max_position_embeddings=32768,
-                      rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True),
+                      intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True, **_QWEN),
+         "3b": dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+                    intermediate_size=11008, vocab_size=151936, tie_word_embeddings=True, **_QWEN),
          "7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-                    intermediate_size=18944, vocab_size=152064, max_position_embeddings=32768,
-                    rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=False)}
+                    intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False, **_QWEN)}
 TINY_TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
               "image_size": 32, "patch_size": 8}
 TINY_LLM = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                 intermediate_size=128, vocab_size=1000, max_position_embeddings=8192)
+ARMS = ("vanilla", "proposed", "proposed_all")
+SPEC = re.compile(r"^(?P<arm>[a-z_]+):(?P<llm>[0-9.]+b|tiny):s(?P<stage>[12]):f(?P<frames>\d+):b(?P<batch>\d+)"
+                  r"(?P<flags>(:(ac|compile))*)$")
 
 
-def run_config(a: argparse.Namespace, data_root: Path, llm_dir: Path, work: Path, batch: int) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Run:
+    arm: str
+    llm: str
+    stage: int
+    frames: int
+    batch: int
+    ac: bool = False
+    compile: bool = False
+
+    @staticmethod
+    def parse(text: str) -> Run:
+        m = SPEC.match(text)
+        if not m or m["arm"] not in ARMS:
+            raise SystemExit(f"bad run {text!r}: ARM:LLM:sSTAGE:fFRAMES:bBATCH[:ac][:compile], ARM in {ARMS}")
+        flags = set(filter(None, m["flags"].split(":")))
+        return Run(m["arm"], m["llm"], int(m["stage"]), int(m["frames"]), int(m["batch"]), "ac" in flags,
+                   "compile" in flags)
+
+    @property
+    def name(self) -> str:
+        return (f"{self.arm}:{self.llm}:s{self.stage}:f{self.frames}:b{self.batch}" + (":ac" if self.ac else "")
+                + (":compile" if self.compile else ""))
+
+    @property
+    def group(self) -> tuple[str, str, int, bool]:  # runs that share one model
+        return (self.arm, self.llm, self.stage, self.compile)
+
+
+# ----------------------------------------------------------------------------------------- set-up
+def run_config(r: Run, tiny: bool, data_root: Path, llm_dir: Path, work: Path, workers: int) -> Any:
     from harness.config import RunConfig, build
 
-    tower = TINY_TOWER if a.tiny else SIGLIP_SO400M
+    tower = TINY_TOWER if tiny else SIGLIP_SO400M
     patches_per_row = tower["image_size"] // tower["patch_size"]
-    stage = ["compressor", "projector"] + (["llm"] if a.stage == 2 else [])
+    stage = ["compressor", "projector"] + (["llm"] if r.stage == 2 else [])
+    comp = {"d_in": tower["hidden_size"], "d_model": 64 if tiny else 1024, "d_out": 64 if tiny else 1024,
+            "block": "bi_ssm", "pooling": "gpa", "spatial": {"period": patches_per_row, "n_layers": 1},
+            "ssm": {"version": 2},
+            "taa": {"enabled": True, "n_layers": 1, "sampling": "none" if r.arm == "proposed_all" else "delta",
+                    "threshold": 0.6, "max_frames": 180}}
+    if r.arm == "vanilla":
+        comp = {"d_in": tower["hidden_size"], "d_model": comp["d_model"], "d_out": comp["d_out"], "enabled": False}
     return build(RunConfig, {
         "model": {"encoder": {"name": "siglip", "config": tower, "batch_size": 64},
                   "llm": {"preset": "paper", "random_init": True, "name_or_path": str(llm_dir), "dtype": "bfloat16",
-                          "bpe_vocab_size": 1000 if a.tiny else 8192},
-                  "compressor": {"d_in": tower["hidden_size"], "d_model": 64 if a.tiny else 1024,
-                                 "d_out": 64 if a.tiny else 1024, "block": "bi_ssm", "pooling": "gpa",
-                                 "spatial": {"period": patches_per_row, "n_layers": 1}, "ssm": {"version": 2},
-                                 "taa": {"enabled": True, "n_layers": 1, "sampling": "delta", "threshold": 0.6,
-                                         "max_frames": 180}}},
+                          "bpe_vocab_size": 1000 if tiny else 8192},
+                  "compressor": comp},
         "data": {"dataset": "llava_video", "args": {"mixture": str(data_root / "mixture.yaml")},
-                 "n_frames": a.frames, "manifest_dir": str(work / "manifests"), "workers": a.workers,
+                 "n_frames": r.frames, "manifest_dir": str(work / "manifests"), "workers": workers,
                  "max_failure_rate": 1.0},
-        "train": {"steps": a.steps, "batch_size": batch, "lr": 2e-5, "warmup_steps": 0, "bf16": True,
-                  "train_modules": stage},
+        "train": {"steps": 100_000, "batch_size": r.batch, "lr": 2e-5, "warmup_steps": 0, "bf16": True,
+                  "train_modules": stage, "parallel": "ddp"},
     })
 
 
 def make_data(root: Path, size: int, n_videos: int, seconds: float) -> None:
-    """The LLaVA-schema sample, without its damaged files, at ``size`` px and ``seconds`` per video."""
+    """The LLaVA-schema sample, without its damaged files, at ``size`` px and ``seconds`` per video (8 fps)."""
     import numpy as np
     import yaml
 
@@ -104,170 +162,449 @@ def make_data(root: Path, size: int, n_videos: int, seconds: float) -> None:
         {"json_path": f"{SUBSET}/cap.json", "video_folder": SUBSET, "sampling_strategy": "all"}]}))
 
 
-class Sampler:
-    """``torch.cuda.utilization()`` every 50 ms in a thread (NVML; None when it does not answer)."""
+class Nvml:
+    """GPU utilisation (NVML's "percent of time a kernel was running" over its sample period) every
+    ``period`` s in a thread, between start() and stop()."""
 
-    def __init__(self) -> None:
-        self.values: list[float] = []
-        self._stop = threading.Event()
-        self.ok = False
+    def __init__(self, period: float = 0.02):
+        self.period, self.values, self._stop, self._t = period, [], threading.Event(), None
+        self.read = None
         if torch.cuda.is_available():
             try:
-                torch.cuda.utilization()
-                self.ok = True
-            except Exception:  # noqa: BLE001 - no NVML / pynvml
-                self.ok = False
+                import pynvml
 
-    def __enter__(self) -> Sampler:
-        if self.ok:
+                pynvml.nvmlInit()
+                h = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+                self.read = lambda: float(pynvml.nvmlDeviceGetUtilizationRates(h).gpu)
+                self.read()
+            except Exception:  # noqa: BLE001 - no NVML: torch's own reader, or nothing
+                try:
+                    torch.cuda.utilization()
+                    self.read = lambda: float(torch.cuda.utilization())
+                except Exception:  # noqa: BLE001
+                    self.read = None
+
+    def start(self) -> None:
+        self.values, self._stop = [], threading.Event()
+        if self.read is not None:
             self._t = threading.Thread(target=self._run, daemon=True)
             self._t.start()
-        return self
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.values.append(float(torch.cuda.utilization()))
-            time.sleep(0.05)
+            self.values.append(self.read())
+            time.sleep(self.period)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        if self._t is not None:
+            self._t.join()
+        v = self.values
+        return {"nvml_util_pct": round(statistics.mean(v), 1) if v else None,
+                "nvml_util_median_pct": statistics.median(v) if v else None, "nvml_samples": len(v)}
+
+
+def matmul_tflops(device: torch.device) -> float | None:
+    """bf16 8192^3 matmul rate on random data (median of 20 after 5), the measured ceiling."""
+    if device.type != "cuda":
+        return None
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(5):
+        a @ b
+    ts = []
+    for _ in range(20):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        a @ b
+        e1.record()
+        e1.synchronize()
+        ts.append(e0.elapsed_time(e1) / 1e3)
+    del a, b
+    return round(2 * 8192**3 / statistics.median(ts) / 1e12, 1)
+
+
+# ----------------------------------------------------------------------------------------- FLOPs
+def _n_params(mod: torch.nn.Module, skip: tuple[str, ...] = ()) -> int:
+    return sum(p.numel() for n, p in mod.named_parameters() if not any(s in n for s in skip))
+
+
+class LinearFlops:
+    """Forward matmul FLOPs of every nn.Linear / nn.Conv2d under a module, counted by hooks during one step."""
+
+    def __init__(self, mod: torch.nn.Module):
+        self.flops = 0
+        self._h = [m.register_forward_hook(self._hook) for m in mod.modules()
+                   if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+
+    def _hook(self, m: torch.nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        if isinstance(m, torch.nn.Linear):
+            self.flops += 2 * (out.numel() // m.out_features) * m.in_features * m.out_features
+        else:
+            k = m.weight[0].numel()  # in/groups * kh * kw
+            self.flops += 2 * out.numel() * k
+
+    def remove(self) -> None:
+        for h in self._h:
+            h.remove()
+
+
+def step_flops(model: Any, r: Run, enc: Any, seq_tokens: float, n_labels: float, comp_fwd: float,
+               proj_fwd: float) -> dict[str, float]:
+    """Per-step FLOPs: the MFU count (issue 30 / torchtitan) and the executed count (hfu)."""
+    llm = model.llm
+    c = llm.config
+    d, layers = c.hidden_size, c.num_hidden_layers
+    n_llm = _n_params(llm, ("embed_tokens", "lm_head"))
+    tower = enc.model
+    tc = tower.config
+    P = enc.num_patches
+    n_tower = _n_params(tower, ("position_embedding",))
+    frames = r.batch * r.frames
+    tower_f = 2 * n_tower * frames * P + 4 * tc.num_hidden_layers * tc.hidden_size * P * P * frames
+    llm_lin = 2 * n_llm * seq_tokens + 2 * c.vocab_size * d * n_labels
+    llm_att = 4 * layers * d * seq_tokens * (seq_tokens / r.batch)  # per row: tokens x sequence
+    trained = r.stage == 2
+    mfu = tower_f + 3 * (comp_fwd + proj_fwd) + (3 if trained else 1) * (llm_lin + llm_att)
+    # executed: the backward through a frozen LLM computes input gradients (about 1x forward for the
+    # matmuls, 2x for attention); checkpointing recomputes the forward once
+    llm_exec = (3 if trained else 2) * llm_lin + 3 * llm_att
+    if r.ac:
+        llm_exec += llm_lin + llm_att
+    hfu = tower_f + 3 * (comp_fwd + proj_fwd) + llm_exec
+    return {"flops_mfu": mfu, "flops_executed": hfu, "tower_fwd_flops": tower_f, "compressor_fwd_flops": comp_fwd,
+            "projector_fwd_flops": proj_fwd, "llm_fwd_flops": llm_lin + llm_att, "llm_params_nonembed": n_llm,
+            "tower_params": n_tower}
+
+
+# ----------------------------------------------------------------------------------------- one model
+class Group:
+    """One model (arm, LLM, stage) and the trainer around it; :meth:`measure` runs one frame count and batch."""
+
+    def __init__(self, r: Run, a: argparse.Namespace, work: Path, device: torch.device):
+        from harness.train import Trainer, stages_of
+
+        self.a, self.work, self.device = a, work, device
+        self.cfg = run_config(r, a.tiny, work / "data", work / f"llm_{r.llm}", work, a.workers)
+        self.tr = Trainer(self.cfg, work / f"run_{r.arm}_{r.llm}_s{r.stage}", progress=False, device=str(device),
+                          compile_compressor=r.compile)
+        self.stages = stages_of(self.cfg)
+        ctx = torch.device(device) if device.type == "cuda" else _nullctx()
+        with ctx:  # random weights made on the GPU: seconds, not a minute of CPU init for 7B
+            self.model, self.manifest, self.inputs = self.tr._build()
+        self.tr._master_weights(self.model, self.stages)
+        self.tr._unwrapped = self.model
+        self.tr._set_trainable(self.stages[0])
+        self.opt = self.tr._optimizer([p for p in self.model.parameters() if p.requires_grad])
+        self.adamw = self.tr._adamw_impl([p for p in self.model.parameters() if p.requires_grad])
+
+    def inputs_for(self, r: Run) -> Any:
+        from harness.data.conversation import ConversationEncoder
+        from harness.train_inputs import check_visual_room
+
+        inp = self.inputs
+        n_vis = self.model.count_visual_tokens(r.frames, inp.encoder.num_patches)
+        max_len = self.cfg.data.max_length or int(self.model.llm.config.max_position_embeddings)
+        check_visual_room(self.cfg, n_vis, max_len, inp.encoder.num_patches)
+        conv = ConversationEncoder(self.model.tokenizer, inp.conv.template, n_vis, max_len,
+                                   self.cfg.model.video_position)
+        return dataclasses.replace(inp, conv=conv, video=dataclasses.replace(inp.video, n_frames=r.frames),
+                                   n_visual=n_vis)
+
+    def measure(self, r: Run, nvml: Nvml) -> dict[str, Any]:
+        from harness.config import RunConfig, build, to_dict
+        from harness.data.pipeline import FailureLog
+        from harness.train import stage_index, stage_orders
+        from harness.train_inputs import PinnedFeatureSource, close_loader, make_train_loader
+
+        a, tr, model, dev = self.a, self.tr, self.model, self.device
+        cuda = dev.type == "cuda"
+        d = to_dict(self.cfg)
+        d["data"]["n_frames"], d["train"]["batch_size"] = r.frames, r.batch
+        cfg = build(RunConfig, d)
+        inp = self.inputs_for(r)
+        tr.cfg, tr._n_visual = cfg, inp.n_visual
+        llm = model.llm
+        if r.ac:
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif getattr(llm, "is_gradient_checkpointing", False):
+            llm.gradient_checkpointing_disable()
+        orders = stage_orders(cfg, self.stages, self.manifest, inp.plugin)
+        n_steps = a.warmup + a.steps
+        loader = make_train_loader(cfg, inp, orders, [stage_index(self.stages, s) for s in range(n_steps + 2)], 0, 0,
+                                   pin_memory=cuda)
+        fsrc = PinnedFeatureSource(inp.encoder, dev, inp.online_bf16)
+        flog = FailureLog(1.0, 10**9)
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else _nullctx()
+        vis_tokens: list[int] = []
+        hook = model.projector.register_forward_hook(lambda m, i, o: vis_tokens.append(int(o.shape[1])))
+        batches = iter(loader)
+        phase = "warmup"
+        res: dict[str, Any] = {}
+        try:
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats(dev)
+            model.train()
+            t_first = time.perf_counter()
+            float(tr._train_step(model, self.opt, batches, fsrc, flog, amp, 0)["loss"])  # workers start here
+            res["first_step_s"] = round(time.perf_counter() - t_first, 3)
+            t_second = time.perf_counter()
+            float(tr._train_step(model, self.opt, batches, fsrc, flog, amp, 1)["loss"])
+            res["second_step_s"] = round(time.perf_counter() - t_second, 3)
+            n_timed = a.steps
+            if res["second_step_s"] > 1.5:  # a slow (uncompressed) step: fewer timed steps, no more warm-up
+                n_timed = min(a.steps, a.slow_steps)
+            else:
+                for i in range(2, a.warmup):
+                    tr._train_step(model, self.opt, batches, fsrc, flog, amp, i)
+            phase = "timed"
+            vis_tokens.clear()
+            if cuda:
+                torch.cuda.synchronize()
+            nvml.start()
+            t0 = time.perf_counter()
+            sts = [tr._train_step(model, self.opt, batches, fsrc, flog, amp, a.warmup + i) for i in range(n_timed)]
+            if cuda:
+                torch.cuda.synchronize()
+            wall = time.perf_counter() - t0
+            res.update(nvml.stop())
+            vis_timed = list(vis_tokens)
+            phase = "count"
+            losses = [float(s["loss"]) for s in sts]
+            counter_c, counter_p = LinearFlops(model.compressor), LinearFlops(model.projector)  # one more step
+            st = tr._train_step(model, self.opt, batches, fsrc, flog, amp, n_steps)
+            counter_c.remove()
+            counter_p.remove()
+            float(st["loss"])
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
+            if not _is_oom(e):
+                raise
+            nvml.stop()
+            return {"oom": True, "phase": phase, "error": str(e).split("\n")[0][:300],
+                    "peak_mem_gib": _peak(dev)}
+        finally:
+            hook.remove()
+            close_loader(batches)
+            del batches, loader
+            self.opt.zero_grad(set_to_none=True)
+        items = sum(s["items"] for s in sts)
+        text = sum(s["tokens"] for s in sts) - items * inp.n_visual
+        vis = statistics.mean(vis_timed) if vis_timed else float(inp.n_visual)
+        seq_per_item = vis + text / items
+        n_labels = statistics.mean(len([t for t in it_lab if t != -100]) for it_lab in _labels(inp))
+        fl = step_flops(model, r, inp.encoder, seq_per_item * r.batch, n_labels * r.batch,
+                        counter_c.flops / 1.0, counter_p.flops / 1.0)
+        step_s = wall / n_timed
+        out = {"step_s": round(step_s, 4), "items_per_s": round(items / wall, 3),
+               "llm_tokens_per_item": round(seq_per_item, 1), "visual_tokens_per_item": round(vis, 1),
+               "visual_tokens_bound": inp.n_visual, "text_tokens_per_item": round(text / items, 1),
+               "tokens_per_s": round(seq_per_item * items / wall, 1),
+               "data_wait_s_per_step": round(sum(s["data_s"] for s in sts) / n_timed, 4), "timed_steps": n_timed,
+               "peak_mem_gib": _peak(dev), "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
+               "losses_finite": all(math.isfinite(x) for x in losses), **res,
+               "tflops_per_s_mfu": round(fl["flops_mfu"] / step_s / 1e12, 1),
+               "tflops_per_s_executed": round(fl["flops_executed"] / step_s / 1e12, 1),
+               "flops_per_step": {k: float(f"{v:.4g}") for k, v in fl.items()}}
+        if cuda:
+            out["mfu_pct"] = round(100 * fl["flops_mfu"] / step_s / 1e12 / DATASHEET_BF16_TFLOPS, 2)
+            out["hfu_pct"] = round(100 * fl["flops_executed"] / step_s / 1e12 / DATASHEET_BF16_TFLOPS, 2)
+            if a.peak:
+                out["mfu_pct_of_measured_peak"] = round(100 * fl["flops_mfu"] / step_s / 1e12 / a.peak, 2)
+        return out
+
+    def close(self) -> None:
+        self.model = self.opt = self.inputs = self.tr = None
+
+
+def _labels(inp: Any) -> list[list[int]]:
+    """The label rows of the first few records (the loss's labelled token count per item)."""
+    out = []
+    for j in range(min(4, len(inp.manifest))):
+        out.append(inp.conv.encode(inp.manifest.record(j)["conversations"]).labels)
+    return out
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower() \
+        or "CUBLAS_STATUS_ALLOC_FAILED" in str(e)
+
+
+def _peak(dev: torch.device) -> float | None:
+    return round(torch.cuda.max_memory_allocated(dev) / 2**30, 2) if dev.type == "cuda" else None
+
+
+class _nullctx:
+    def __enter__(self) -> None:
+        return None
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-
-    def mean(self) -> float | None:
-        return statistics.mean(self.values) if self.values else None
+        return None
 
 
-def measure(cfg: Any, run_dir: Path, device: torch.device, warmup: int) -> dict[str, Any]:
-    from harness.data.pipeline import FeatureSource
-    from harness.model.ssm import resolve_backend
-    from harness.train import Trainer, stage_index, stage_orders, stages_of
-    from harness.train_inputs import make_train_loader
+def _free() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
-    tr = Trainer(cfg, run_dir, progress=False, device=str(device))
-    stages = stages_of(cfg)
-    model, manifest, inputs = tr._build()
-    tr._master_weights(model, stages)
-    tr._unwrapped = model
-    tr._set_trainable(stages[0])
-    opt = tr._optimizer([p for p in model.parameters() if p.requires_grad])
-    orders = stage_orders(cfg, stages, manifest, inputs.plugin)
-    loader = make_train_loader(cfg, inputs, orders, [stage_index(stages, s) for s in range(cfg.train.steps)], 0, 0)
-    fsrc = FeatureSource(inputs.encoder, device, inputs.online_bf16)
-    cuda = device.type == "cuda"
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    phases = ("decode_wait", "encode", "compressor", "llm", "backward", "optimizer")
-    walls: dict[str, list[float]] = {p: [] for p in phases}
-    gpu_ms: list[float] = []
-    step_s: list[float] = []
-    n_tokens: list[int] = []
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    batches = iter(loader)
-    with Sampler() as util:
-        for step in range(cfg.train.steps):
-            sync()
-            t_step = time.perf_counter()
-            ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)] if cuda else None
-            marks = {}
-            t = time.perf_counter()
-            batch = next(batches)
-            marks["decode_wait"] = time.perf_counter() - t
-            items = batch["items"]
-            if ev:
-                ev[0].record()
-            t = time.perf_counter()
-            feats = fsrc.features(items)
-            sync()
-            marks["encode"] = time.perf_counter() - t
-            t = time.perf_counter()
-            with amp:
-                vis, out = model.encode_video(feats)
-            sync()
-            marks["compressor"] = time.perf_counter() - t
-            rows = [it["row"] for it in items]
-            t = time.perf_counter()
-            with amp:
-                loss = model.sft_loss(list(vis), [r.before for r in rows], [r.after for r in rows],
-                                      [r.labels for r in rows])
-            sync()
-            marks["llm"] = time.perf_counter() - t
-            t = time.perf_counter()
-            loss.backward()
-            sync()
-            marks["backward"] = time.perf_counter() - t
-            t = time.perf_counter()
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sync()
-            marks["optimizer"] = time.perf_counter() - t
-            if ev:
-                ev[1].record()
-                torch.cuda.synchronize()
-            if step >= warmup:
-                for p in phases:
-                    walls[p].append(marks[p])
-                step_s.append(time.perf_counter() - t_step)
-                if ev:
-                    gpu_ms.append(ev[0].elapsed_time(ev[1]))
-                n_tokens.append(int(vis.shape[1]))
-    total = sum(step_s)
-    res = {"items_per_s": len(step_s) * cfg.train.batch_size / total, "step_s": statistics.median(step_s),
-           "visual_tokens": statistics.median(n_tokens) if n_tokens else None,
-           "split_frac": {p: round(sum(walls[p]) / total, 4) for p in phases},
-           "split_s": {p: round(statistics.median(walls[p]), 4) for p in phases},
-           "gpu_busy_pct": round(100 * sum(gpu_ms) / 1000 / total, 1) if gpu_ms else None,
-           "nvml_util_pct": util.mean(),
-           "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None,
-           "ssm_backend": resolve_backend("auto", device), "loss": float(loss.detach())}
-    del batches, loader
-    return res
+
+def wait_for_mamba(path: str, limit_s: float) -> dict[str, Any]:
+    """Block until ``path`` exists (the build script touches it once mamba-ssm is installed), then make
+    this process see the new package (import caches, the harness's cached kernel look-ups)."""
+    t0 = time.perf_counter()
+    while not Path(path).exists() and time.perf_counter() - t0 < limit_s:
+        time.sleep(2)
+    importlib.invalidate_caches()
+    from harness.model import ssm
+    from harness.model.ssm import ssd
+
+    for mod in (ssm, ssd):
+        for name in dir(mod):
+            f = getattr(mod, name)
+            if callable(getattr(f, "cache_clear", None)) and name.startswith("cuda_"):
+                f.cache_clear()
+    return {"waited_s": round(time.perf_counter() - t0, 1), "ready": Path(path).exists()}
+
+
+def ssm_info(device: torch.device) -> dict[str, Any]:
+    from harness.model.ssm.ssd import cuda_split_conv1d_scan_fn, resolve_ssd_backend
+
+    info = {"ssd_backend": resolve_ssd_backend("auto", device),
+            "fused_conv_scan": cuda_split_conv1d_scan_fn() is not None}
+    try:
+        import mamba_ssm
+
+        info["mamba_ssm"] = mamba_ssm.__version__
+    except Exception:  # noqa: BLE001
+        info["mamba_ssm"] = None
+    return info
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """vanilla / proposed at the same LLM, stage, frames and batch (each arm at its own best fitting
+    setting: checkpointing where the arm needs it to fit, else without)."""
+    ok = [r for r in rows if "step_s" in r]
+    out = []
+    for v in [r for r in ok if r["arm"] == "vanilla"]:
+        for p in [r for r in ok if r["arm"] in ("proposed", "proposed_all")]:
+            if (p["llm"], p["stage"], p["frames"], p["batch"]) != (v["llm"], v["stage"], v["frames"], v["batch"]):
+                continue
+            out.append({"llm": v["llm"], "stage": v["stage"], "frames": v["frames"], "batch": v["batch"],
+                        "vanilla": v["run"], "proposed": p["run"],
+                        "step_time_ratio": round(v["step_s"] / p["step_s"], 2),
+                        "items_per_s_ratio": round(p["items_per_s"] / v["items_per_s"], 2),
+                        "llm_tokens_per_item": [v["llm_tokens_per_item"], p["llm_tokens_per_item"]],
+                        "paper_ratio": round(PAPER_RATIO, 2)})
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", nargs="+", default=["vanilla:7b:s1:f64:b1:ac", "proposed:7b:s1:f64:b1"])
     ap.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (a smoke test of this script)")
-    ap.add_argument("--llm", choices=sorted(QWEN2), default="1.5b")
-    ap.add_argument("--frames", type=int, default=64)
-    ap.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--stage", type=int, choices=(1, 2), default=2)
-    ap.add_argument("--steps", type=int, default=12, help="steps per batch size (the first --warmup not timed)")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per run")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--slow-steps", type=int, default=2, help="timed steps of runs whose first step takes > 2 s")
     ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--videos", type=int, default=16)
-    ap.add_argument("--seconds", type=float, default=60.0, help="length of each generated video")
+    ap.add_argument("--videos", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=20.0, help="length of each generated video (8 fps)")
+    ap.add_argument("--fit", action="store_true", help="after an OOM, try smaller frame counts (largest that fits)")
+    ap.add_argument("--wait-for-mamba", default="", help="before the first compressed run, wait for this file")
+    ap.add_argument("--wait-limit", type=float, default=420.0)
+    ap.add_argument("--deadline", type=float, default=0.0, help="skip runs once this many seconds have passed")
+    ap.add_argument("--out", default="results/benchmarks/gpu_paper_ratio.json")
     a = ap.parse_args()
     from transformers import Qwen2Config
 
+    from harness.store import atomic_write_text
+
+    t_start = time.perf_counter()
+    runs = [Run.parse(s) for s in a.runs]
     if a.tiny:
-        a.frames, a.batch, a.steps, a.warmup = min(a.frames, 8), a.batch[:2], min(a.steps, 4), 1
-        a.workers, a.videos, a.seconds = min(a.workers, 2), 4, 4.0
+        runs = [dataclasses.replace(r, llm="tiny", frames=min(r.frames, 8)) for r in runs]
+        a.steps, a.warmup, a.slow_steps, a.workers, a.videos, a.seconds = 2, 1, 2, 0, 2, 2.0
     device = torch.device("cuda" if torch.cuda.is_available() and not a.tiny else "cpu")
-    rows = []
+    a.peak = matmul_tflops(device)
+    nvml = Nvml()
+    doc: dict[str, Any] = {"machine": machine(), "device": str(device), "matmul_bf16_tflops": a.peak,
+                           "datasheet_bf16_tflops": DATASHEET_BF16_TFLOPS, "paper_ratio": round(PAPER_RATIO, 2),
+                           "tower": TINY_TOWER if a.tiny else SIGLIP_SO400M, "workers": a.workers,
+                           "steps": a.steps, "warmup": a.warmup, "nvml": nvml.read is not None, "rows": []}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        doc["ratios"] = ratios(doc["rows"])
+        atomic_write_text(out, json.dumps(doc, indent=1))
+
     with tempfile.TemporaryDirectory(prefix="paper_step_") as tmp:
         work = Path(tmp)
-        llm_dir = work / "llm"
-        Qwen2Config(**(TINY_LLM if a.tiny else QWEN2[a.llm])).save_pretrained(llm_dir)
+        for name in sorted({r.llm for r in runs}):
+            Qwen2Config(**(TINY_LLM if a.tiny else QWEN2[name])).save_pretrained(work / f"llm_{name}")
         t0 = time.perf_counter()
         make_data(work / "data", 32 if a.tiny else 384, a.videos, a.seconds)
-        print(f"data: {a.videos} videos in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        for b in a.batch:
-            cfg = run_config(a, work / "data", llm_dir, work, b)
-            try:
-                r = measure(cfg, work / f"run_b{b}", device, a.warmup)
-            except torch.cuda.OutOfMemoryError as e:
-                r = {"error": f"OOM: {str(e)[:200]}"}
-                torch.cuda.empty_cache()
-            row = {"batch": b, "frames": a.frames, "stage": a.stage, **r}
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr)
-    flat = [{**{k: v for k, v in r.items() if not isinstance(v, dict)},
-             **{f"{k}%": round(100 * v, 1) for k, v in r.get("split_frac", {}).items()}} for r in rows]
-    print_table(flat, ["batch", "items_per_s", "step_s", "gpu_busy_pct", "nvml_util_pct", "peak_mem_gib",
-                       "visual_tokens", "decode_wait%", "encode%", "compressor%", "llm%", "backward%", "optimizer%"])
-    write_json("gpu_paper_step_tiny" if a.tiny else "gpu_paper_step",
-               {"machine": machine(), "llm": "tiny" if a.tiny else f"qwen2-{a.llm}", "device": str(device),
-                "tower": TINY_TOWER if a.tiny else SIGLIP_SO400M, "workers": a.workers, "rows": rows})
+        doc["data_s"] = round(time.perf_counter() - t0, 1)
+        print(f"data: {a.videos} videos in {doc['data_s']} s", file=sys.stderr)
+        group, gkey, waited, build_s = None, None, not a.wait_for_mamba, 0.0
+        for r in runs:
+            if a.deadline and time.perf_counter() - t_start > a.deadline:
+                doc["rows"].append({"run": r.name, **dataclasses.asdict(r), "skipped": "deadline"})
+                save()
+                continue
+            if r.arm != "vanilla" and not waited:
+                doc["mamba_wait"] = wait_for_mamba(a.wait_for_mamba, a.wait_limit)
+                waited = True
+            if r.group != gkey:
+                if group is not None:
+                    group.close()
+                group = None
+                _free()
+                gkey = r.group
+                try:
+                    t0 = time.perf_counter()
+                    group = Group(r, a, work, device)
+                    build_s = round(time.perf_counter() - t0, 1)
+                except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
+                    if not _is_oom(e):
+                        raise
+                    _free()
+                    doc["rows"].append({"run": r.name, **dataclasses.asdict(r), "oom": True, "phase": "build",
+                                        "error": str(e).split("\n")[0][:300]})
+                    save()
+                    continue
+            if group is None:
+                doc["rows"].append({"run": r.name, **dataclasses.asdict(r), "oom": True, "phase": "build"})
+                save()
+                continue
+            frames_try = [r.frames]
+            if a.fit:
+                frames_try += [f for f in (r.frames * 3 // 4, r.frames // 2, r.frames // 4, r.frames // 8) if f >= 4]
+            for f in frames_try:
+                rr = dataclasses.replace(r, frames=f)
+                t0 = time.perf_counter()
+                res = group.measure(rr, nvml)
+                row = {"run": rr.name, **dataclasses.asdict(rr), **res, "build_s": build_s,
+                       "wall_s": round(time.perf_counter() - t0, 1), "adamw": group.adamw,
+                       "ssm": ssm_info(device) if r.arm != "vanilla" else None}
+                build_s = 0.0
+                doc["rows"].append(row)
+                save()
+                print(json.dumps({k: v for k, v in row.items() if k != "flops_per_step"}), file=sys.stderr)
+                _free()
+                if "oom" not in res:
+                    break
+        if group is not None:
+            group.close()
+    doc["total_s"] = round(time.perf_counter() - t_start, 1)
+    save()
+    cols = ["run", "step_s", "items_per_s", "llm_tokens_per_item", "tokens_per_s", "nvml_util_pct", "mfu_pct",
+            "hfu_pct", "peak_mem_gib"]
+    print(" | ".join(cols))
+    for row in doc["rows"]:
+        print(" | ".join("OOM" if row.get("oom") and c == "step_s" else str(row.get(c, "")) for c in cols))
+    for x in doc["ratios"]:
+        print(f"ratio {x['vanilla']} / {x['proposed']}: step time {x['step_time_ratio']}x, items/s "
+              f"{x['items_per_s_ratio']}x (paper {x['paper_ratio']}x), tokens/item {x['llm_tokens_per_item']}")
     return 0
 
 

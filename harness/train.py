@@ -337,6 +337,11 @@ class Trainer:
         inputs = build_inputs(cfg, manifest, tokenizer, model, self.device)
         return model, manifest, inputs
 
+    @staticmethod
+    def _read_back(losses: list[torch.Tensor]) -> list[float]:
+        """A window's step losses, read back at once: the one host sync of the window."""
+        return torch.stack(losses).tolist()
+
     def _train_step(self, wrapped: nn.Module, opt: torch.optim.Optimizer, batches: Any, fsrc: Any, flog: FailureLog,
                     amp: Any, step: int) -> dict[str, Any]:
         """One optimizer step: ``grad_accum`` micro-batches from ``batches`` (encode, loss, backward),
@@ -479,7 +484,7 @@ class Trainer:
             if logged or done % t.checkpoint_every == 0:
                 # the losses since the last check, read back at once: the only host sync of a step
                 # window (every step's loss stays on the device until then)
-                vals = torch.stack(win_losses).tolist()
+                vals = self._read_back(win_losses)
                 win_losses.clear()
                 for k, v in enumerate(vals):
                     if not math.isfinite(v):
