@@ -80,7 +80,7 @@ TINY_LLM = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_
                 intermediate_size=128, vocab_size=1000, max_position_embeddings=8192)
 ARMS = ("vanilla", "proposed", "proposed_all")
 SPEC = re.compile(r"^(?P<arm>[a-z_]+):(?P<llm>[0-9.]+b|tiny):s(?P<stage>[12]):f(?P<frames>\d+):b(?P<batch>\d+)"
-                  r"(?P<flags>(:(ac|compile))*)$")
+                  r"(?P<flags>(:(ac|compile|fit|prof))*)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,15 +92,18 @@ class Run:
     batch: int
     ac: bool = False
     compile: bool = False
+    fit: bool = False  # after an OOM, try fewer frames and record the largest count that fits
+    prof: bool = False  # profile two more steps: kernel busy fraction, host syncs per step, top kernels
 
     @staticmethod
     def parse(text: str) -> Run:
         m = SPEC.match(text)
         if not m or m["arm"] not in ARMS:
-            raise SystemExit(f"bad run {text!r}: ARM:LLM:sSTAGE:fFRAMES:bBATCH[:ac][:compile], ARM in {ARMS}")
+            raise SystemExit(f"bad run {text!r}: ARM:LLM:sSTAGE:fFRAMES:bBATCH[:ac][:compile][:fit][:prof], "
+                             f"ARM in {ARMS}")
         flags = set(filter(None, m["flags"].split(":")))
         return Run(m["arm"], m["llm"], int(m["stage"]), int(m["frames"]), int(m["batch"]), "ac" in flags,
-                   "compile" in flags)
+                   "compile" in flags, "fit" in flags, "prof" in flags)
 
     @property
     def name(self) -> str:
@@ -331,7 +334,7 @@ class Group:
             llm.gradient_checkpointing_disable()
         orders = stage_orders(cfg, self.stages, self.manifest, inp.plugin)
         n_steps = a.warmup + a.steps
-        loader = make_train_loader(cfg, inp, orders, [stage_index(self.stages, s) for s in range(n_steps + 2)], 0, 0,
+        loader = make_train_loader(cfg, inp, orders, [stage_index(self.stages, s) for s in range(n_steps + 4)], 0, 0,
                                    pin_memory=cuda)
         fsrc = PinnedFeatureSource(inp.encoder, dev, inp.online_bf16)
         flog = FailureLog(1.0, 10**9)
@@ -349,9 +352,16 @@ class Group:
             t_first = time.perf_counter()
             float(tr._train_step(model, self.opt, batches, fsrc, flog, amp, 0)["loss"])  # workers start here
             res["first_step_s"] = round(time.perf_counter() - t_first, 3)
+            phase = "count"  # the second step also counts the compressor's and projector's matmul FLOPs
+            counter_c, counter_p = LinearFlops(model.compressor), LinearFlops(model.projector)
             t_second = time.perf_counter()
-            float(tr._train_step(model, self.opt, batches, fsrc, flog, amp, 1)["loss"])
+            try:
+                float(tr._train_step(model, self.opt, batches, fsrc, flog, amp, 1)["loss"])
+            finally:
+                counter_c.remove()
+                counter_p.remove()
             res["second_step_s"] = round(time.perf_counter() - t_second, 3)
+            phase = "warmup"
             n_timed = a.steps
             if res["second_step_s"] > 1.5:  # a slow (uncompressed) step: fewer timed steps, no more warm-up
                 n_timed = min(a.steps, a.slow_steps)
@@ -370,13 +380,11 @@ class Group:
             wall = time.perf_counter() - t0
             res.update(nvml.stop())
             vis_timed = list(vis_tokens)
-            phase = "count"
             losses = [float(s["loss"]) for s in sts]
-            counter_c, counter_p = LinearFlops(model.compressor), LinearFlops(model.projector)  # one more step
-            st = tr._train_step(model, self.opt, batches, fsrc, flog, amp, n_steps)
-            counter_c.remove()
-            counter_p.remove()
-            float(st["loss"])
+            if r.prof:
+                phase = "profile"
+                res["profile"] = profile_steps(lambda i: tr._train_step(model, self.opt, batches, fsrc, flog, amp,
+                                                                        n_steps + i), 2)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
             if not _is_oom(e):
                 raise
@@ -386,7 +394,6 @@ class Group:
         finally:
             hook.remove()
             close_loader(batches)
-            del batches, loader
             self.opt.zero_grad(set_to_none=True)
         items = sum(s["items"] for s in sts)
         text = sum(s["tokens"] for s in sts) - items * inp.n_visual
@@ -415,6 +422,50 @@ class Group:
 
     def close(self) -> None:
         self.model = self.opt = self.inputs = self.tr = None
+
+
+def profile_steps(step: Any, n: int) -> dict[str, Any]:
+    """torch.profiler over ``n`` steps: the fraction of the wall time some kernel runs (union of kernel
+    intervals), the host syncs per step (cudaStreamSynchronize / cudaDeviceSynchronize / blocking
+    cudaMemcpy / event syncs), the top kernels by GPU time."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for i in range(n):
+            step(i)
+        sync()
+    wall_us = (time.perf_counter() - t0) * 1e6
+    evs = prof.events()
+    spans = sorted((e.time_range.start, e.time_range.end) for e in evs if e.device_type == DeviceType.CUDA)
+    busy, cur_s, cur_e = 0.0, None, None
+    for a, b in spans:
+        if cur_e is None or a > cur_e:
+            if cur_e is not None:
+                busy += cur_e - cur_s
+            cur_s, cur_e = a, b
+        else:
+            cur_e = max(cur_e, b)
+    if cur_e is not None:
+        busy += cur_e - cur_s
+    cpu = [e for e in evs if e.device_type == DeviceType.CPU]
+    t_first = min((e.time_range.start for e in cpu), default=0.0)
+    t_last = max((e.time_range.end for e in cpu), default=wall_us)
+    syncs: dict[str, int] = {}
+    for e in cpu:
+        if e.name in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy"):
+            syncs[e.name] = syncs.get(e.name, 0) + 1
+    top = sorted((k for k in prof.key_averages() if getattr(k, "device_time_total", 0) > 0),
+                 key=lambda k: -k.device_time_total)[:12]
+    return {"steps": n, "wall_ms_per_step": round(wall_us / n / 1e3, 2),
+            "kernel_busy_pct": round(100 * busy / max(t_last - t_first, 1.0), 1),
+            "n_kernels_per_step": round(len(spans) / n), "host_syncs_per_step": {k: v / n for k, v in syncs.items()},
+            "top_kernels_ms_per_step": [[k.key[:90], round(k.device_time_total / n / 1e3, 2), k.count // n]
+                                        for k in top]}
 
 
 def _labels(inp: Any) -> list[list[int]]:
@@ -577,12 +628,14 @@ def main() -> int:
                 save()
                 continue
             frames_try = [r.frames]
-            if a.fit:
+            if a.fit or r.fit:
                 frames_try += [f for f in (r.frames * 3 // 4, r.frames // 2, r.frames // 4, r.frames // 8) if f >= 4]
             for f in frames_try:
                 rr = dataclasses.replace(r, frames=f)
                 t0 = time.perf_counter()
                 res = group.measure(rr, nvml)
+                if a.wait_for_mamba:
+                    res["mamba_build_running"] = not Path(a.wait_for_mamba).exists()
                 row = {"run": rr.name, **dataclasses.asdict(rr), **res, "build_s": build_s,
                        "wall_s": round(time.perf_counter() - t0, 1), "adamw": group.adamw,
                        "ssm": ssm_info(device) if r.arm != "vanilla" else None}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Issue 30 on one GPU machine, from the repository root (a clean copy of the committed tree in .gpuwt/,
+# carried with the PyAV wheel in .whl/ and the mamba-ssm / causal-conv1d sdists or wheels in .mamba/):
+#
+#     bash benchmarks/gpu_issue30.sh sweep    # builds mamba-ssm + causal-conv1d (niced, wheels split into
+#                                             # $OUT) while the GPU times the vanilla arm; the proposed arm
+#                                             # once the build is installed; one process, one JSON
+#     RUNS="..." bash benchmarks/gpu_issue30.sh measure   # wheels from .mamba/.whl, the RUNS in one process
+#
+# Everything but the wheels lands in $OUT/res.tgz (the device returns 8 files at most); the JSON also as
+# $OUT/<tag>.json.
+set -uo pipefail
+stage=${1:?sweep or measure}
+tag=${TAG:-gpu_paper_ratio}
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/av-*.whl || exit 3
+export PYTHONPATH=$PWD:/tmp/site
+R=$OUT/res
+mkdir -p "$R"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu \
+    --format=csv | tee "$R/nvidia_smi.csv"
+python3 -c "import torch, transformers, harness.train, av, pynvml; print('torch', torch.__version__, 'transformers', transformers.__version__)" 2>&1 | tail -2
+nproc; free -g | head -2
+marker=/tmp/mamba_ready
+if [ "$stage" = sweep ]; then
+    (EXPORT_WHEEL=1 MAX_JOBS=${MAX_JOBS:-10} CC_JOBS=${CC_JOBS:-6} nice -n 19 bash benchmarks/gpu_build_mamba.sh \
+        > "$R/build.log" 2>&1; echo "build rc $?" >> "$R/build.log"; touch $marker) &
+    wait_arg="--wait-for-mamba $marker"
+else
+    bash benchmarks/gpu_build_mamba.sh > "$R/build.log" 2>&1; echo "install rc $?"; tail -1 "$R/build.log"
+    wait_arg=""
+fi
+timeout "${LIMIT_S:-540}" python3 benchmarks/gpu_paper_step.py $wait_arg --deadline "${DEADLINE_S:-470}" \
+    --workers "${WORKERS:-6}" --out "$R/$tag.json" --runs $RUNS ${EXTRA:-} > "$R/$tag.log" 2>&1
+echo "paper_step rc $?"
+tail -40 "$R/$tag.log"
+wait
+tail -3 "$R/build.log"
+cp "$R/$tag.json" "$OUT/" 2>/dev/null
+tar czf "$OUT/res.tgz" -C "$OUT" res && rm -rf "$R"
+ls -la "$OUT"
