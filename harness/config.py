@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.data.datasets import DATASETS, get_dataset
-from harness.model.registry import CompressorConfigBase, default_config
+from harness.model.registry import CompressorConfigBase, build_config, default_config
 from harness.schema import (  # noqa: F401  (re-exported: the builder is used with the run config everywhere)
     ConfigError,
     build,
@@ -305,6 +305,11 @@ class EvalConfig:
     batch_size: int = 16
     # lmms_eval backend: the plugin's evaluation-time args (PLUGIN_EVAL_ARGS), e.g. {max_frames_num: 64}
     model_args: dict[str, Any] = field(default_factory=dict)
+    # evaluation-only: a compressor name (``vanilla``). The run trains nothing; it scores the checkpoint of
+    # its parent, the run of this same config trained with that compressor and no token budget, with
+    # ``model.compressor`` swapped in at test time (a training-free reducer onto the uncompressed LMM).
+    # The sweep plans and runs the parent first; the run's identity holds the parent's run id.
+    parent: str = ""
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, ("loglik", "generate"))
@@ -339,6 +344,33 @@ class RunConfig:
             ds.check_groups(st.families, f"train.stages[{i}].families")
         if self.model.visual_tokens:
             self.model.compressor = self._meet_budget()
+        if self.eval.parent:
+            self._check_parent()
+
+    def parent_config(self) -> dict[str, Any]:
+        """The resolved config dict of this evaluation-only run's parent: the same run trained with
+        ``eval.parent``'s compressor (this one's widths), no token budget, not evaluation-only."""
+        d = to_dict(self)
+        c = self.model.compressor
+        d["model"]["compressor"] = to_dict(build_config({"name": self.eval.parent, "d_in": c.d_in,
+                                                         "d_model": c.d_model, "d_out": c.d_out}))
+        d["model"]["visual_tokens"] = 0
+        d["eval"]["parent"] = ""
+        return to_dict(build(RunConfig, d))
+
+    def _check_parent(self) -> None:
+        if self.protocol != "lmm":
+            raise ConfigError("eval.parent", "evaluation-only runs need protocol: lmm (the probe's read-out is "
+                              "sized by its own compressor's tokens)")
+        c = self.model.compressor
+        try:
+            parent = build_config({"name": self.eval.parent, "d_in": c.d_in, "d_model": c.d_model, "d_out": c.d_out})
+        except ConfigError as e:
+            raise ConfigError("eval.parent", e.message) from None
+        if not (parent.tokenwise and c.tokenwise):
+            raise ConfigError("eval.parent", f"a compressor swapped in at test time must load the parent's "
+                              f"compressor weights: {self.eval.parent!r} and {c.name!r} must both be token-wise "
+                              "(the uncompressed vanilla compressor, or a training-free reducer)")
 
     def _meet_budget(self) -> CompressorConfigBase:
         """``model.compressor`` changed to pass exactly ``model.visual_tokens`` tokens per video (a fixed

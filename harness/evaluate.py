@@ -35,12 +35,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from harness.config import ConfigError, RunConfig, build
+from harness.config import ConfigError, RunConfig, build, to_dict
 from harness.data.examples import load_examples
 from harness.data.prompts import PROMPT_SUFFIX, format_prompt  # noqa: F401  (re-exported)
 from harness.data.synthetic import FAMILIES, GROUPS, load_items
 from harness.identity import read_config_document
+from harness.model.compressors.base import TokenMeter
 from harness.model.lmm import LETTERS, parse_letter
+from harness.model.registry import compressor_facts
 from harness.model.taa import taa_trace
 from harness.model_io import load_model, weights_hash
 from harness.overrides import apply_overrides, blame
@@ -142,13 +144,16 @@ def score_native(model: Any, examples: list, mode: str = "loglik", batch_size: i
     return out
 
 
-def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, progress: bool = True
-                    ) -> dict[str, Any]:
+def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, progress: bool = True,
+                    checkpoint: Path | None = None) -> dict[str, Any]:
     """In-process scoring of ``cfg.eval.tasks`` on the synthetic suite. A failed video is scored wrong
-    (counted in ``n`` and in ``n_failed``) and listed whole in ``extra.failed`` with its file and reason."""
+    (counted in ``n`` and in ``n_failed``) and listed whole in ``extra.failed`` with its file and reason.
+    ``checkpoint`` (default ``run_dir``): the trained model; an evaluation-only run (``eval.parent``)
+    loads its parent's with ``cfg.model.compressor`` swapped in."""
     t0 = time.time()
     if model is None:
-        model, _ = load_model(run_dir, "cuda" if torch.cuda.is_available() else "cpu")
+        model, _ = load_model(checkpoint or run_dir, "cuda" if torch.cuda.is_available() else "cpu",
+                              compressor=cfg.model.compressor if cfg.eval.parent else None)
     fams = task_families(cfg.eval.tasks)
     examples, failed = load_examples(cfg, cfg.eval.split, progress=progress)
     by_id = {e.id: e for e in examples}
@@ -160,7 +165,11 @@ def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, pro
                     for it in items if it["id"] in failed]
     if not examples and not failed_items:
         raise ValueError(f"no {cfg.eval.split} items for tasks {cfg.eval.tasks} in {cfg.data.suite}")
-    preds = score_native(model, examples, cfg.eval.mode, cfg.eval.batch_size, progress) if examples else []
+    meter = TokenMeter(model.compressor)
+    try:
+        preds = score_native(model, examples, cfg.eval.mode, cfg.eval.batch_size, progress) if examples else []
+    finally:
+        meter.close()
     correct: dict[str, list[bool]] = defaultdict(list)
     n_failed: dict[str, int] = defaultdict(int)
     for p in preds:
@@ -180,7 +189,7 @@ def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, pro
     tokens: dict[str, Any] = {"visual_in": None, "llm_visual": None}
     if examples:
         T, P = examples[0].feats.shape[:2]
-        tokens = {"visual_in": int(T * P), "llm_visual": int(model.count_visual_tokens(T, P))}
+        tokens = {"visual_in": int(T * P), "llm_visual": int(model.count_visual_tokens(T, P)), **meter.summary()}
         extra.update(measure_costs(model, examples[0].feats.float(), examples[0].prompt))
         trace = taa_trace(model.compressor, examples[0].feats.float().to(model.device), examples[0].id)
         if trace is not None:
@@ -237,12 +246,18 @@ def lmms_task_names(cfg: RunConfig) -> list[str]:
     return list(cfg.eval.tasks)
 
 
-def plugin_model_args(cfg: RunConfig, run_dir: Path, out_dir: Path) -> str:
+def plugin_model_args(cfg: RunConfig, run_dir: Path, out_dir: Path, checkpoint: Path | None = None) -> str:
     """``--model_args`` of the ``mambamia`` plugin: checkpoint, its weights hash (so lmms-eval's response
     cache never serves answers of an older checkpoint at the same path), where to write the plugin's
-    stats, and ``eval.model_args``."""
-    args = {"checkpoint": str(run_dir), "mode": cfg.eval.mode, "weights": weights_hash(run_dir),
+    stats, and ``eval.model_args``. An evaluation-only run scores ``checkpoint`` (its parent's) with its
+    own compressor, written to ``<run>/compressor.json`` and passed as ``compressor=``."""
+    ckpt = Path(checkpoint or run_dir)
+    args = {"checkpoint": str(ckpt), "mode": cfg.eval.mode, "weights": weights_hash(ckpt),
             "output_dir": str(out_dir), **cfg.eval.model_args}
+    if cfg.eval.parent:
+        spec = Path(run_dir) / "compressor.json"
+        atomic_write_text(spec, json.dumps(to_dict(cfg.model.compressor), indent=1))
+        args["compressor"] = str(spec)
     for k, v in args.items():
         if "," in str(v) or "=" in str(v):
             raise ValueError(f"eval.model_args.{k}: {v!r} cannot go into lmms-eval's key=value,... model_args")
@@ -374,7 +389,8 @@ def _failed_right(path: Path, metric: str, doc_ids: set[int]) -> int:
     return n
 
 
-def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True, checkpoint: Path | None = None
+                       ) -> dict[str, Any]:
     """Score ``cfg.eval.tasks`` with lmms-eval through the ``mambamia`` plugin. Every task's own metrics
     come back as lmms-eval computed them; ``mia_*`` families are regrouped as the native scorer groups them
     (``mia_long``, ``mia_dense``, ``mia_all``), which lmms-eval's size-weighted groups equal."""
@@ -384,7 +400,7 @@ def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True) -> 
     if cfg.eval.split != "test":
         raise ValueError("eval.backend=lmms_eval scores each task's own evaluation split; use backend native "
                          f"for split {cfg.eval.split!r}")
-    margs = plugin_model_args(cfg, run_dir, out_dir)
+    margs = plugin_model_args(cfg, run_dir, out_dir, checkpoint)
     env_suite = str(Path(cfg.data.suite).resolve())
     if cfg.eval.lmms_eval_launch == "cli":
         cmd = lmms_eval_command(run_dir, cfg, out_dir, margs)
@@ -461,6 +477,7 @@ def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True) -> 
     all_tok = [_sample_tokens(p) for p in samples.values()]
     all_tok = [(m, n) for m, n in all_tok if m is not None]
     tokens = {"visual_in": stats.get("visual_in"), "llm_visual": stats.get("llm_visual"),
+              **{k: stats[k] for k in ("llm_visual_min", "llm_visual_max", "n_videos") if k in stats},
               "llm_input_mean": (sum(m * n for m, n in all_tok) / sum(n for _, n in all_tok)) if all_tok else None}
     rel = lambda p: str(Path(p).relative_to(run_dir)) if Path(p).is_relative_to(run_dir) else str(p)  # noqa: E731
     extra = {"backend": "lmms_eval", "launch": cfg.eval.lmms_eval_launch, "mode": cfg.eval.mode,
@@ -475,14 +492,20 @@ def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True) -> 
 
 
 # ------------------------------------------------------------------------------------------ API / CLI
-def evaluate_run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Score the model trained into ``run_dir`` with ``cfg.eval`` (see the module docstring); the result
-    is also written to ``<run>/eval/<backend>/<suite_key>/result.json``."""
+def evaluate_run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, checkpoint: str | Path | None = None
+                 ) -> dict[str, Any]:
+    """Score the model trained into ``run_dir`` (or ``checkpoint``: an evaluation-only run's parent) with
+    ``cfg.eval`` (see the module docstring); the result is also written to
+    ``<run>/eval/<backend>/<suite_key>/result.json``."""
     run_dir = Path(run_dir)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and not (ckpt / "model" / "config.json").is_file() and not (ckpt / "config.json").is_file():
+        raise FileNotFoundError(f"{ckpt}: no trained model to evaluate (the parent run wrote no checkpoint)")
     if cfg.eval.backend == "native":
-        res = evaluate_native(cfg, run_dir, progress=progress)
+        res = evaluate_native(cfg, run_dir, progress=progress, checkpoint=ckpt)
     else:
-        res = evaluate_lmms_eval(cfg, run_dir, progress=progress)
+        res = evaluate_lmms_eval(cfg, run_dir, progress=progress, checkpoint=ckpt)
+    res.setdefault("extra", {}).update(compressor_facts(cfg.model.compressor))
     atomic_write_text(eval_dir(cfg, run_dir) / "result.json", json.dumps(res, indent=2))
     return res
 

@@ -42,7 +42,7 @@ ENCODER_VERSIONS = {"tiny": 2, "siglip": 1, "clip": 1}
 # Bump with a migration when the config's fields or defaults change (see the module docstring).
 SCHEMA_VERSION = 3
 # schema version -> fingerprint of the resolved default RunConfig under it (the full tree, hashed)
-DEFAULTS_FINGERPRINTS = {2: "b135d5893388", 3: "d5dfb184629f"}
+DEFAULTS_FINGERPRINTS = {2: "b135d5893388", 3: "b2b02da0c12d"}
 SCHEMA_KEY = "config_schema"
 
 
@@ -82,7 +82,8 @@ def _from_1(d: dict[str, Any]) -> dict[str, Any]:
 def _from_2(d: dict[str, Any]) -> dict[str, Any]:
     """Schema 2 -> 3 (the compressor registry, issue 28): the compressor config names its registry entry
     (``model.compressor.name``; every earlier config was the MambaMia compressor, ``mambamia``), and the
-    model has a token budget (``model.visual_tokens`` 0: none; ``model.budget_by: period``)."""
+    model has a token budget (``model.visual_tokens`` 0: none; ``model.budget_by: period``), and a run may be
+    evaluation-only (``eval.parent``, empty: it trains)."""
     model = d.get("model")
     if not isinstance(model, dict):
         return d
@@ -91,6 +92,9 @@ def _from_2(d: dict[str, Any]) -> dict[str, Any]:
         comp.setdefault("name", "mambamia")
     model.setdefault("visual_tokens", 0)
     model.setdefault("budget_by", "period")
+    ev = d.get("eval")
+    if isinstance(ev, dict):
+        ev.setdefault("parent", "")
     return d
 
 

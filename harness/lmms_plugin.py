@@ -23,6 +23,12 @@ Model args (anything else is rejected with this list, see :data:`MODEL_ARGS`):
 * ``max_new_tokens``: cap on generated tokens (the task's own ``max_new_tokens`` is used when smaller).
 * ``taa_threshold`` / ``taa_max_frames``: the v2 time-axis aggregator's delta threshold and frame cap
   (evaluation-time; an error on a model without the aggregator).
+* ``compressor``: swap a compressor in at test time, by registry name (``fastvid``, its defaults and the
+  checkpoint's widths) or as a JSON file of a compressor config (what an evaluation-only sweep run
+  writes); with ``visual_tokens=N`` it is set to pass exactly N tokens per video (a reducer by its ratio).
+  The checkpoint's compressor must be token-wise (the vanilla LMM), as the swapped one (a reducer): the
+  field's evaluation of a training-free reducer on an already trained LMM, e.g.
+  ``--model_args checkpoint=results/runs/<vanilla>,compressor=fastvid,visual_tokens=64``.
 * ``batch_size``, ``device``, ``cache_dir`` (feature cache; default the run's ``data.cache_dir``),
   ``max_cached_videos`` (features kept in memory, default 64: bounded memory), ``output_dir`` (where
   ``plugin_stats.json`` goes; default ``<run>/eval``), ``mode`` (informational).
@@ -56,14 +62,16 @@ from harness.data.cache import FeatureCache
 from harness.data.encoders import build_encoder
 from harness.data.features import video_features
 from harness.data.video import VideoDecodeError
+from harness.model.compressors.base import TokenMeter
+from harness.model.registry import CompressorConfigBase, build_config
 from harness.model.tokenizer import VIDEO_PLACEHOLDER
-from harness.model_io import load_model, model_dir, weights_hash
+from harness.model_io import checkpoint_config, load_model, model_dir, weights_hash
 from harness.store import atomic_write_text
 
 MODEL_ID = "mambamia"
 #: every model arg the plugin takes; lmms-eval itself passes batch_size / max_batch_size / device
 MODEL_ARGS = ("checkpoint", "weights", "batch_size", "max_batch_size", "device", "mode", "output_dir",
-              *PLUGIN_EVAL_ARGS)
+              "compressor", "visual_tokens", *PLUGIN_EVAL_ARGS)
 CHAT_TEMPLATES = ("auto", "none")
 
 
@@ -99,7 +107,8 @@ class MambaMiaLMM(lmms):
         if a.get("weights") not in (None, "") and str(a["weights"]) != self.weights:
             raise ValueError(f"mambamia: weights={a['weights']} but {model_dir(checkpoint)} hashes to "
                              f"{self.weights}: the checkpoint changed since this command line was made")
-        self.model, self.cfg = load_model(checkpoint, self._device)
+        self.model, self.cfg = load_model(checkpoint, self._device, compressor=self._swap(checkpoint, a))
+        self.meter = TokenMeter(self.model.compressor)
         self.batch_size_per_gpu = int(a.get("batch_size") or 16)
         self.mode = str(a.get("mode", "loglik"))
         self.max_new_tokens = int(a.get("max_new_tokens", 16))
@@ -130,6 +139,26 @@ class MambaMiaLMM(lmms):
                            "sampling": self.data_cfg.sampling, "fps": self.data_cfg.fps,
                            "chat_template": "tokenizer" if self.use_chat else "none",
                            "max_new_tokens": self.max_new_tokens, **self._taa_args}
+
+    @staticmethod
+    def _swap(checkpoint: str, a: dict[str, Any]) -> CompressorConfigBase | None:
+        """The compressor named by ``compressor=`` (registry name or JSON file), met to ``visual_tokens=``."""
+        spec, budget = a.get("compressor"), a.get("visual_tokens")
+        if spec in (None, ""):
+            if budget not in (None, ""):
+                raise ValueError("mambamia: visual_tokens= needs compressor= (the compressor to swap in)")
+            return None
+        _, _, own = checkpoint_config(checkpoint)
+        c = own.model.compressor
+        if str(spec).endswith(".json"):
+            d = json.loads(Path(spec).read_text())
+        else:
+            d = {"name": str(spec), "d_in": c.d_in, "d_model": c.d_model, "d_out": c.d_out}
+        cfg = build_config(d)
+        if budget not in (None, ""):
+            frames = int(a.get("max_frames_num") or own.data.n_frames)
+            cfg = cfg.meet_budget(int(budget), frames, own.model.encoder.patches_per_frame, own.model.budget_by)
+        return cfg
 
     def _set_taa(self, threshold: Any, max_frames: Any) -> None:
         taa = getattr(self.model.compressor, "taa", None)
@@ -170,7 +199,8 @@ class MambaMiaLMM(lmms):
             f = f.float()
             if self._stats["visual_in"] is None:
                 T, P = f.shape[:2]
-                self._stats = {"visual_in": int(T * P), "llm_visual": int(self.model.count_visual_tokens(T, P))}
+                self._stats = {"visual_in": int(T * P), "llm_visual": int(self.model.count_visual_tokens(T, P)),
+                               "compressor": self.cfg.model.compressor.name}
         except (VideoDecodeError, OSError) as e:
             self._failed_paths[path] = str(e)
             return None
@@ -240,7 +270,8 @@ class MambaMiaLMM(lmms):
         if self._rank != 0:
             return
         tokens = {t: {"mean_input_tokens": sum(v) / len(v), "n": len(v)} for t, v in self._tokens.items() if v}
-        rec = {**self._stats, "model_args": self.model_args, "n_failed": len(self.failed), "failed": self.failed,
+        rec = {**self._stats, **self.meter.summary(),
+               "model_args": self.model_args, "n_failed": len(self.failed), "failed": self.failed,
                "input_tokens": tokens, "prompts": self._prompts, "unk_tokens": self._unk}
         atomic_write_text(self.output_dir / "plugin_stats.json", json.dumps(rec, indent=2))
 

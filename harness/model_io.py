@@ -9,6 +9,7 @@ is what ``harness.evaluate`` and the lmms-eval plugin use.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from harness.config import RunConfig, build, config_hash, to_dict
 from harness.identity import SCHEMA_KEY, SCHEMA_VERSION, migrate_config
 from harness.model.lmm import VideoLMM
 from harness.model.presets import DTYPES, build_llm
+from harness.model.registry import CompressorConfigBase
 from harness.model.tokenizer import load_tokenizer
 from harness.store import atomic_write_text
 from harness.train_schedule import stages_of
@@ -124,17 +126,15 @@ def export_model(model: nn.Module, cfg: RunConfig, out_dir: Path, step: int,
     atomic_write_text(out_dir / "config.json", json.dumps(meta, indent=2))
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
-    """Load an exported model directory (``<run_dir>/model`` or the run dir itself) for scoring."""
-    p = Path(path)
-    if (p / MODEL_DIR / "config.json").is_file():
-        p = p / MODEL_DIR
-    meta_path = p / "config.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{p}: not a trained model directory (no config.json; expected "
-                                f"<run_dir>/{MODEL_DIR} written by harness.train)")
-    meta = json.loads(meta_path.read_text())
-    cfg = build(RunConfig, migrate_config(meta["run"], meta.get(SCHEMA_KEY)))
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               compressor: CompressorConfigBase | None = None) -> tuple[nn.Module, RunConfig]:
+    """Load an exported model directory (``<run_dir>/model`` or the run dir itself) for scoring.
+    ``compressor``: swap this compressor in at test time (an evaluation-only run: a training-free reducer
+    onto an uncompressed LMM); it must be token-wise like the checkpoint's, whose maps it loads. The
+    returned config has it in place."""
+    p, meta, cfg = checkpoint_config(path)
+    if compressor is not None:
+        cfg = swap_compressor(cfg, compressor, str(p))
     tok = load_tokenizer(p)
     if cfg.model.llm.preset == "tiny":
         llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(p / "llm")),
@@ -154,6 +154,32 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         raise ValueError(f"{p / WEIGHTS}: missing weights {bad[:5]}")
     model.to(device).eval()
     return model, cfg
+
+
+def checkpoint_config(path: str | Path) -> tuple[Path, dict[str, Any], RunConfig]:
+    """(model dir, its config.json, the RunConfig it was trained with) of an exported model directory."""
+    p = Path(path)
+    if (p / MODEL_DIR / "config.json").is_file():
+        p = p / MODEL_DIR
+    meta_path = p / "config.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{p}: not a trained model directory (no config.json; expected "
+                                f"<run_dir>/{MODEL_DIR} written by harness.train)")
+    meta = json.loads(meta_path.read_text())
+    return p, meta, build(RunConfig, migrate_config(meta["run"], meta.get(SCHEMA_KEY)))
+
+
+def swap_compressor(cfg: RunConfig, compressor: CompressorConfigBase, where: str) -> RunConfig:
+    """``cfg`` with ``compressor`` in place of its own, checked to load the checkpoint's compressor weights."""
+    own = cfg.model.compressor
+    if not (own.tokenwise and compressor.tokenwise):
+        raise ValueError(f"{where}: the checkpoint's compressor {own.name!r} and {compressor.name!r} must both be "
+                         "token-wise (vanilla, or a training-free reducer) for one to replace the other")
+    if (own.d_in, own.d_model, own.d_out) != (compressor.d_in, compressor.d_model, compressor.d_out):
+        raise ValueError(f"{where}: the checkpoint's compressor has widths d_in/d_model/d_out = "
+                         f"{own.d_in}/{own.d_model}/{own.d_out}, {compressor.name!r} "
+                         f"{compressor.d_in}/{compressor.d_model}/{compressor.d_out}")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, compressor=compressor))
 
 
 def model_dir(checkpoint: str | os.PathLike) -> Path:

@@ -188,7 +188,8 @@ class ResultsStore:
         Columns: study, run_id, label, seed, status, reason, log_path, task, metric, value, n, n_failed
         (samples scored wrong because their video could not be read), stderr (lmms-eval's), wall_time_s,
         llm_visual_tokens, visual_in_tokens, llm_input_tokens (mean LLM input per sample, lmms-eval
-        runs), plus ``v.<axis>`` for every variant axis.
+        runs), llm_visual_min / llm_visual_max (the fewest / most LLM visual tokens of one video), plus
+        ``v.<axis>`` for every variant axis.
         Runs listed in a study but absent from the store appear with status ``missing``; failed runs
         appear once with an empty task/metric, so tables can say what is missing and why.
         """
@@ -206,6 +207,8 @@ class ResultsStore:
                     "llm_visual_tokens": (rec.get("tokens") or {}).get("llm_visual"),
                     "visual_in_tokens": (rec.get("tokens") or {}).get("visual_in"),
                     "llm_input_tokens": (rec.get("tokens") or {}).get("llm_input_mean"),
+                    "llm_visual_min": (rec.get("tokens") or {}).get("llm_visual_min"),
+                    "llm_visual_max": (rec.get("tokens") or {}).get("llm_visual_max"),
                     **{f"v.{k}": v for k, v in (entry.get("variant") or {}).items()},
                 }
                 for k, v in (rec.get("extra") or {}).items():

@@ -158,6 +158,10 @@ class CompressorConfig(CompressorConfigBase):
         return _ceil_div(T, self.temporal.period), qs
 
     @property
+    def tokenwise(self) -> bool:
+        return not self.enabled  # vanilla: only the token-wise maps
+
+    @property
     def has_temporal(self) -> bool:
         return self.enabled and (self.temporal.period > 1 or self.temporal.n_layers > 0)
 

@@ -76,6 +76,12 @@ class CompressorConfigBase:
 
     # --- what the planner and the model ask of every config ------------------------------------------
     @property
+    def tokenwise(self) -> bool:
+        """Whether the learned part maps each token on its own (``in_proj`` -> ``out_norm`` ->
+        ``out_proj``), so that one such compressor's weights load into another (evaluation-only swaps)."""
+        return False
+
+    @property
     def exact_count(self) -> bool:
         """Whether :meth:`count_tokens` is the count of every video (False: an upper bound)."""
         return True
@@ -185,6 +191,12 @@ def build_compressor(cfg: CompressorConfigBase | dict[str, Any] | None = None) -
     """The nn.Module of a compressor config (or of a plain mapping, strictly validated)."""
     cfg = build_config(cfg)
     return get_entry(cfg.name).module_cls(cfg)
+
+
+def compressor_facts(cfg: CompressorConfigBase) -> dict[str, Any]:
+    """What a run record says of its compressor: its name, whether it is training-free, its entry."""
+    e = get_entry(cfg.name)
+    return {"compressor": cfg.name, "compressor_entry": e.base or e.name, "training_free": e.training_free}
 
 
 def describe() -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from harness.config import RunConfig
-from harness.model.compressors.base import CompressorOutput
+from harness.model.compressors.base import CompressorOutput, tokens_per_video
 from harness.model.registry import build_compressor
 
 N_OPTIONS = 4
@@ -86,13 +86,8 @@ class ProbeModel(nn.Module):
 
     @staticmethod
     def kept_tokens(out: CompressorOutput) -> torch.Tensor:
-        """(B,) tokens each video really passes on: N, or with a time-axis aggregator the Q tokens of each of
-        its selected steps (``n_selected``; a batch pads every video to the largest selection)."""
-        n_sel = out.aux.get("n_selected")
-        B, N = out.tokens.shape[:2]
-        if n_sel is None:
-            return torch.full((B,), N, dtype=torch.long)
-        return n_sel.long().cpu() * (N // out.aux["kept_steps"].shape[1])
+        """(B,) tokens each video really passes on (:func:`~harness.model.compressors.base.tokens_per_video`)."""
+        return torch.tensor(tokens_per_video(out), dtype=torch.long)
 
     def count_visual_tokens(self, T: int, P: int) -> int:
         return self.compressor.count_tokens(T, P)

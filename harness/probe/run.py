@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from harness.config import RunConfig, to_dict
 from harness.data.synthetic import FAMILIES, expand_families
 from harness.evaluate import accuracy_metrics, median_ms, task_families
+from harness.model.registry import compressor_facts
 from harness.model.taa import taa_trace
 from harness.probe.data import load_probe_items
 from harness.probe.model import ProbeModel
@@ -124,11 +125,14 @@ def score(cfg: RunConfig, model: ProbeModel, run_dir: Path, progress: bool = Fal
     test = load_probe_items(cfg, cfg.eval.split, model.families, progress)
     model.eval()
     preds, n_tokens = [], []
+    saliency: set[str] = set()
     bs = cfg.eval.batch_size
     for i in range(0, len(test.answer), bs):
         logits, out = model.logits_and_output(test.feats[i: i + bs], test.family_id[i: i + bs])
         preds.append(logits.argmax(-1))
         n_tokens.append(model.kept_tokens(out))
+        if "saliency" in out.aux:
+            saliency.add(str(out.aux["saliency"]))
     pred = torch.cat(preds)
     correct: dict[str, list[bool]] = defaultdict(list)
     rows = []
@@ -151,10 +155,15 @@ def score(cfg: RunConfig, model: ProbeModel, run_dir: Path, progress: bool = Fal
         trace = taa_trace(model.compressor, test.feats[0], test.ids[0])
         if trace is not None:
             extra["taa_trace"] = trace
-    llm_visual = float(torch.cat(n_tokens).float().mean()) if n_tokens else model.count_visual_tokens(T, P)
-    return {"metrics": accuracy_metrics(correct),
-            "tokens": {"visual_in": int(T * P), "llm_visual": round(llm_visual, 2)},
-            "extra": extra}
+    extra.update(compressor_facts(cfg.model.compressor))
+    if saliency:  # a training-free reducer: where its attention-like scores came from
+        extra["saliency"] = ",".join(sorted(saliency))
+    tokens: dict[str, Any] = {"visual_in": int(T * P), "llm_visual": model.count_visual_tokens(T, P)}
+    if n_tokens:  # measured per test video
+        per = torch.cat(n_tokens).float()
+        tokens.update(llm_visual=round(float(per.mean()), 2), llm_visual_min=int(per.min()),
+                      llm_visual_max=int(per.max()))
+    return {"metrics": accuracy_metrics(correct), "tokens": tokens, "extra": extra}
 
 
 def train_and_evaluate(cfg: RunConfig, run_dir: Path, progress: bool = False) -> dict[str, Any]:

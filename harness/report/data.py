@@ -30,6 +30,10 @@ OVERALL = ("overall", "mia_all")  # a run's single overall score, when its evalu
 KNOWN_GROUPS = ("mia_long", "mia_dense", "paper_long", "paper_dense")  # suite scores, in this order
 
 
+#: record ``extra`` keys a report may show as words (harness.model.registry.compressor_facts, the saliency)
+FACT_KEYS = ("compressor", "compressor_entry", "training_free", "saliency", "parent_run")
+
+
 def fmt_value(v: Any) -> str:
     """An axis value as text: mappings and lists as compact JSON (as the sweep labels them), else str."""
     if isinstance(v, (dict, list)):
@@ -60,6 +64,8 @@ class RunInfo:
     values: dict[tuple[str, str], float] = field(default_factory=dict)  # (task, metric) -> value
     costs: dict[str, float] = field(default_factory=dict)  # cost key -> value (tokens, x.ttft_ms ...)
     failed_samples: dict[str, int] = field(default_factory=dict)  # task -> samples whose video failed
+    # what the record says of the run's parts besides numbers: extra.compressor, training_free, saliency ...
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -306,6 +312,8 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
                     lst.append(m["metric"])
         if status == "done":
             n_failed[rid] = int((rec.get("extra") or {}).get("n_failed") or 0)
+            info.facts = {k: v for k, v in (rec.get("extra") or {}).items()
+                          if k in FACT_KEYS and isinstance(v, (str, bool, int, float))}
             info.stale = entry.get("stale") or code_stale_reason(rec)
         for row in rows:
             if isinstance(row.get("task"), str) and isinstance(row.get("metric"), str):

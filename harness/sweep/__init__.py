@@ -239,7 +239,7 @@ def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str]
             run_dir.rename(aside)
             log(f"[sweep] {r.run_id}: stale run folder kept as {aside}")
         jobs.append(JobSpec(run_id=r.run_id, study=spec.study, seed=r.seed, label=r.label, config=r.config,
-                            identity=r.identity,
+                            identity=r.identity, parent=r.parent or "",
                             store_root=str(store.root), run_dir=str(run_dir), git_commit=commit,
                             cpus=prof.cpus_per_task, executor=ex_name, body=body or DEFAULT_BODY,
                             progress=ex_name == "debug" and progress))

@@ -178,6 +178,15 @@ class BaseExecutor:
                     if len(batch) >= self.slots(len(active) + len(watched)):
                         break
                     spec = pending.popleft()
+                    if spec.parent:  # evaluation-only: its parent's checkpoint first
+                        in_sweep = {j.run_id for j in (*pending, *batch)} | set(active) | set(watched)
+                        gate = self.parent_gate(spec, in_sweep)
+                        if gate == "wait":
+                            pending.append(spec)
+                            continue
+                        if gate != "go":
+                            self.fail_child(spec, view, gate)
+                            continue
                     state = self.claim(spec, view)
                     if state == "go":
                         batch.append(spec)
@@ -211,6 +220,36 @@ class BaseExecutor:
             if self.heartbeat:
                 self.heartbeat.close()
                 self.heartbeat = None
+
+    def parent_gate(self, spec: JobSpec, in_sweep: set[str]) -> str:
+        """``go`` when an evaluation-only run's parent is done, ``wait`` while this sweep still runs it, else
+        why the child cannot run (the parent failed, or is neither done nor part of this sweep)."""
+        rec = self.store.read_run(spec.parent) or {}
+        st = rec.get("status")
+        if st == "done":
+            return "go"
+        if spec.parent in in_sweep:
+            return "wait"
+        if st == "failed":
+            return f"parent run {spec.parent} failed: {str(rec.get('reason') or '?')[:500]}"
+        return f"parent run {spec.parent} is {st or 'not recorded'} and not part of this sweep"
+
+    def fail_child(self, spec: JobSpec, view: ProgressView, reason: str) -> None:
+        """Record an evaluation-only run whose parent cannot give it a checkpoint as failed (never run)."""
+        if not self.run_lock(spec.run_id).acquire():
+            return  # another driver owns it: it decides
+        try:
+            new = {"run_id": spec.run_id, "study": spec.study, "seed": spec.seed, "label": spec.label,
+                   "config": spec.config, "git_commit": spec.git_commit, "status": "failed", "reason": reason,
+                   "log_path": None, "started": None, "finished": now(), "wall_time_s": None, "resumable": False,
+                   "parent_failed": spec.parent, "job": {"executor": self.name, "attempt": 0}}
+            if spec.identity:
+                new["identity"] = dict(spec.identity)
+            self.store.write_run(new)
+            view.write(f"failed    {spec.label} seed={spec.seed} [{spec.run_id}]: not run, {reason}")
+            view.refresh_one(spec.run_id)
+        finally:
+            self.release(spec.run_id)
 
     def cancel(self, active: dict[str, tuple[Any, JobSpec]]) -> None:
         for job, _ in active.values():

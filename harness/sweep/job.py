@@ -77,6 +77,11 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the job
     progress: bool = False  # progress bars inside the job (the debug executor shows them)
     identity: dict[str, Any] = field(default_factory=dict)  # harness.identity.run_identity, into the record
+    parent: str = ""  # evaluation-only: the run id whose checkpoint (a sibling of run_dir) it scores
+
+    @property
+    def parent_dir(self) -> Path | None:
+        return Path(self.run_dir).parent / self.parent if self.parent else None
 
 
 def now() -> str:
@@ -156,13 +161,24 @@ def task_rank() -> tuple[int, int]:
         return 0, 1
 
 
-def train_and_evaluate(cfg: Any, run_dir: Path, progress: bool = False) -> dict[str, Any]:
+def train_and_evaluate(cfg: Any, run_dir: Path, progress: bool = False, parent_dir: Path | None = None
+                       ) -> dict[str, Any]:
     """The default body: ``train_run`` (resumes from ``run_dir/checkpoint.pt``), then ``evaluate_run``.
     Returns evaluate_run's ``{"metrics", "tokens", "extra"}`` with the training summary in ``extra.train``.
     In a multi-task job every rank trains; rank 0 alone evaluates (the others return ``{}``).
-    ``protocol: probe`` runs harness.probe's fit + score instead."""
+    ``protocol: probe`` runs harness.probe's fit + score instead. An evaluation-only run (``eval.parent``)
+    trains nothing: it scores ``parent_dir``'s checkpoint with its own compressor swapped in."""
     # The body's imports stay lazy: the sweep controller imports this module (JobSpec), and the model stack
     # with transformers would cost its `--help` seconds.
+    if getattr(cfg.eval, "parent", ""):
+        from harness.evaluate import evaluate_run  # lazy: heavy (see above)
+
+        if parent_dir is None:
+            raise ValueError(f"{run_dir}: an evaluation-only run (eval.parent={cfg.eval.parent}) needs its "
+                             "parent's run directory")
+        out = dict(evaluate_run(cfg, run_dir, progress=progress, checkpoint=parent_dir) or {})
+        out.setdefault("extra", {})["parent_run"] = Path(parent_dir).name
+        return out
     if getattr(cfg, "protocol", "lmm") == "probe":
         from harness.probe import train_and_evaluate as probe_train_and_evaluate  # lazy: heavy (see above)
 
@@ -311,7 +327,12 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
         set_threads(job.cpus)
         cfg = build(RunConfig, job.config)
         fn = load_body(job.body)
-        kw = {"progress": job.progress} if "progress" in inspect.signature(fn).parameters else {}
+        params = inspect.signature(fn).parameters
+        kw: dict[str, Any] = {"progress": job.progress} if "progress" in params else {}
+        if job.parent:
+            if "parent_dir" not in params:
+                raise TypeError(f"job body {job.body} takes no parent_dir: it cannot run an evaluation-only run")
+            kw["parent_dir"] = job.parent_dir
         result = fn(cfg, run_dir, **kw) or {}
         if not isinstance(result, dict):
             raise TypeError(f"job body {job.body} returned {type(result).__name__}, expected a dict")

@@ -40,6 +40,7 @@ from typing import Any
 from harness.config import ConfigError, DataConfig, RunConfig, build, to_dict
 from harness.data.datasets import dataset_identity as registry_dataset_identity
 from harness.identity import run_id, run_identity, stale_reason, suite_manifest_hash
+from harness.model.registry import build_config
 from harness.store import ResultsStore
 from harness.sweep.spec import SpecError, StudySpec, variant_label
 
@@ -80,10 +81,15 @@ class PlannedRun:
     wall_time_s: float | None = None
     log_path: str | None = None
     previous: str | None = None  # stale: the run id its kept result is stored under
+    parent: str | None = None  # evaluation-only: the run id whose checkpoint it scores (planned before it)
+    tokens: int | None = None  # predicted LLM visual tokens per video (an upper bound where not exact)
+    tokens_exact: bool = True
 
     def index_entry(self) -> dict[str, Any]:
         """The study index entry: a stale run kept (not rerun) points at its old record, marked."""
         entry = {"run_id": self.run_id, "seed": self.seed, "variant": dict(self.variant), "label": self.label}
+        if self.parent:
+            entry["parent"] = self.parent
         if self.action == "stale" and self.previous:
             entry.update(run_id=self.previous, current_id=self.run_id, stale=self.reason)
         return entry
@@ -131,10 +137,13 @@ class Plan:
                  f"{len(self.spec.seeds)} seed(s) = {len(self.runs)} run(s)"
                  + (f" ({self.n_duplicates} duplicate point(s) collapsed)" if self.n_duplicates else "")]
         w = max([len(r.label) for r in self.runs[:max_lines]] + [7])
-        lines.append(f"  {'run id':<12}  {'variant':<{w}}  seed  status       action")
+        lines.append(f"  {'run id':<12}  {'variant':<{w}}  seed  tokens  status       action")
         for r in self.runs[:max_lines]:
             note = f"  ({r.reason})" if r.reason and r.action in ("failed", "retry", "stale", "rerun") else ""
-            lines.append(f"  {r.run_id:<12}  {r.label:<{w}}  {r.seed:>4}  {r.status:<11}  {r.action}{note}")
+            if r.parent:
+                note += f"  (evaluation-only: checkpoint of {r.parent})"
+            tok = "?" if r.tokens is None else f"{'<=' if not r.tokens_exact else ''}{r.tokens}"
+            lines.append(f"  {r.run_id:<12}  {r.label:<{w}}  {r.seed:>4}  {tok:>6}  {r.status:<11}  {r.action}{note}")
         if len(self.runs) > max_lines:
             lines.append(f"  ... {len(self.runs) - max_lines} more run(s) (--show N lists more)")
         parts = [f"{c.get(a, 0)} {a}" for a in ("skip", "submit", "resume", "retry", "rerun", "stale", "failed",
@@ -250,14 +259,31 @@ def plan_study(spec: StudySpec, store: ResultsStore | None = None, retry_failed:
                 pending.append(resolved["data"]["suite"])
         ident = run_identity(resolved, dataset)
         vlab = {spec.labels[p]: v for p, v in variant.items()}
+        tokens, exact = predicted_tokens(resolved)
+        parent = None
+        if resolved["eval"].get("parent"):
+            parent = build(RunConfig, resolved).parent_config()
+            p_vlab, p_label = _parent_variant(spec, variant, resolved)
+            p_tokens, p_exact = predicted_tokens(parent)
         for seed in spec.seeds:
             resolved["seed"] = seed
-            rid = run_id(resolved, ident)
+            r_ident = ident
+            if parent is not None:  # the parent first, then the child whose identity names it
+                parent["seed"] = seed
+                pid = run_id(parent, ident)
+                if pid not in seen:
+                    pr = PlannedRun(pid, seed, p_vlab, p_label, {**parent}, ident, tokens=p_tokens,
+                                    tokens_exact=p_exact)
+                    seen[pid] = pr
+                    runs.append(pr)
+                r_ident = {**ident, "parent": pid}
+            rid = run_id(resolved, r_ident)
             if rid in seen:
                 n_dup += 1
                 dup_of.setdefault(rid, []).append(f"{label} seed={seed}")
                 continue
-            r = PlannedRun(rid, seed, vlab, label, {**resolved}, ident)
+            r = PlannedRun(rid, seed, vlab, label, {**resolved}, r_ident, tokens=tokens, tokens_exact=exact,
+                           parent=r_ident.get("parent"))
             seen[rid] = r
             runs.append(r)
     if problems:
@@ -266,6 +292,39 @@ def plan_study(spec: StudySpec, store: ResultsStore | None = None, retry_failed:
     if store is not None:
         mark_status(plan, store, retry_failed, rerun_stale)
     return plan
+
+
+def predicted_tokens(resolved: dict[str, Any]) -> tuple[int | None, bool]:
+    """(LLM visual tokens per video the run's compressor passes, whether that is exact) from its config;
+    (None, False) where the count needs the data (a pretrained tower whose patch grid is not set)."""
+    try:
+        cfg = build_config(resolved["model"]["compressor"])
+        T = int(resolved["data"]["n_frames"])
+        enc = resolved["model"]["encoder"]
+        P = (int(enc["image_size"]) // int(enc["patch_size"])) ** 2
+        return cfg.count_tokens(T, P), cfg.exact_count
+    except (ConfigError, KeyError, TypeError, ValueError, NotImplementedError):
+        return None, False
+
+
+def _parent_variant(spec: StudySpec, variant: dict[str, Any], resolved: dict[str, Any]
+                    ) -> tuple[dict[str, Any], str]:
+    """The axis values and label of an evaluation-only run's parent: the compressor axis names the parent's
+    compressor, a token-budget axis its own token count, other compressor fields are its own."""
+    parent = resolved["eval"]["parent"]
+    T = int(resolved["data"]["n_frames"])
+    enc = resolved["model"]["encoder"]
+    P = (int(enc["image_size"]) // int(enc["patch_size"])) ** 2
+    out: dict[str, Any] = {}
+    for path, v in variant.items():
+        if path == "model.compressor.name":
+            v = parent
+        elif path == "model.visual_tokens":
+            v = T * P
+        elif path.startswith("model.compressor.") or path == "eval.parent":
+            v = "-"
+        out[path] = v
+    return {spec.labels[p]: v for p, v in out.items()}, variant_label(out, spec.labels) + " (parent)"
 
 
 def _previous_ids(store: ResultsStore, study: str) -> dict[tuple[str, Any], str]:
@@ -308,6 +367,8 @@ def mark_status(plan: Plan, store: ResultsStore, retry_failed: bool = False, rer
             r.status, r.action = "done", "skip"
         elif st == "failed" and rec.get("resumable"):  # killed (signal, OOM, scheduler) with a checkpoint
             r.status, r.action = "failed", "resume"
+        elif st == "failed" and rec.get("parent_failed"):  # never ran: its parent gave no checkpoint
+            r.status, r.action = "failed", "retry"  # the executor runs it once the parent is done, or fails it again
         elif st == "failed":
             r.status, r.action = "failed", ("retry" if retry_failed else "failed")
         elif st == "running" and job_alive(rec.get("job")):

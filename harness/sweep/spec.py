@@ -7,6 +7,7 @@ Format (docs/study-spec.md)::
     base: {train: {steps: 300}}  # RunConfig overrides shared by every run
     grid: {model.compressor.block: [bi_ssm, conv]}       # cartesian product of the axes
     zip:  {a.b: [1, 2], c.d: [3, 4]}                      # paired axes, crossed with the grid
+    compressors: {bi_ssm: {name: mambamia_v2, spatial: {n_layers: 1}}}  # study-local compressor names
     seeds: [0, 1, 2]
     suites: [mia_long, mia_dense]                         # eval.tasks
     profile: local                                        # slurm/<profile>.yaml
@@ -39,13 +40,15 @@ from typing import Any
 from harness.config import ConfigError, RunConfig, build, deep_merge, set_by_path
 from harness.data.synthetic import FAMILIES, GROUPS
 from harness.lmms_tasks import check_lmms_task
+from harness.model.registry import build_config, get_entry
 from harness.overrides import OverrideError, check_config_path
 from harness.overrides import parse_override as _parse_override
 from harness.store import safe_name
 from harness.sweep.report_check import check_report
 from harness.yamlio import YamlFileError, load_yaml_file
 
-TOP_KEYS = ("study", "description", "base", "grid", "zip", "seeds", "suites", "profile", "labels", "report")
+TOP_KEYS = ("study", "description", "base", "compressors", "grid", "zip", "seeds", "suites", "profile", "labels",
+            "report")
 
 
 class SpecError(ValueError):
@@ -89,6 +92,9 @@ class StudySpec:
     profile: str = "local"
     labels: dict[str, str] = field(default_factory=dict)  # dotted path -> label (every axis)
     report: dict[str, Any] = field(default_factory=dict)
+    # study-local compressor names: ``model.compressor.name: bi_ssm`` in an axis or the base means this
+    # registry entry with these fields (laid over the base's compressor keys)
+    compressors: dict[str, dict[str, Any]] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)  # the --set strings applied
     path: str = ""  # the spec file as given
 
@@ -121,7 +127,7 @@ class StudySpec:
             set_by_path(d, "eval.tasks", list(self.suites))
         for path, value in variant.items():
             _set_value(d, path, value)
-        return d
+        return resolve_compressor(d, self.compressors)
 
     def index_meta(self) -> dict[str, Any]:
         """What the study index stores besides the runs (see docs/study-spec.md)."""
@@ -153,6 +159,18 @@ def _set_value(d: dict[str, Any], path: str, value: Any) -> None:
     if isinstance(value, dict) and isinstance(old, dict):
         value = deep_merge(old, value)
     set_by_path(d, path, copy.deepcopy(value))
+
+
+def resolve_compressor(d: dict[str, Any], compressors: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """An override dict whose ``model.compressor.name`` is a study-local name: that name's fields (with its
+    registry ``name``) laid over the rest of the compressor keys. Other dicts are returned as they are."""
+    comp = (d.get("model") or {}).get("compressor") if isinstance(d.get("model"), dict) else None
+    if not isinstance(comp, dict) or comp.get("name") not in compressors:
+        return d
+    local = compressors[comp["name"]]
+    rest = {k: v for k, v in comp.items() if k != "name"}
+    d["model"]["compressor"] = deep_merge(rest, copy.deepcopy(local))
+    return d
 
 
 def variant_label(variant: dict[str, Any], labels: dict[str, str]) -> str:
@@ -193,7 +211,7 @@ def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise SpecError("--set", [(key, f"{head!r} in the spec is not a mapping")])
             sec[rest] = value
             doc[head] = sec
-        elif head in ("report", "base") and rest:
+        elif head in ("report", "base", "compressors") and rest:
             sec = doc.setdefault(head, {}) or {}
             if not isinstance(sec, dict):
                 raise SpecError("--set", [(key, f"{head!r} in the spec is not a mapping")])
@@ -277,6 +295,34 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
         probs.append(("description", f"expected a string, got {type(description).__name__}"))
         description = ""
 
+    compressors = doc.get("compressors") or {}
+    if not isinstance(compressors, dict):
+        probs.append(("compressors", "expected a mapping of name -> compressor config, got "
+                      f"{type(compressors).__name__}"))
+        compressors = {}
+    for cname, cdef in list(compressors.items()):
+        kp = f"compressors.{cname}"
+        if not isinstance(cdef, dict) or not isinstance(cdef.get("name"), str):
+            probs.append((kp, "expected a compressor config mapping with `name:` (a registry entry or preset)"))
+            compressors.pop(cname)
+            continue
+        if cdef["name"] in compressors:
+            probs.append((f"{kp}.name", f"{cdef['name']!r} is itself a study-local name; name a registry entry"))
+            compressors.pop(cname)
+            continue
+        try:
+            get_entry(cname)
+            probs.append((kp, f"{cname!r} is a registry name already (harness.model.registry); pick another"))
+            compressors.pop(cname)
+            continue
+        except ConfigError:
+            pass
+        try:
+            build_config(cdef)
+        except ConfigError as e:
+            probs.append((f"{kp}.{e.path.removeprefix('model.compressor.')}", e.message))
+            compressors.pop(cname)
+
     base = doc.get("base") or {}
     if not isinstance(base, dict):
         probs.append(("base", f"expected a mapping of RunConfig overrides, got {type(base).__name__}"))
@@ -285,7 +331,7 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
         if "seed" in base:
             probs.append(("base.seed", "set seeds with the top-level `seeds:` list"))
         try:
-            build(RunConfig, base)
+            build(RunConfig, resolve_compressor(copy.deepcopy(base), compressors))
         except ConfigError as e:
             probs.append((f"base.{e.path}", e.message))
 
@@ -380,9 +426,13 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
             for path, values in sec.items():
                 for i, v in enumerate(values):
                     d = copy.deepcopy(base)
+                    if path == "model.visual_tokens" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                        probs.append((f"{kind}.{path}[{i}]", f"a token budget must be a positive integer (LLM "
+                                      f"visual tokens per video), got {v!r}"))
+                        continue
                     try:
                         _set_value(d, path, v)
-                        build(RunConfig, d)
+                        build(RunConfig, resolve_compressor(d, compressors))
                     except ConfigError as e:
                         where = f" (at {e.path})" if e.path != path else ""
                         probs.append((f"{kind}.{path}[{i}]", f"{e.message}{where}"))
@@ -428,7 +478,7 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
         raise SpecError(source, probs)
     spec = StudySpec(study=study, source=source, description=description, base=base, grid=grid, zip=zp,
                      seeds=list(seeds), suites=list(suites) if suites is not None else None, profile=profile,
-                     labels=labels, report=report, overrides=list(overrides or []))
+                     labels=labels, report=report, compressors=dict(compressors), overrides=list(overrides or []))
     if spec.n_variants == 0:
         raise SpecError(source, [("grid", "the study has no variants")])
     return spec

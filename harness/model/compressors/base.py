@@ -58,6 +58,10 @@ class ReducerConfig(CompressorConfigBase):
             raise ConfigError("ratio", f"must be in (0, 1] (the fraction of the input tokens kept), got {self.ratio}")
         check_choice("saliency", self.saliency, SALIENCY_SOURCES)
 
+    @property
+    def tokenwise(self) -> bool:
+        return True  # the rule has no weights; the maps are vanilla's
+
     def count_tokens(self, T: int, P: int) -> int:
         return min(T * P, max(1, math.floor(self.ratio * T * P + 0.5)))
 
@@ -110,6 +114,35 @@ class ReducerCompressor(nn.Module):
         tokens = self.out_proj(self.out_norm(self.in_proj(red.tokens)))
         return CompressorOutput(tokens=tokens, frame_index=red.frame_index.long(), n_tokens=n,
                                 aux={"saliency": source, **red.aux})
+
+
+def tokens_per_video(out: CompressorOutput) -> list[int]:
+    """The tokens each video of a batch really passes on: N, or with MambaMia v2's time-axis aggregator the
+    Q tokens of each step its rule selected (``aux["n_selected"]``; a batch pads to the largest selection)."""
+    B, N = out.tokens.shape[:2]
+    n_sel = out.aux.get("n_selected")
+    if n_sel is None:
+        return [N] * B
+    per_step = N // out.aux["kept_steps"].shape[1]
+    return [int(k) * per_step for k in n_sel.long().cpu().tolist()]
+
+
+class TokenMeter:
+    """Counts the tokens a compressor module passes per video while it is attached (a forward hook):
+    ``summary()`` -> ``{"llm_visual": mean, "llm_visual_min", "llm_visual_max", "n_videos"}``."""
+
+    def __init__(self, module: nn.Module):
+        self.counts: list[int] = []
+        self._handle = module.register_forward_hook(lambda _m, _i, out: self.counts.extend(tokens_per_video(out)))
+
+    def close(self) -> None:
+        self._handle.remove()
+
+    def summary(self) -> dict[str, Any]:
+        if not self.counts:
+            return {}
+        return {"llm_visual": round(sum(self.counts) / len(self.counts), 2), "llm_visual_min": min(self.counts),
+                "llm_visual_max": max(self.counts), "n_videos": len(self.counts)}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
