@@ -50,8 +50,11 @@ class EncoderConfig:
 
     @property
     def patches_per_frame(self) -> int:
-        """P, the tokens per frame: (image_size // patch_size)^2 (set both for a pretrained tower)."""
-        return (self.image_size // self.patch_size) ** 2
+        """P, the tokens per frame: (image_size // patch_size)^2, from ``config`` where a random-init tower
+        takes its sizes from there (set both fields to a pretrained tower's own sizes)."""
+        size = self.config.get("image_size", self.image_size) if self.name != "tiny" else self.image_size
+        patch = self.config.get("patch_size", self.patch_size) if self.name != "tiny" else self.patch_size
+        return (int(size) // int(patch)) ** 2
 
     def __post_init__(self) -> None:
         check_choice("name", self.name, ("tiny", "siglip", "clip"))

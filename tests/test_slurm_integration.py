@@ -394,3 +394,59 @@ def test_stop_and_status_with_nothing_running(tmp_path):
     bad = subprocess.run([str(local / "status.sh")], env={**env, "MAMBAMIA_SLURM_ACCOUNTING": "sqlite"},
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "MAMBAMIA_SLURM_ACCOUNTING" in bad.stderr
+
+
+EVAL_ONLY_BODY = '''
+import time
+from pathlib import Path
+
+
+def body(cfg, run_dir, parent_dir=None):
+    """Trains nothing: a parent at lr 0.5 fails; a child checks that its parent's files are there."""
+    if not cfg.eval.parent:
+        time.sleep(3)
+        if cfg.train.lr == 0.5:
+            raise RuntimeError("parent diverged")
+        (Path(run_dir) / "model").mkdir(exist_ok=True)
+        return {"metrics": [{"task": "mia_long", "metric": "acc", "value": 0.5, "n": 4}]}
+    assert (Path(parent_dir) / "model").is_dir(), f"the child started before its parent: {parent_dir}"
+    (Path(run_dir) / "child_ran").write_text("yes")
+    return {"metrics": [{"task": "mia_long", "metric": "acc", "value": 0.4, "n": 4}]}
+'''
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_evaluation_only_children_follow_their_parent_s_slurm_job(slurm_cluster, tiny_suite, tmp_path):
+    # two vanilla parents (lr 1e-3 succeeds, lr 0.5 fails), two reducer children each: a child is queued
+    # with --dependency=afterok on its parent's job; a failed parent's children are cancelled by Slurm and
+    # recorded failed with the parent's reason, never run
+    (tmp_path / "evalbody.py").write_text(EVAL_ONLY_BODY)
+    spec = tmp_path / "ev.yaml"
+    spec.write_text(f"""
+study: ev
+base: {{data: {{suite: {tiny_suite['data.suite']}, cache_dir: {tiny_suite['data.cache_dir']}, n_frames: 4}},
+       eval: {{parent: vanilla}}, model: {{compressor: {{name: random}}}}, train: {{steps: 2}}}}
+grid: {{train.lr: [0.001, 0.5], model.compressor.name: [random, uniform_pool], model.visual_tokens: [8]}}
+suites: [mia_long]
+""")
+    cmd = [sys.executable, "-m", "harness.sweep", str(spec), "--results", str(tmp_path / "res"), "--no-report",
+           "--no-progress", "--poll", "1", "--executor", "slurm", "--profile", "localcluster", "--job",
+           "evalbody:body"]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 1, outcome(res)
+    assert "after job" in res.stdout + res.stderr, "children are queued behind their parent's Slurm job\n" + outcome(res)
+    recs = records(tmp_path / "res")
+    parents = {r["config"]["train"]["lr"]: r for r in recs.values() if not r["config"]["eval"]["parent"]}
+    assert parents[0.001]["status"] == "done" and parents[0.5]["status"] == "failed"
+    for r in recs.values():
+        if not r["config"]["eval"]["parent"]:
+            continue
+        ran = (tmp_path / "res" / "runs" / r["run_id"] / "child_ran").exists()
+        if r["config"]["train"]["lr"] == 0.001:
+            assert r["status"] == "done" and ran, r.get("reason")
+        else:
+            assert r["status"] == "failed" and not ran
+            assert r["reason"].startswith(f"parent run {parents[0.5]['run_id']} failed: RuntimeError: parent "
+                                          "diverged"), r["reason"]

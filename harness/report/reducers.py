@@ -82,7 +82,6 @@ def matched_budget(study: StudyData, options: dict[str, Any]) -> Table | None:
     if study.report.get("budget_axis") is None and "budget" not in study.axes:
         return None
     comp, budget = axes_of(study)
-    scale = study.scale()
     cols = [Column("budget", "Budget"), Column("compressor", "Compressor"), Column("kind", "Kind"),
             Column("score", f"{style.metric_title(study.metric)} ({study.score_name})", "stat", better="max"),
             Column("tokens", "LLM tokens per video, measured: mean [min, max]"),
@@ -101,7 +100,7 @@ def matched_budget(study: StudyData, options: dict[str, Any]) -> Table | None:
             ms = study.cost_summary(v, "x.compressor_ms")
             done = sum(1 for r in v.runs if r.status == "done")
             rows.append([Cell(text=fmt_value(b)), Cell(text=fmt_value(v.values.get(comp))), Cell(text=kind(v)),
-                         Cell(stat=study.score_summary(v).scaled(scale)),
+                         Cell(stat=study.score_summary(v)),
                          Cell(text=tok), Cell(num=ms.mean if ms.n else None),
                          Cell(text=f"{done}/{len(v.runs)}")])
     if not rows:
@@ -127,7 +126,6 @@ def budget_pareto(study: StudyData, spec: dict[str, Any]) -> FigureResult:
     costs = [c for c in ("llm_visual_tokens", "x.compressor_ms") if c in study.costs]
     if not costs:
         raise SkipFigure("the runs record neither LLM tokens nor compressor time")
-    scale = study.scale()
     width = style.COLUMN_WIDTH_IN if len(costs) == 1 else style.PAGE_WIDTH_IN
     fig, axs = _grid(len(costs), width, 2.5)
     names = list(study.axis_order.get(comp, []))
@@ -140,7 +138,7 @@ def budget_pareto(study: StudyData, spec: dict[str, Any]) -> FigureResult:
             for v in vs:
                 s, cs = study.score_summary(v), study.cost_summary(v, c)
                 if s.n and cs.n:
-                    line.append((cs.mean, s.mean * scale, s.half * scale if math.isfinite(s.half) else 0.0))
+                    line.append((cs.mean, s.mean, s.half if math.isfinite(s.half) else 0.0))
             if not line:
                 continue
             line.sort()

@@ -180,7 +180,7 @@ class BaseExecutor:
                     spec = pending.popleft()
                     if spec.parent:  # evaluation-only: its parent's checkpoint first
                         in_sweep = {j.run_id for j in (*pending, *batch)} | set(active) | set(watched)
-                        gate = self.parent_gate(spec, in_sweep)
+                        gate = self.parent_gate(spec, in_sweep, active)
                         if gate == "wait":
                             pending.append(spec)
                             continue
@@ -221,22 +221,29 @@ class BaseExecutor:
                 self.heartbeat.close()
                 self.heartbeat = None
 
-    def parent_gate(self, spec: JobSpec, in_sweep: set[str]) -> str:
+    def parent_gate(self, spec: JobSpec, in_sweep: set[str], active: dict[str, tuple[Any, JobSpec]]) -> str:
         """``go`` when an evaluation-only run's parent is done, ``wait`` while this sweep still runs it, else
         why the child cannot run (the parent failed, or is neither done nor part of this sweep)."""
         rec = self.store.read_run(spec.parent) or {}
         st = rec.get("status")
         if st == "done":
             return "go"
+        if spec.parent in active and self.after(spec, active[spec.parent][0]):
+            return "go"  # the scheduler holds it until the parent's job has succeeded
         if spec.parent in in_sweep:
             return "wait"
         if st == "failed":
             return f"parent run {spec.parent} failed: {str(rec.get('reason') or '?')[:500]}"
         return f"parent run {spec.parent} is {st or 'not recorded'} and not part of this sweep"
 
-    def fail_child(self, spec: JobSpec, view: ProgressView, reason: str) -> None:
+    def after(self, spec: JobSpec, parent_job: Any) -> bool:
+        """Whether this executor can submit ``spec`` now, to start once ``parent_job`` has succeeded (a
+        scheduler dependency). The base executor cannot: children wait in the driver."""
+        return False
+
+    def fail_child(self, spec: JobSpec, view: ProgressView, reason: str, locked: bool = False) -> None:
         """Record an evaluation-only run whose parent cannot give it a checkpoint as failed (never run)."""
-        if not self.run_lock(spec.run_id).acquire():
+        if not locked and not self.run_lock(spec.run_id).acquire():
             return  # another driver owns it: it decides
         try:
             new = {"run_id": spec.run_id, "study": spec.study, "seed": spec.seed, "label": spec.label,
@@ -249,7 +256,8 @@ class BaseExecutor:
             view.write(f"failed    {spec.label} seed={spec.seed} [{spec.run_id}]: not run, {reason}")
             view.refresh_one(spec.run_id)
         finally:
-            self.release(spec.run_id)
+            if not locked:
+                self.release(spec.run_id)
 
     def cancel(self, active: dict[str, tuple[Any, JobSpec]]) -> None:
         for job, _ in active.values():
@@ -263,8 +271,13 @@ class BaseExecutor:
             if job.done():
                 view.refresh_one(rid)
                 if view.states[rid].status not in ("done", "failed"):
-                    reason, log, resumable = job_failure(job, spec)
-                    self.finalize(spec, view, reason, log, resumable)
+                    prec = (self.store.read_run(spec.parent) or {}) if spec.parent else {}
+                    if prec.get("status") == "failed":  # the scheduler dropped it: its parent failed
+                        self.fail_child(spec, view, f"parent run {spec.parent} failed: "
+                                        f"{str(prec.get('reason') or '?')[:500]}", locked=True)
+                    else:
+                        reason, log, resumable = job_failure(job, spec)
+                        self.finalize(spec, view, reason, log, resumable)
                 del active[rid]
                 self.release(rid)
         view.update()
@@ -525,6 +538,10 @@ class SlurmExecutor(BaseExecutor):
 
     name = "slurm"
 
+    def __init__(self, *args: Any, **kw: Any):
+        super().__init__(*args, **kw)
+        self._deps: dict[str, str] = {}  # child run id -> the Slurm job id it must follow (afterok)
+
     @property
     def parallel(self) -> int:
         return self.profile.array_parallelism
@@ -565,15 +582,33 @@ class SlurmExecutor(BaseExecutor):
             job.cancel(check=False)
             raise
 
+    def after(self, spec: JobSpec, parent_job: Any) -> bool:
+        self._deps[spec.run_id] = str(parent_job.job_id)
+        return True
+
     def submit(self, specs: list[JobSpec], view: ProgressView) -> dict[str, tuple[Any, JobSpec]]:
         """The first batch (every run this driver owns) as one job array; later ones (runs another
-        driver let go of) as their own arrays."""
-        sjobs = self.executor(f"{self.study}").map_array(SweepJob(), specs)
-        view.write(f"submitted Slurm array {sjobs[0].job_id.split('_')[0]} ({len(sjobs)} task(s), "
-                   f"%{self.profile.array_parallelism}); logs in {self.log_dir}")
-        for j, spec in zip(sjobs, specs):
-            self.mark_queued(spec, j)
-        return {spec.run_id: (j, spec) for j, spec in zip(sjobs, specs)}
+        driver let go of) as their own arrays. Evaluation-only runs whose parent's job is in the queue go
+        as arrays of their own that Slurm starts once that job has succeeded (``--dependency=afterok``;
+        ``--kill-on-invalid-dep``: a failed parent cancels them, and the driver records why)."""
+        groups: dict[str, list[JobSpec]] = {}
+        for spec in specs:
+            groups.setdefault(self._deps.pop(spec.run_id, ""), []).append(spec)
+        out: dict[str, tuple[Any, JobSpec]] = {}
+        for dep, group in groups.items():
+            ex = self.executor(f"{self.study}")
+            if dep:
+                extra = dict(ex.parameters.get("additional_parameters") or {})
+                extra["kill_on_invalid_dep"] = "yes"
+                ex.update_parameters(dependency=f"afterok:{dep}", additional_parameters=extra)
+            sjobs = ex.map_array(SweepJob(), group)
+            after = f", after job {dep} succeeds" if dep else ""
+            view.write(f"submitted Slurm array {sjobs[0].job_id.split('_')[0]} ({len(sjobs)} task(s), "
+                       f"%{self.profile.array_parallelism}{after}); logs in {self.log_dir}")
+            for j, spec in zip(sjobs, group):
+                self.mark_queued(spec, j)
+                out[spec.run_id] = (j, spec)
+        return out
 
     def mark_queued(self, spec: JobSpec, job: Any) -> None:
         """Record the queued Slurm task before it starts (``running``, its job id, the attempt unchanged),

@@ -320,6 +320,15 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
     if job.identity:
         base["identity"] = dict(job.identity)
     t0 = time.perf_counter()
+    if job.parent:  # evaluation-only: on Slurm it starts when the parent's job ended, which need not be a success
+        prec = store.read_run(job.parent) or {}
+        if prec.get("status") != "done":
+            why = (f"failed: {str(prec.get('reason') or '?')[:500]}" if prec.get("status") == "failed"
+                   else f"is {prec.get('status') or 'not recorded'}")
+            rec = {**base, "status": "failed", "finished": now(), "wall_time_s": 0.0, "resumable": False,
+                   "reason": f"parent run {job.parent} {why}", "parent_failed": job.parent}
+            store.write_run(rec)
+            return rec
     try:
         remove_temp_files(run_dir)  # left by a killed attempt: this job owns the run dir now
         store.write_run({**base, "status": "running", "finished": None, "wall_time_s": None})

@@ -37,7 +37,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.config import ConfigError, DataConfig, RunConfig, build, to_dict
+from harness.config import ConfigError, DataConfig, EncoderConfig, RunConfig, build, to_dict
 from harness.data.datasets import dataset_identity as registry_dataset_identity
 from harness.identity import run_id, run_identity, stale_reason, suite_manifest_hash
 from harness.model.registry import build_config
@@ -300,8 +300,7 @@ def predicted_tokens(resolved: dict[str, Any]) -> tuple[int | None, bool]:
     try:
         cfg = build_config(resolved["model"]["compressor"])
         T = int(resolved["data"]["n_frames"])
-        enc = resolved["model"]["encoder"]
-        P = (int(enc["image_size"]) // int(enc["patch_size"])) ** 2
+        P = build(EncoderConfig, resolved["model"]["encoder"]).patches_per_frame
         return cfg.count_tokens(T, P), cfg.exact_count
     except (ConfigError, KeyError, TypeError, ValueError, NotImplementedError):
         return None, False
@@ -313,8 +312,7 @@ def _parent_variant(spec: StudySpec, variant: dict[str, Any], resolved: dict[str
     compressor, a token-budget axis its own token count, other compressor fields are its own."""
     parent = resolved["eval"]["parent"]
     T = int(resolved["data"]["n_frames"])
-    enc = resolved["model"]["encoder"]
-    P = (int(enc["image_size"]) // int(enc["patch_size"])) ** 2
+    P = build(EncoderConfig, resolved["model"]["encoder"]).patches_per_frame
     out: dict[str, Any] = {}
     for path, v in variant.items():
         if path == "model.compressor.name":

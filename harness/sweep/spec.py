@@ -426,12 +426,17 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
             for path, values in sec.items():
                 for i, v in enumerate(values):
                     d = copy.deepcopy(base)
-                    if path == "model.visual_tokens" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                        probs.append((f"{kind}.{path}[{i}]", f"a token budget must be a positive integer (LLM "
-                                      f"visual tokens per video), got {v!r}"))
+                    if path == "model.visual_tokens":  # whether each compressor meets it: the plan, per variant
+                        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                            probs.append((f"{kind}.{path}[{i}]", f"a token budget must be a positive integer "
+                                          f"(LLM visual tokens per video), got {v!r}"))
                         continue
                     try:
                         _set_value(d, path, v)
+                        if kind == "zip" and len({len(x) for x in zp.values()}) == 1:
+                            for q, vals in zp.items():  # a zip value is checked with the rest of its row
+                                if q != path and q != "model.visual_tokens":
+                                    _set_value(d, q, vals[i])
                         build(RunConfig, resolve_compressor(d, compressors))
                     except ConfigError as e:
                         where = f" (at {e.path})" if e.path != path else ""
