@@ -71,8 +71,9 @@ def test_real_cli_matches_native(trained):
         assert nat[task][1] == via[task][1], task
         assert nat[task][0] == pytest.approx(via[task][0], abs=1e-9), task
     # the plugin read the videos through the project's cache and reported the token path
-    assert native["tokens"] == {"visual_in": 4 * 64, "llm_visual": 4 * 4}
-    assert {k: lm["tokens"][k] for k in ("visual_in", "llm_visual")} == native["tokens"]
+    want = {"visual_in": 4 * 64, "llm_visual": 4 * 4, "llm_visual_min": 16, "llm_visual_max": 16}
+    assert {k: native["tokens"][k] for k in want} == want  # measured per video, as counted
+    assert {k: lm["tokens"][k] for k in want} == want
     assert lm["extra"]["n_failed"] == 0 and all(m["n_failed"] == 0 for m in lm["metrics"])
     # each suite's outputs stay apart: the native and lmms-eval results of this suite are both kept
     assert (eval_dir(cfg, run_dir) / "result.json").is_file() and (out_dir / "result.json").is_file()
@@ -197,3 +198,45 @@ def test_native_eval_records_inference_costs(trained):
     extra = evaluate_native(cfg, run_dir, progress=False)["extra"]
     assert extra["oom"] is False
     assert extra["compressor_ms"] > 0 and extra["ttft_ms"] > 0
+
+
+@pytest.mark.slow
+def test_real_cli_swaps_a_reducer_into_a_trained_vanilla_checkpoint(tmp_path):
+    """The field's evaluation of a training-free reducer: an uncompressed LMM trained once, then scored by the
+    real ``lmms-eval`` CLI with ``compressor=fastvid,visual_tokens=N`` (its token-wise maps loaded from the
+    checkpoint); the plugin measures N tokens on every video, and a compressor that is not token-wise is
+    refused."""
+    import subprocess
+    import sys
+
+    from harness.evaluate import TASKS_DIR, find_results_json
+    from harness.train import train_run
+
+    make_suite(tmp_path / "suite", SuiteSpec(n_train=16, n_val=0, n_test=12, families=FAMS[:3], frames_long=16,
+                                             frames_dense=16), workers=1, progress=False)
+    cfg = build(RunConfig, {
+        "data": {"suite": str(tmp_path / "suite"), "cache_dir": str(tmp_path / "cache"), "n_frames": 4},
+        "model": {"compressor": {"name": "vanilla"}},
+        "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1},
+        "eval": {"tasks": ["mia_long"], "batch_size": 4},
+    })
+    train_run(cfg, tmp_path / "run", progress=False)
+    exe = Path(sys.executable).with_name("lmms-eval")
+
+    def cli(margs: str, out: Path) -> subprocess.CompletedProcess:
+        env = {**__import__("os").environ, "MIA_SUITE_DIR": str(tmp_path / "suite"), "HF_HUB_OFFLINE": "1"}
+        return subprocess.run([str(exe), "--model", "mambamia", "--model_args", margs, "--tasks", "mia_long",
+                               "--include_path", str(TASKS_DIR), "--batch_size", "4", "--output_path", str(out),
+                               "--log_samples", "--limit", "4"], env=env, capture_output=True, text=True, timeout=600)
+
+    out = tmp_path / "fastvid"
+    r = cli(f"checkpoint={tmp_path / 'run'},compressor=fastvid,visual_tokens=8,output_dir={out}", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    raw = json.loads(find_results_json(out).read_text())
+    assert 0.0 <= raw["results"]["mia_long"]["acc,none"] <= 1.0
+    stats = json.loads((out / "plugin_stats.json").read_text())
+    assert stats["compressor"] == "fastvid" and stats["visual_in"] == 4 * 64
+    assert stats["llm_visual"] == stats["llm_visual_min"] == stats["llm_visual_max"] == 8
+    assert stats["n_videos"] >= 12 - 1
+    bad = cli(f"checkpoint={tmp_path / 'run'},compressor=proposed,output_dir={tmp_path / 'bad'}", tmp_path / "bad")
+    assert "must both be token-wise" in bad.stdout + bad.stderr

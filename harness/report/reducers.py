@@ -83,6 +83,7 @@ def matched_budget(study: StudyData, options: dict[str, Any]) -> Table | None:
         return None
     comp, budget = axes_of(study)
     cols = [Column("budget", "Budget"), Column("compressor", "Compressor"), Column("kind", "Kind"),
+            Column("mode", "Run"),
             Column("score", f"{style.metric_title(study.metric)} ({study.score_name})", "stat", better="max"),
             Column("tokens", "LLM tokens per video, measured: mean [min, max]"),
             Column("ms", "Compressor ms / video", "num", digits=2), Column("runs", "Runs")]
@@ -99,7 +100,12 @@ def matched_budget(study: StudyData, options: dict[str, Any]) -> Table | None:
                 missed.append(f"{fmt_value(v.values.get(comp))} at {fmt_value(b)} ({tok})")
             ms = study.cost_summary(v, "x.compressor_ms")
             done = sum(1 for r in v.runs if r.status == "done")
+            parents = {str(r.facts["parent_run"]) for r in v.runs if r.facts.get("parent_run")}
+            mode = ((f"evaluation-only over {next(iter(parents))}" if len(parents) == 1
+                     else f"evaluation-only over {len(parents)} parent runs") if parents
+                    else "rule in place, maps trained" if kind(v) == "training-free" else "trained")
             rows.append([Cell(text=fmt_value(b)), Cell(text=fmt_value(v.values.get(comp))), Cell(text=kind(v)),
+                         Cell(text=mode),
                          Cell(stat=study.score_summary(v)),
                          Cell(text=tok), Cell(num=ms.mean if ms.n else None),
                          Cell(text=f"{done}/{len(v.runs)}")])

@@ -154,13 +154,18 @@ def split_budget(n: int, caps: torch.Tensor, weights: torch.Tensor | None = None
     Returns (B, G) long (or (G,) for (G,) caps). Needs ``n <= caps.sum()`` per row."""
     squeeze = caps.dim() == 1
     caps = caps.view(1, -1) if squeeze else caps
-    w = torch.ones_like(caps, dtype=torch.float64) if weights is None else weights.view(caps.shape).double()
+    dev, G = caps.device, caps.shape[1]
+    if weights is None:  # equal shares, the extra tokens spread evenly over the groups (not the first ones)
+        g = torch.arange(G + 1, dtype=torch.long, device=dev)
+        w = torch.div(g * n + G // 2, G, rounding_mode="floor").diff().double().expand(caps.shape)
+    else:
+        w = weights.to(dev).view(caps.shape).double()
     w = w.clamp_min(0) + 1e-12
     if (caps.sum(-1) < n).any():
         raise ValueError(f"split_budget: {n} tokens but only {caps.sum(-1).min().item()} available")
     out = torch.zeros_like(caps)
     free = caps > 0
-    left = torch.full((caps.shape[0],), n, dtype=torch.long)
+    left = torch.full((caps.shape[0],), n, dtype=torch.long, device=dev)
     for _ in range(caps.shape[1] + 1):  # each round fills at least one group to its cap, or ends
         if not (left > 0).any():
             break
@@ -168,9 +173,10 @@ def split_budget(n: int, caps: torch.Tensor, weights: torch.Tensor | None = None
         share = ww / ww.sum(-1, keepdim=True).clamp_min(1e-30) * left[:, None].double()
         base = share.floor().long()
         rem = left - base.sum(-1)
-        order = torch.argsort(share - base.double() + torch.where(free, 0.0, -1e9), dim=-1, descending=True)
+        order = torch.argsort(share - base.double() + torch.where(free, 0.0, -1e9), dim=-1, descending=True,
+                              stable=True)
         extra = torch.zeros_like(base)
-        ranks = torch.arange(caps.shape[1])[None].expand_as(base)
+        ranks = torch.arange(G, device=dev)[None].expand_as(base)
         extra.scatter_(1, order, (ranks < rem[:, None]).long())
         add = torch.minimum(base + extra, caps - out)
         out = out + add
@@ -193,9 +199,42 @@ def in_time_order(flat_index: torch.Tensor, tokens: torch.Tensor, P: int) -> Red
 
 def keep_flat(feats: torch.Tensor, flat_index: torch.Tensor) -> Reduced:
     """Keep the tokens at ``flat_index`` (B, n) of feats (B, T, P, D), in time order."""
+    return keep_sorted(feats, flat_index.sort(dim=1).values)
+
+
+def even_shares(n: int, groups: int, cap: int) -> torch.Tensor:
+    """Equal integer shares of ``n`` tokens over ``groups`` groups of ``cap`` tokens each: (groups,) long
+    on the CPU, summing to exactly ``n``. The shares differ by at most one, and the groups that get the
+    extra token are spread evenly (centred Bresenham steps), not the first ones (``split_budget`` with
+    equal weights leaves that to the order of a sort over ties)."""
+    g = torch.arange(groups + 1, dtype=torch.long)
+    even = torch.div(g * n + groups // 2, groups, rounding_mode="floor").diff()
+    return split_budget(n, torch.full((groups,), cap, dtype=torch.long), weights=even.double())
+
+
+def top_per_frame(priority: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+    """Flat indices (frame * P + patch) of the ``shares[t]`` highest-priority patches of every frame.
+
+    priority (B, T, P); shares (T,) or (B, T) long, each row summing to the same n. Ties go to the lower
+    patch index (stable sort), so the choice is deterministic. Returns (B, n) long, in time order."""
+    B, T, P = priority.shape
+    dev = priority.device
+    shares = shares.to(dev).expand(B, T)
+    order = priority.argsort(dim=-1, descending=True, stable=True)  # (B, T, P): patch by rank
+    take = torch.arange(P, device=dev) < shares[..., None]  # the first shares[t] ranks
+    flat = order + torch.arange(T, device=dev)[:, None] * P
+    n = int(shares[0].sum())
+    return flat[take].view(B, n).sort(dim=1).values
+
+
+def keep_sorted(feats: torch.Tensor, flat_index: torch.Tensor) -> Reduced:
+    """Keep the tokens at ``flat_index`` (B, n), already in time order, of feats (B, T, P, D): what
+    ``keep_flat`` does without its sort and second gather (one ``index_select``, the fastest on the CPU)."""
     B, T, P, D = feats.shape
-    flat = feats.reshape(B, T * P, D)
-    return in_time_order(flat_index, gather_tokens(flat, flat_index), P)
+    n = flat_index.shape[1]
+    rows = (flat_index + torch.arange(B, device=feats.device)[:, None] * (T * P)).flatten()
+    return Reduced(tokens=feats.reshape(B * T * P, D).index_select(0, rows).view(B, n, D),
+                   frame_index=torch.div(flat_index, P, rounding_mode="floor"))
 
 
 def cosine_matrix(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
