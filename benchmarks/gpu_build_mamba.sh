@@ -72,14 +72,20 @@ export_wheels() {
 gather mamba_ssm
 gather causal_conv1d
 pids=()
-if ! ls "$WHEELS"/causal_conv1d-*.whl >/dev/null 2>&1; then
+# SKIP_CC=1: mamba-ssm alone (Mamba-2 then runs its unfused path: the Triton SSD scan, PyTorch's conv)
+if [ "${SKIP_CC:-0}" != 1 ] && ! ls "$WHEELS"/causal_conv1d-*.whl >/dev/null 2>&1; then
     build causal_conv1d causal_conv1d CAUSAL_CONV1D_FORCE_BUILD "${CC_JOBS:-4}" & pids+=($!)
 fi
 if ! ls "$WHEELS"/mamba_ssm-*.whl >/dev/null 2>&1; then
     build mamba_ssm mamba_ssm MAMBA_FORCE_BUILD "${MAX_JOBS:-12}" & pids+=($!)
 fi
 for p in "${pids[@]}"; do wait "$p"; done
-$PY -m pip install -q --no-deps --no-index --no-compile "$WHEELS"/causal_conv1d-*.whl "$WHEELS"/mamba_ssm-*.whl
-$PY -c "import torch, causal_conv1d_cuda, selective_scan_cuda, mamba_ssm, causal_conv1d
-print('mamba-ssm', mamba_ssm.__version__, '+ causal-conv1d', causal_conv1d.__version__, 'installed')"
+$PY -m pip install -q --no-deps --no-index --no-compile $(ls "$WHEELS"/causal_conv1d-*.whl 2>/dev/null) "$WHEELS"/mamba_ssm-*.whl
+$PY -c "import torch, selective_scan_cuda, mamba_ssm
+try:
+    import causal_conv1d, causal_conv1d_cuda
+    cc = causal_conv1d.__version__
+except ImportError:
+    cc = None
+print('mamba-ssm', mamba_ssm.__version__, '+ causal-conv1d', cc, 'installed')"
 export_wheels

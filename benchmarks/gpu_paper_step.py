@@ -549,7 +549,38 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def summarize(paths: list[str]) -> None:
+    """Markdown tables of one or more JSONs written by this script (the docs' tables)."""
+    for path in paths:
+        doc = json.loads(Path(path).read_text())
+        m = doc["machine"]
+        print(f"### {path}: {m.get('gpu')} (torch {m.get('torch')}), matmul {doc.get('matmul_bf16_tflops')} TFLOP/s\n")
+        print("| run | step s | items/s | LLM tokens/item (visual) | tokens/s | NVML % | MFU % | HFU % | peak GiB |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in doc["rows"]:
+            if r.get("oom"):
+                print(f"| {r['run']} | OOM ({r.get('phase')}) | | | | | | | {r.get('peak_mem_gib') or ''} |")
+            elif "step_s" in r:
+                print(f"| {r['run']} | {r['step_s']:.3f} | {r['items_per_s']:.2f} | {r['llm_tokens_per_item']:.0f} "
+                      f"({r['visual_tokens_per_item']:.0f}) | {r['tokens_per_s']:.0f} | {r.get('nvml_util_pct')} | "
+                      f"{r.get('mfu_pct')} | {r.get('hfu_pct')} | {r.get('peak_mem_gib')} |")
+            else:
+                print(f"| {r['run']} | {r.get('skipped', 'not run')} | | | | | | | |")
+        print()
+        for x in doc.get("ratios", []):
+            print(f"- {x['vanilla']} / {x['proposed']}: step time {x['step_time_ratio']}x, items/s "
+                  f"{x['items_per_s_ratio']}x (paper {x['paper_ratio']}x); LLM tokens per item "
+                  f"{x['llm_tokens_per_item'][0]:.0f} vs {x['llm_tokens_per_item'][1]:.0f}")
+        for r in doc["rows"]:
+            if "profile" in r:
+                print(f"- profile {r['run']}: {json.dumps(r['profile'])}")
+        print()
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--summarize"]:
+        summarize(sys.argv[2:])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="+", default=["vanilla:7b:s1:f64:b1:ac", "proposed:7b:s1:f64:b1"])
     ap.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (a smoke test of this script)")
