@@ -38,8 +38,9 @@ from tqdm import tqdm
 from harness.config import ConfigError, RunConfig, build, to_dict
 from harness.data.examples import load_examples
 from harness.data.prompts import PROMPT_SUFFIX, format_prompt  # noqa: F401  (re-exported)
-from harness.data.synthetic import FAMILIES, GROUPS, load_items
+from harness.data.synthetic import FAMILIES, load_items
 from harness.identity import read_config_document
+from harness.metrics import accuracy_metrics, median_ms, task_families  # noqa: F401  (re-exported)
 from harness.model.compressors.base import TokenMeter
 from harness.model.lmm import LETTERS, parse_letter
 from harness.model.registry import compressor_facts
@@ -50,47 +51,6 @@ from harness.store import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TASKS_DIR = REPO_ROOT / "tasks"
-def task_families(tasks: Sequence[str]) -> list[str]:
-    """Families covered by lmms-eval task/group names: ``mia_long`` / ``mia_dense`` (groups),
-    ``mia_<family>``, ``mia_all``. Unknown names raise ValueError listing the known ones."""
-    fams: list[str] = []
-    for t in tasks:
-        t = t[: -len("_gen")] if t.endswith("_gen") else t
-        name = t[4:] if t.startswith("mia_") else t
-        if name == "all":
-            new = list(FAMILIES)
-        elif name in GROUPS:
-            new = GROUPS[name]
-        elif name in FAMILIES:
-            new = [name]
-        else:
-            known = ["mia_all"] + [f"mia_{g}" for g in GROUPS] + [f"mia_{f}" for f in FAMILIES]
-            raise ValueError(f"eval.tasks: unknown task {t!r}; known: {', '.join(known)}")
-        fams += [f for f in new if f not in fams]
-    return fams
-
-
-def accuracy_metrics(correct: dict[str, list[bool]], failed: dict[str, int] | None = None
-                     ) -> list[dict[str, Any]]:
-    """Per-family results ``{family: [correct?...]}`` -> metric rows per family, group and overall.
-    ``failed``: per family, how many of those items are failed videos (scored wrong, counted in ``n``)."""
-    failed = failed or {}
-
-    def row(task: str, c: list[bool], n_failed: int, group: str | None) -> dict[str, Any]:
-        return {"task": task, "metric": "acc", "value": sum(c) / len(c) if c else float("nan"), "stderr": None,
-                "n": len(c), "n_failed": n_failed, "group": group, "higher_is_better": True}
-
-    rows = [row(f"mia_{fam}", correct[fam], failed.get(fam, 0), f"mia_{FAMILIES[fam]}") for fam in sorted(correct)]
-    groups: dict[str, list[str]] = defaultdict(list)
-    for fam in correct:
-        groups[FAMILIES[fam]].append(fam)
-    for g in sorted(groups):
-        rows.append(row(f"mia_{g}", [x for f in groups[g] for x in correct[f]],
-                        sum(failed.get(f, 0) for f in groups[g]), "mia_all"))
-    rows.append(row("mia_all", [x for c in correct.values() for x in c], sum(failed.get(f, 0) for f in correct), None))
-    return rows
-
-
 def _limit_per_family(items: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """The first ``limit`` items of each family (suite order, as lmms-eval's ``--limit`` per task)."""
     if not limit:
@@ -195,22 +155,6 @@ def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, pro
         if trace is not None:
             extra["taa_trace"] = trace
     return {"metrics": accuracy_metrics(correct, n_failed), "tokens": tokens, "extra": extra}
-
-
-def median_ms(fn: Any, device: torch.device, repeats: int = 5) -> float:
-    """Median wall time of ``fn()`` in ms over ``repeats`` calls after one warm-up (synchronised on a GPU)."""
-    cuda = device.type == "cuda"
-    fn()
-    if cuda:
-        torch.cuda.synchronize(device)
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize(device)
-        ts.append(1e3 * (time.perf_counter() - t))
-    return sorted(ts)[len(ts) // 2]
 
 
 def measure_costs(model: Any, feats: torch.Tensor, prompt: str, repeats: int = 5) -> dict[str, Any]:

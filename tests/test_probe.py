@@ -45,7 +45,7 @@ def test_job_body_runs_the_probe_and_reruns_reuse_its_weights(suite, tmp_path):
     assert {"mia_pair_order", "mia_mark_place", "mia_flash_when", "mia_compress", "mia_all"} <= set(rows)
     assert rows["mia_compress"]["n"] == 24 and 0.0 <= rows["mia_compress"]["value"] <= 1.0
     assert res["extra"]["protocol"] == "probe" and res["extra"]["train_steps"] == 6
-    assert res["tokens"] == {"visual_in": 8 * 64, "llm_visual": 8 * 4}
+    assert res["tokens"] == {"visual_in": 8 * 64, "llm_visual": 8 * 4, "llm_visual_min": 32, "llm_visual_max": 32}
     preds = (run / "eval" / "probe_predictions.jsonl").read_text()
     again = train_and_evaluate(cfg, run)  # probe.pt is there: scored again, same predictions
     assert again["metrics"] == res["metrics"] and (run / "eval" / "probe_predictions.jsonl").read_text() == preds

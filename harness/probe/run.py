@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from harness.config import RunConfig, to_dict
 from harness.data.synthetic import FAMILIES, expand_families
-from harness.evaluate import accuracy_metrics, median_ms, task_families
+from harness.metrics import accuracy_metrics, median_ms, task_families
 from harness.model.registry import compressor_facts
 from harness.model.taa import taa_trace
 from harness.probe.data import load_probe_items
