@@ -41,6 +41,17 @@ def test_an_unknown_name_is_rejected_with_a_suggestion():
         build(RunConfig, {"model": {"compressor": {"name": "fastvid", "block": "bi_ssm"}}})
 
 
+def test_the_registry_lists_itself(capsys):
+    from harness.model.list_compressors import main
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "fastvid         training-free  FastVID" in out
+    assert "proposed        trained        preset of mambamia" in out
+    assert main(["vidcom2"]) == 0 and "  ratio: 0.25" in capsys.readouterr().out
+    assert main(["fastvd"]) == 2 and "did you mean 'fastvid'" in capsys.readouterr().err
+
+
 def test_presets_are_the_five_way_designs_and_explicit_fields_win():
     p = build_config({"name": "proposed", "d_model": 32})
     assert (p.block, p.pooling, p.taa.enabled, p.taa.sampling, p.d_model) == ("bi_ssm", "gpa", True, "delta", 32)

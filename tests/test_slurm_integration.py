@@ -436,7 +436,7 @@ suites: [mia_long]
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 1, outcome(res)
-    assert "after job" in res.stdout + res.stderr, "children are queued behind their parent's Slurm job\n" + outcome(res)
+    assert "after job" in res.stdout + res.stderr, "children queue behind their parent's Slurm job\n" + outcome(res)
     recs = records(tmp_path / "res")
     parents = {r["config"]["train"]["lr"]: r for r in recs.values() if not r["config"]["eval"]["parent"]}
     assert parents[0.001]["status"] == "done" and parents[0.5]["status"] == "failed"

@@ -123,6 +123,8 @@ class Stage(nn.Module):
 
 
 class Compressor(nn.Module):
+    """MambaMia (arXiv 2506.13564): queries every period, bidirectional SSM mixing, learned pooling (v2: GPA, TAA)."""
+
     def __init__(self, cfg: CompressorConfig):
         super().__init__()
         self.cfg = cfg
