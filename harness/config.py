@@ -317,8 +317,33 @@ def config_hash(obj: Any, n: int = 12) -> str:
 def hash_view(view: dict[str, Any], n: int = 12) -> str:
     """The hash of a resolved config dict ``to_dict(cfg)``: ``config_hash(cfg)`` without the dataclass
     walk."""
-    blob = json.dumps(view, sort_keys=True, separators=(",", ":"), default=str)
+    blob = json.dumps(hashed_view(view), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+#: fields that say where a run reports, not what it computes: config_hash and the run id leave them out,
+#: so that changing them keeps a run's id, its finished result and its checkpoint
+UNHASHED_FIELDS = ("train.report_to",)
+
+
+def hashed_view(view: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config dict without :data:`UNHASHED_FIELDS` (copied along their paths, ``view`` kept)."""
+    out = view
+    for dotted in UNHASHED_FIELDS:
+        *parents, leaf = dotted.split(".")
+        chain = [out]
+        for k in parents:
+            nxt = chain[-1].get(k) if isinstance(chain[-1], dict) else None
+            if not isinstance(nxt, dict):
+                break
+            chain.append(nxt)
+        else:
+            if leaf in chain[-1]:
+                node = {k: v for k, v in chain[-1].items() if k != leaf}
+                for parent, k in zip(reversed(chain[:-1]), reversed(parents)):
+                    node = {**parent, k: node}
+                out = node
+    return out
 
 
 def set_by_path(d: dict[str, Any], dotted: str, value: Any) -> None:
@@ -563,11 +588,22 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     max_grad_norm: float = 1.0
+    # experiment trackers the run also reports to (harness.trackers: wandb, tensorboard, mlflow), as the
+    # transformers Trainer's report_to. Where a run reports, not what it computes: left out of the run id
+    # and config_hash (UNHASHED_FIELDS), so adding a tracker reuses finished results and checkpoints
+    report_to: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.report_to:
+            from harness.trackers import TRACKERS  # lazy: harness.trackers imports this module
+
+            for i, name in enumerate(self.report_to):
+                check_choice(f"report_to[{i}]", name, TRACKERS)
+            if len(set(self.report_to)) != len(self.report_to):
+                raise ConfigError("report_to", f"a tracker is named twice in {self.report_to}")
         if self.lr <= 0:
             raise ConfigError("lr", f"must be > 0, got {self.lr}")
         if self.warmup_steps < 0:

@@ -50,6 +50,7 @@ import submitit
 import torch
 import torch.distributed as dist
 
+from harness import trackers
 from harness.config import RunConfig, build
 from harness.store import ResultsStore, file_mode, safe_name
 from harness.sweep.controller import die_with_parent
@@ -304,15 +305,18 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
     if job.identity:
         base["identity"] = dict(job.identity)
     t0 = time.perf_counter()
+    session: trackers.Session | None = None
     try:
         remove_temp_files(run_dir)  # left by a killed attempt: this job owns the run dir now
         store.write_run({**base, "status": "running", "finished": None, "wall_time_s": None})
         _record_attempt(run_dir, info)
         set_threads(job.cpus)
         cfg = build(RunConfig, job.config)
+        session = open_trackers(job, cfg, run_dir, base)
         fn = load_body(job.body)
         kw = {"progress": job.progress} if "progress" in inspect.signature(fn).parameters else {}
-        result = fn(cfg, run_dir, **kw) or {}
+        with trackers.activated(session):
+            result = fn(cfg, run_dir, **kw) or {}
         if not isinstance(result, dict):
             raise TypeError(f"job body {job.body} returned {type(result).__name__}, expected a dict")
         rec = {**base, "status": "done", "finished": now(), "wall_time_s": round(time.perf_counter() - t0, 3),
@@ -322,18 +326,36 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
             if not isinstance(m, dict) or not {"task", "metric", "value"} <= set(m):
                 raise ValueError(f"metrics[{i}] = {m!r}: expected {{task, metric, value, n}}")
         store.write_run(rec)
+        trackers.close_session(session, rec)  # the final metrics come from the store's record
         return rec
     except Exception as e:  # noqa: BLE001 - every failure becomes a record
         tb = traceback.format_exc()
         full = disk_full(e, run_dir)
         reason = describe_io_failure(e, run_dir) if full else f"{type(e).__name__}: {e}".strip()
         if reraise:
-            _record_failure(job, store, base, info, run_dir, reason, tb, full, t0)
+            trackers.close_session(session, _record_failure(job, store, base, info, run_dir, reason, tb, full, t0))
             raise
     # outside the handler: the traceback (and the half-written checkpoint's still-open file, whose room
     # a full disk needs back) is gone by now
     gc.collect()
-    return _record_failure(job, store, base, info, run_dir, reason, tb, full, t0)
+    rec = _record_failure(job, store, base, info, run_dir, reason, tb, full, t0)
+    trackers.close_session(session, rec)
+    return rec
+
+
+def open_trackers(job: JobSpec, cfg: RunConfig, run_dir: Path, base: dict[str, Any]) -> trackers.Session | None:
+    """The run's tracker session (``train.report_to``; None without one), its files under
+    ``<results>/trackers``; the links go into the run's records (``base["trackers"]``). Never raises for a
+    tracker: a missing or broken one is a warning in the job's log."""
+    if not cfg.train.report_to:
+        return None
+    run = trackers.TrackerRun(run_id=job.run_id, study=job.study, label=job.label, seed=job.seed,
+                              config=job.config, root=Path(job.store_root).parent / "trackers", run_dir=run_dir,
+                              steps=cfg.train.steps)
+    session = trackers.open_session(run, list(cfg.train.report_to))
+    if session is not None:
+        base["trackers"] = session.links()
+    return session
 
 
 def _record_failure(job: JobSpec, store: ResultsStore, base: dict[str, Any], info: dict[str, Any], run_dir: Path,
