@@ -152,9 +152,11 @@ class WandbTracker(Tracker):
     name, install = "wandb", "wandb"
 
     def start(self) -> dict[str, Any]:
+        mode = os.environ.get("WANDB_MODE") or "offline"
+        if mode in ("offline", "disabled"):  # nothing leaves the machine: not W&B's crash reports either
+            os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
         import wandb  # lazy: optional package (wandb)
 
-        mode = os.environ.get("WANDB_MODE") or "offline"
         project = self.state.get("project") or os.environ.get("WANDB_PROJECT") or "mambamia"
         wid = self.state.get("id") or wandb.util.generate_id()
         folder = self.run.root / "wandb"
