@@ -327,11 +327,12 @@ def job_failure(job: Any, spec: JobSpec) -> tuple[str, str | None, bool, bool]:
     """Why a job ended without a record, its log, whether the plain rerun should run it again, and
     whether it was killed from outside (a signal, the OOM killer, the scheduler: not its own error). A
     killed run is run again from its checkpoint, or from the start when it has none."""
-    reason, log = _job_failure(job)
-    res = _job_result(job)
+    sig = signal_words(getattr(getattr(job, "_process", None), "returncode", None))
+    if sig is not None:  # its task was killed: no result will come, so submitit need not wait 15 s for one
+        job._results_timeout_s = 0
+    reason, log, res = _job_failure(job)
     if res.get("status") == "failed" and res.get("reason"):  # its record could not be written (full disk)
         return str(res["reason"]), log, bool(res.get("resumable")), False
-    sig = signal_words(getattr(getattr(job, "_process", None), "returncode", None))
     killed = sig is not None
     if sig:
         oom_before = getattr(job, "_oom_kills", None)
@@ -353,19 +354,13 @@ def job_failure(job: Any, spec: JobSpec) -> tuple[str, str | None, bool, bool]:
     return reason, log, killed, killed
 
 
-def _job_result(job: Any) -> dict[str, Any]:
-    """The record ``run_job`` returned, when the job got that far (else ``{}``)."""
+def _job_failure(job: Any) -> tuple[str, str | None, dict[str, Any]]:
+    """Why a submitit job ended without a record, its log, and the record ``run_job`` returned when the job
+    got that far (else ``{}``; submitit is asked once: each ask waits for a result that may not come)."""
+    res: dict[str, Any] = {}
     try:
-        res = job.result()
-    except Exception:  # noqa: BLE001 - no result
-        return {}
-    return res if isinstance(res, dict) else {}
-
-
-def _job_failure(job: Any) -> tuple[str, str | None]:
-    """Why a submitit job ended without a record, and its log."""
-    try:
-        job.result()
+        out = job.result()
+        res = out if isinstance(out, dict) else {}
         reason = "the job ended without writing its result record"
     except Exception as e:  # noqa: BLE001 - we only describe it
         text = str(e).strip().splitlines()
@@ -381,7 +376,7 @@ def _job_failure(job: Any) -> tuple[str, str | None]:
         log = str(job.paths.stderr)
     except Exception:  # noqa: BLE001
         log = None
-    return reason, log
+    return reason, log, res
 
 
 class DebugExecutor(BaseExecutor):

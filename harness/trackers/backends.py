@@ -123,7 +123,7 @@ class MLflowTracker(Tracker):
         return {"uri": uri, "experiment_id": exp_id, "run_id": self.run_id}
 
     def _experiment(self, store: Path | None) -> str:
-        lock = _file_lock(store / ".experiments.lock") if store is not None else contextlib.nullcontext()
+        lock = _file_lock(store / ".create-experiment.lockf") if store is not None else contextlib.nullcontext()
         with lock:
             exp = self.client.get_experiment_by_name(self.run.study)
             return exp.experiment_id if exp is not None else self.client.create_experiment(self.run.study)
