@@ -16,6 +16,7 @@ import pytest
 from harness import trackers
 from harness.config import RunConfig, build, config_hash, to_dict
 from harness.data.synthetic import GROUPS, SuiteSpec, make_suite
+from harness.report import report_study, tracker_links
 from harness.store import ResultsStore
 from harness.sweep import run_sweep
 from harness.sweep.plan import plan_study
@@ -167,6 +168,10 @@ def test_a_tracker_that_raises_or_is_missing_leaves_the_run_done_with_all_its_me
     acc = EventAccumulator(rec["trackers"]["tensorboard"])  # the healthy tracker has everything
     acc.Reload()
     assert [e.step for e in acc.Scalars("train/loss")] == [2, 4, 6]
+    report_study(ResultsStore(res / "store"), "trk", tmp_path / "report", progress=False)
+    index = (tmp_path / "report" / "index.md").read_text()  # each run's row links its tracker runs
+    assert "| Reason | Trackers |" in index and f"tensorboard: `{rec['trackers']['tensorboard']}`" in index
+    assert tracker_links({"wandb": "https://wandb.ai/e/p/runs/x"}) == "[wandb](https://wandb.ai/e/p/runs/x)"
 
 
 def test_trackers_change_no_run_id_and_no_checkpoint(tmp_path, suite):

@@ -60,6 +60,7 @@ class RunInfo:
     values: dict[tuple[str, str], float] = field(default_factory=dict)  # (task, metric) -> value
     costs: dict[str, float] = field(default_factory=dict)  # cost key -> value (tokens, x.ttft_ms ...)
     failed_samples: dict[str, int] = field(default_factory=dict)  # task -> samples whose video failed
+    trackers: dict[str, str] = field(default_factory=dict)  # tracker name -> its run (URL or offline folder)
 
 
 @dataclass
@@ -298,7 +299,8 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
                        variant=dict(entry.get("variant") or {}), label=entry.get("label", rid),
                        status=status, reason=rec.get("reason"), finished=rec.get("finished"),
                        git_commit=rec.get("git_commit"), device=(rec.get("job") or {}).get("device"),
-                       protocol=(rec["config"].get("protocol") or "lmm") if rec.get("config") else None)
+                       protocol=(rec["config"].get("protocol") or "lmm") if rec.get("config") else None,
+                       trackers={str(k): str(v) for k, v in (rec.get("trackers") or {}).items()})
         for m in rec.get("metrics") or [] if status == "done" else []:
             if isinstance(m, dict) and isinstance(m.get("task"), str) and isinstance(m.get("metric"), str):
                 lst = task_metrics.setdefault(m["task"], [])

@@ -6,13 +6,16 @@ driver itself with ``--executor debug``). It
 1. limits torch/BLAS threads to the job's ``cpus`` (so parallel local jobs share the cores);
 2. writes a ``running`` record naming the job (host, pid, Slurm job id) so a rerun knows whether the
    run is still alive or must be resumed;
-3. calls the job body, by default :func:`train_and_evaluate` (``harness.train.train_run`` then
-   ``harness.evaluate.evaluate_run``; training resumes from ``run_dir/checkpoint.pt``);
+3. opens the run's trackers (``train.report_to``, :mod:`harness.trackers`: continued from
+   ``run_dir/trackers.json`` on a resumed run; a broken one is a warning) and calls the job body, by
+   default :func:`train_and_evaluate` (``harness.train.train_run`` then ``harness.evaluate.evaluate_run``;
+   training resumes from ``run_dir/checkpoint.pt``);
 4. writes the ``done`` record (metrics, tokens, extra, git commit, package versions, wall time), or on
    any exception a ``failed`` record with the reason and the log path (the traceback is in
    ``run_dir/error.txt``). A full disk (``ENOSPC``, or torch's cryptic writer error when the file system
    has no room left) is named as such with the path and its free space; the run's temporary files
-   (``*.tmp<pid>`` checkpoints, export folders) are removed first, so the record fits.
+   (``*.tmp<pid>`` checkpoints, export folders) are removed first, so the record fits. The trackers then
+   get the record's final metrics (the store is the source of truth) and are closed.
 
 Every execution appends one line to ``run_dir/attempts.jsonl`` (attempt, host, pid, start time): the
 history of who ran the run, one line per execution. A local job dies with its submitit controller
