@@ -315,7 +315,10 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
         _record_attempt(run_dir, info)
         set_threads(job.cpus)
         cfg = build(RunConfig, job.config)
-        session = open_trackers(job, cfg, run_dir, base)
+        # train.report_to: files under <results>/trackers, links in the records; never raises for a tracker
+        session = trackers.sweep_session(trackers.TrackerRun(job.run_id, job.study, job.label, job.seed, job.config,
+                                                             Path(job.store_root).parent / "trackers", run_dir))
+        base.update({"trackers": session.links()} if session else {})
         fn = load_body(job.body)
         kw = {"progress": job.progress} if "progress" in inspect.signature(fn).parameters else {}
         with trackers.activated(session):
@@ -344,21 +347,6 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
     rec = _record_failure(job, store, base, info, run_dir, reason, tb, full, t0)
     trackers.close_session(session, rec)
     return rec
-
-
-def open_trackers(job: JobSpec, cfg: RunConfig, run_dir: Path, base: dict[str, Any]) -> trackers.Session | None:
-    """The run's tracker session (``train.report_to``; None without one), its files under
-    ``<results>/trackers``; the links go into the run's records (``base["trackers"]``). Never raises for a
-    tracker: a missing or broken one is a warning in the job's log."""
-    if not cfg.train.report_to:
-        return None
-    run = trackers.TrackerRun(run_id=job.run_id, study=job.study, label=job.label, seed=job.seed,
-                              config=job.config, root=Path(job.store_root).parent / "trackers", run_dir=run_dir,
-                              steps=cfg.train.steps)
-    session = trackers.open_session(run, list(cfg.train.report_to))
-    if session is not None:
-        base["trackers"] = session.links()
-    return session
 
 
 def _record_failure(job: JobSpec, store: ResultsStore, base: dict[str, Any], info: dict[str, Any], run_dir: Path,

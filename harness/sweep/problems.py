@@ -20,7 +20,8 @@ from __future__ import annotations
 import copy
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -178,3 +179,29 @@ def close_match(key: str, known: Iterable[str]) -> str | None:
         return key
     hit = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
     return hit[0] if hit else None
+
+
+def names_x_values(path: str) -> bool:
+    """Whether a report problem at ``path`` is about values of the x axis (compare pairs, claims)."""
+    return path.startswith(("report.compare[", "report.claims["))
+
+
+def apply_each(apply: Callable[[dict[str, Any], list[str]], dict[str, Any]], error: type[Exception],
+               doc: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], list[Problem]]:
+    """Apply the ``--set`` strings one at a time (``apply(doc, [text])``), collecting the problems of every
+    one that ``error`` refuses (each with its ``--set`` as source) instead of stopping at the first."""
+    probs: list[Problem] = []
+    for text in overrides:
+        try:
+            doc = apply(doc, [text])
+        except error as e:
+            probs += [Problem(str(q[0]), str(q[1]), source=getattr(e, "source", None)) for q in e.problems]
+    return doc, probs
+
+
+def file_text(path: Path) -> str | None:
+    """A spec file's text, for the lines of its problems (None if it cannot be read again)."""
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return None

@@ -42,7 +42,16 @@ from harness.lmms_tasks import check_lmms_task
 from harness.overrides import OverrideError, check_config_path
 from harness.overrides import parse_override as _parse_override
 from harness.store import safe_name
-from harness.sweep.problems import Problem, clean_config, close_match, describe, in_file_order
+from harness.sweep.problems import (
+    Problem,
+    apply_each,
+    clean_config,
+    close_match,
+    describe,
+    file_text,
+    in_file_order,
+    names_x_values,
+)
 from harness.sweep.report_check import check_report
 from harness.yamlio import YamlFileError, load_yaml_file
 
@@ -258,11 +267,6 @@ def _default_labels(paths: list[str]) -> dict[str, str]:
     return out
 
 
-def _names_x_values(path: str) -> bool:
-    """Whether a report problem at ``path`` is about values of the x axis (compare pairs, claims)."""
-    return path.startswith(("report.compare[", "report.claims["))
-
-
 def validate(doc: Any, source: str, overrides: list[str] | None = None, original: Any = None) -> StudySpec:
     """Check a raw spec dict; raise :class:`SpecError` listing every problem found. ``original``: the
     spec before ``--set`` (a compare pair may name a value that ``--set`` has narrowed away)."""
@@ -451,7 +455,7 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
                         values.setdefault(labels[p], []).extend(v)
         # with a refused report.x the values are checked against another axis: they follow from report.x
         value_cause = x_cause or ("report.x" if x_bad else None)
-        probs += [Problem(pth, msg, cause=value_cause) if value_cause and _names_x_values(pth) else (pth, msg)
+        probs += [Problem(pth, msg, cause=value_cause) if value_cause and names_x_values(pth) else (pth, msg)
                   for pth, msg in check_report(report, labels, values)]
 
     if probs:
@@ -481,25 +485,13 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec
     if overrides:
         if not isinstance(doc, dict):
             raise SpecError(source, [("", "the spec must be a mapping")])
-        for text in overrides:  # one at a time: every bad --set is named, not only the first
-            try:
-                doc = apply_overrides(doc, [text])
-            except SpecError as e:
-                set_probs += [Problem(*as_pair, source=e.source) for as_pair in e.problems]
+        doc, set_probs = apply_each(apply_overrides, SpecError, doc, overrides)  # every bad --set, not the first
         source = f"{source} (with --set {' '.join(overrides)})"
     try:
         spec = validate(doc, source, overrides, original)
     except SpecError as e:
-        raise SpecError(e.source, in_file_order([*set_probs, *e.problems], _text(p))) from None
+        raise SpecError(e.source, in_file_order([*set_probs, *e.problems], file_text(p))) from None
     if set_probs:
         raise SpecError(source, set_probs)
     spec.path = str(path)
     return spec
-
-
-def _text(p: Path) -> str | None:
-    """The spec file's text, for the lines of its problems (None if it cannot be read again)."""
-    try:
-        return p.read_text(errors="replace")
-    except OSError:
-        return None

@@ -39,7 +39,8 @@ from harness.trackers import backends as _backends  # noqa: F401  (registers wan
 from harness.trackers.base import TRACKERS, Tracker, TrackerRun, final_metrics, flat_config, register_tracker, scalars
 
 __all__ = ["STATE_FILE", "TRACKERS", "Session", "Tracker", "TrackerRun", "activated", "close_session",
-           "final_metrics", "flat_config", "log_train", "open_session", "register_tracker", "standalone_session"]
+           "final_metrics", "flat_config", "log_train", "open_session", "register_tracker", "standalone_session",
+           "sweep_session"]
 
 STATE_FILE = "trackers.json"
 
@@ -163,6 +164,14 @@ def open_session(run: TrackerRun, names: list[str], stream: TextIO | None = None
 def close_session(session: Session | None, record: dict[str, Any]) -> None:
     if session is not None:
         session.finish(record)
+
+
+def sweep_session(run: TrackerRun) -> Session | None:
+    """The session of a sweep job: the trackers of its config's ``train.report_to`` (None without any),
+    ``steps`` taken from its ``train.steps``."""
+    train = run.config.get("train") or {}
+    run.steps = int(train.get("steps", run.steps))
+    return open_session(run, list(train.get("report_to") or []))
 
 
 def standalone_session(config: dict[str, Any], run_dir: Path, study: str) -> Session | None:
