@@ -196,3 +196,24 @@ def test_session_log_drops_non_numbers_and_names_the_tracker_run(tmp_path):
            "wall_time_s": 2.0}
     assert trackers.final_metrics(rec) == {"eval/t/acc": 0.5, "tokens/llm_visual": 4.0, "run/wall_time_s": 2.0}
     assert trackers.base.scalars({"a": 1, "b": True, "c": "x", "d": math.nan, "e": 2.5}) == {"a": 1.0, "e": 2.5}
+
+
+def test_an_lmm_run_of_harness_train_reports_its_steps(tmp_path, suite):
+    """The LMM protocol, started on its own (``python -m harness.train ... train.report_to=[tensorboard]``):
+    every logged step, its grad norm and tokens, in <run dir>/trackers/."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from harness.train import main
+
+    run_dir = tmp_path / "lmm"
+    assert main(["tiny", "train.steps=2", "train.log_every=1", "train.batch_size=4", "train.warmup_steps=1",
+                 "model.compressor.block=identity", f"data.suite={suite}", f"data.cache_dir={suite.parent / 'cache'}",
+                 "train.report_to=[tensorboard]", "--run-dir", str(run_dir), "--no-progress"]) == 0
+    metrics = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    (tb,) = (run_dir / "trackers" / "tensorboard" / "harness.train").iterdir()
+    acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
+    acc.Reload()
+    for key in ("loss", "lr", "grad_norm", "items_per_s", "tokens_per_s", "tokens_seen"):
+        assert [(e.step, e.value) for e in acc.Scalars(f"train/{key}")] == [
+            (m["step"], pytest.approx(m[key], rel=1e-5)) for m in metrics], key
+    assert metrics[-1]["tokens_seen"] > metrics[0]["tokens_seen"] > 0
