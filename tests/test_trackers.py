@@ -164,7 +164,7 @@ def test_a_tracker_that_raises_or_is_missing_leaves_the_run_done_with_all_its_me
     assert "[trackers] warning: broken: log at step 2 failed (ConnectionError: tracker server unreachable)" in err
     assert "[trackers] warning: mlflow: not installed" in err and "pip install mlflow-skinny" in err
     state = json.loads((res / "runs" / run.run_id / "trackers.json").read_text())
-    assert len(state["warnings"]) == 2 and set(rec["trackers"]) == {"broken", "tensorboard"}
+    assert len(state["warnings"]) == 2 and set(rec["trackers"]) == {"broken", "tensorboard"} == set(state["links"])
     acc = EventAccumulator(rec["trackers"]["tensorboard"])  # the healthy tracker has everything
     acc.Reload()
     assert [e.step for e in acc.Scalars("train/loss")] == [2, 4, 6]

@@ -23,7 +23,8 @@ Against the results store every run gets an ``action``:
                another id (older code, config schema or data), or a record under this id has another
                identity: its result is kept and shown as stale, not rerun (status ``stale``)
 ``rerun``      ``stale`` and ``--rerun-stale`` given: run again under the current id
-``failed``     ``failed`` and ``--retry-failed`` not given: reported, not rerun
+``failed``     ``failed`` by its own error (or killed ``max_attempts`` times), ``--retry-failed`` not
+               given: reported, not rerun
 ``retry``      ``failed`` and ``--retry-failed`` given
 ``running``    a live job (this host's pid, or a Slurm job still in the queue) is on it already
 =============  =================================================================================

@@ -295,7 +295,7 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
     clean_base, base_builds = base, True  # base without the keys refused (the axes are checked against it)
     if not isinstance(base, dict):
         probs.append(("base", f"expected a mapping of RunConfig overrides, got {type(base).__name__}"))
-        base = {}
+        base = clean_base = {}
     else:
         if "seed" in base:
             probs.append(("base.seed", "set seeds with the top-level `seeds:` list"))

@@ -54,7 +54,8 @@ class Session:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     trackers: list[Tracker] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    states: dict[str, Any] = field(default_factory=dict)
+    states: dict[str, Any] = field(default_factory=dict)  # tracker name -> what continues its run
+    link_map: dict[str, str] = field(default_factory=dict)  # tracker name -> its run, as started
 
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)
@@ -100,6 +101,8 @@ class Session:
                 continue
             self.states[name] = state
             self.trackers.append(t)
+            with contextlib.suppress(Exception):
+                self.link_map[name] = t.link()
         self._save()
         return self
 
@@ -109,11 +112,8 @@ class Session:
                               {"runs": self.states, "links": self.links(), "warnings": self.warnings})
 
     def links(self) -> dict[str, str]:
-        out = {}
-        for t in list(self.trackers):
-            with contextlib.suppress(Exception):
-                out[t.name] = t.link()
-        return out
+        """Where each tracker run that started is (a URL, or its offline folder or store)."""
+        return dict(self.link_map)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         vals = scalars(metrics)
@@ -123,11 +123,10 @@ class Session:
     def finish(self, record: dict[str, Any]) -> None:
         """Log the record's final metrics and close every tracker (once)."""
         final, ok = final_metrics(record), record.get("status") == "done"
-        n_warn = len(self.warnings)
         for t in list(self.trackers):
             self._guard(t, "finish", lambda t=t: t.finish(final, self.run.steps, ok))
         self.trackers.clear()
-        if len(self.warnings) != n_warn or self.warnings:
+        if self.warnings:  # the ones logging and finishing added
             self._save()
 
 
