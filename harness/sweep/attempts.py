@@ -43,6 +43,17 @@ def count_kills(attempts: list[dict[str, Any]]) -> int:
     return sum(1 for a in attempts if a.get("killed"))
 
 
+def cause_of(reason: str) -> str:
+    """The head of a kill's reason, what killed it: ``killed by SIGKILL (the OOM killer: ...)``, ``job 7
+    OUT_OF_MEMORY`` (the text before the first ``": "`` outside parentheses)."""
+    depth = 0
+    for i, ch in enumerate(reason):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and reason.startswith(": ", i):
+            return reason[:i]
+    return reason.split(" | ")[0][:300]
+
+
 def mark_killed(run_dir: Path, attempt: int, reason: str) -> int:
     """Mark execution ``attempt`` of ``run_dir`` as killed from outside (``"killed": reason`` on its line
     of ``attempts.jsonl``, added when the job died before writing one) and return how many of the run's
@@ -53,7 +64,7 @@ def mark_killed(run_dir: Path, attempt: int, reason: str) -> int:
         line = {"attempt": attempt, "started": None}
         attempts.append(line)
     if not line.get("killed"):
-        line["killed"] = reason[:300]
+        line["killed"] = cause_of(reason)
     atomic_write_text(Path(run_dir) / ATTEMPTS_FILE, "".join(json.dumps(a) + "\n" for a in attempts))
     return count_kills(attempts)
 
@@ -64,7 +75,7 @@ def kill_action(record: dict[str, Any], max_attempts: int = DEFAULT_MAX_ATTEMPTS
     kills = int(record.get("kills") or 0)
     if not record.get("killed") or not max_attempts or kills < max_attempts:
         return "resume", None
-    last = str(record.get("reason") or "").split(" | ")[0]
+    last = cause_of(str(record.get("reason") or ""))
     n_exec = int((record.get("job") or {}).get("attempt") or kills)
     return "failed", (f"killed {kills} times in {n_exec} attempt(s), the --max-attempts limit of {max_attempts}; "
                       f"last: {last}. --retry-failed runs it again (or raise --max-attempts)")
