@@ -18,15 +18,18 @@ from typing import Any
 from harness.data.datasets import DATASETS, get_dataset
 from harness.model.registry import CompressorConfigBase, build_config, default_config
 from harness.schema import (  # noqa: F401  (re-exported: the builder is used with the run config everywhere)
+    UNHASHED_FIELDS,
     ConfigError,
     build,
     check_choice,
     config_hash,
     deep_merge,
     hash_view,
+    hashed_view,
     set_by_path,
     to_dict,
 )
+from harness.trackers import TRACKERS
 
 
 @dataclass
@@ -260,11 +263,20 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     max_grad_norm: float = 1.0
+    # experiment trackers the run also reports to (harness.trackers: wandb, tensorboard, mlflow), as the
+    # transformers Trainer's report_to. Where a run reports, not what it computes: left out of the run id
+    # and config_hash (UNHASHED_FIELDS), so adding a tracker reuses finished results and checkpoints
+    report_to: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.report_to:
+            for i, name in enumerate(self.report_to):
+                check_choice(f"report_to[{i}]", name, TRACKERS)
+            if len(set(self.report_to)) != len(self.report_to):
+                raise ConfigError("report_to", f"a tracker is named twice in {self.report_to}")
         if self.lr <= 0:
             raise ConfigError("lr", f"must be > 0, got {self.lr}")
         if self.warmup_steps < 0:

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.config import RunConfig, config_hash, to_dict
+from harness.config import RunConfig, config_hash, hashed_view, to_dict
 
 # Bump when a change alters what a run computes for the same config (see the module docstring).
 BEHAVIOUR_VERSION = 1
@@ -214,8 +214,9 @@ def run_identity(resolved: dict[str, Any], dataset: str) -> dict[str, Any]:
 
 
 def run_id(resolved: dict[str, Any], identity: dict[str, Any], n: int = 12) -> str:
-    """The run id: hash of canonical JSON of the resolved config and its identity."""
-    blob = json.dumps({"config": resolved, "identity": identity}, sort_keys=True, separators=(",", ":"),
+    """The run id: hash of canonical JSON of the resolved config and its identity (the config without
+    :data:`harness.config.UNHASHED_FIELDS`: where a run reports, not what it computes)."""
+    blob = json.dumps({"config": hashed_view(resolved), "identity": identity}, sort_keys=True, separators=(",", ":"),
                       default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
@@ -252,7 +253,7 @@ def stale_reason(record: dict[str, Any], identity: dict[str, Any], resolved: dic
     if not isinstance(old, dict):
         return "recorded before versioned run identity (no identity in the record)"
     parts = [f"{k} {old.get(k)} -> {identity.get(k)}" for k in sorted(identity) if old.get(k) != identity.get(k)]
-    diff = _diff_paths(record_config(record), resolved)
+    diff = _diff_paths(hashed_view(record_config(record)), hashed_view(resolved))
     if diff:
         parts.append("config " + ", ".join(diff[:3]) + (f" (+{len(diff) - 3} more)" if len(diff) > 3 else ""))
     return "; ".join(parts) or "recorded under another run id"

@@ -192,8 +192,33 @@ def config_hash(obj: Any, n: int = 12) -> str:
 def hash_view(view: dict[str, Any], n: int = 12) -> str:
     """The hash of a resolved config dict ``to_dict(cfg)``: ``config_hash(cfg)`` without the dataclass
     walk."""
-    blob = json.dumps(view, sort_keys=True, separators=(",", ":"), default=str)
+    blob = json.dumps(hashed_view(view), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+#: fields that say where a run reports, not what it computes: config_hash and the run id leave them out,
+#: so that changing them keeps a run's id, its finished result and its checkpoint
+UNHASHED_FIELDS = ("train.report_to",)
+
+
+def hashed_view(view: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config dict without :data:`UNHASHED_FIELDS` (copied along their paths, ``view`` kept)."""
+    out = view
+    for dotted in UNHASHED_FIELDS:
+        *parents, leaf = dotted.split(".")
+        chain = [out]
+        for k in parents:
+            nxt = chain[-1].get(k) if isinstance(chain[-1], dict) else None
+            if not isinstance(nxt, dict):
+                break
+            chain.append(nxt)
+        else:
+            if leaf in chain[-1]:
+                node = {k: v for k, v in chain[-1].items() if k != leaf}
+                for parent, k in zip(reversed(chain[:-1]), reversed(parents)):
+                    node = {**parent, k: node}
+                out = node
+    return out
 
 
 def set_by_path(d: dict[str, Any], dotted: str, value: Any) -> None:

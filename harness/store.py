@@ -14,7 +14,9 @@ A run record::
      "tokens": {"visual_in": int, "llm_visual": int, ...},          # per-sample token counts
      "metrics": [{"task": str, "metric": str, "value": float, "n": int, "n_failed": int,
                   "stderr": float | None, "group": str | None, "higher_is_better": bool | None}, ...],
-     "extra": {...}}                                                 # latency, peak memory, ...
+     "extra": {...},                                                 # latency, peak memory, ...
+     "trackers": {name: link},            # train.report_to: each tracker run (URL or offline folder)
+     "killed": bool, "kills": int, "resumable": bool}  # failed: killed from outside, how often; rerun it
 
 ``records()`` flattens the store into one row per (run, task, metric), the unit every table is made of.
 Each file is written through a temporary file in the same folder and ``os.replace``, so a reader never

@@ -24,7 +24,8 @@ Run directory (``--run-dir``, default ``results/runs/<config hash>``)::
                          the same step with the same data order; torch.load(weights_only=True) safe
     model/               self-contained export: config.json, tokenizer files, llm/ (transformers
                          config), model.safetensors  -> harness.evaluate / the lmms-eval plugin
-    metrics.jsonl        one JSON line per logged step (loss, lr, grad norm, items/s, tokens/s)
+    metrics.jsonl        one JSON line per logged step (loss, lr, grad norm, items/s, tokens/s, tokens
+                         seen); also sent to the trackers of ``train.report_to`` (harness.trackers)
     train_summary.json   written at the end
     failed_items.jsonl   every item that failed to load, with its reason
     failure.json         written when the loss turns NaN/inf (TrainingDiverged) or too many items fail
@@ -56,6 +57,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from harness import trackers
 from harness.config import (
     ConfigError,
     RunConfig,
@@ -248,7 +250,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"format": CKPT_FORMAT, "step": step, "stage": stage, "model": msd, "optimizer": osd,
                 "rng": rng, "config_hash": config_hash(self.cfg), "world_size": self.world,
-                "data_failures": self._flog.state()}
+                "data_failures": self._flog.state(), "tokens_seen": self._tokens_seen}
 
     def _save(self, model: nn.Module, opt, step: int, stage: int) -> None:
         state = self._state(model, opt, step, stage)  # collective under FSDP: every rank calls it
@@ -419,6 +421,8 @@ class Trainer:
             if unexpected:
                 raise ValueError(f"{self.run_dir / CHECKPOINT}: unexpected keys {unexpected[:5]}")
             start = int(state["step"])
+        tokens_before = int(state.get("tokens_seen", 0)) if state is not None else 0
+        self._tokens_seen = tokens_before
         orders = stage_orders(cfg, stages, manifest, inputs.plugin, self.world)
         flog = FailureLog(cfg.data.max_failure_rate, cfg.data.min_failure_sample,
                           state.get("data_failures") if state is not None else None)
@@ -478,6 +482,7 @@ class Trainer:
             win_data += st["data_s"]
             win_enc += st["encode_s"]
             gnorm = st["grad_norm"]
+            self._tokens_seen = tokens_before + tokens_seen * self.world  # the run's, over every attempt
             bar.update(1)
             done = step + 1
             logged = done % t.log_every == 0 or done == t.steps
@@ -498,11 +503,13 @@ class Trainer:
                 rec = {"step": done, "loss": round(last_loss, 6), "lr": lr, "grad_norm": float(gnorm),
                        "items_per_s": win_items * self.world / dt, "tokens_per_s": win_tokens * self.world / dt,
                        "elapsed_s": time.time() - t0, "stage": si, "data_wait_frac": round(win_data / dt, 4),
-                       "encode_frac": round(win_enc / dt, 4), "failed_reads": flog.n_failures}
+                       "encode_frac": round(win_enc / dt, 4), "failed_reads": flog.n_failures,
+                       "tokens_seen": self._tokens_seen}
                 bar.set_postfix(loss=f"{last_loss:.3f}", it_s=f"{rec['items_per_s']:.1f}")
                 if self.is_main:
                     with open(metrics_path, "a") as fh:
                         fh.write(json.dumps(rec) + "\n")
+                    trackers.log_train(done, rec)  # the run's trackers (train.report_to), if any
                 win_t, win_items, win_tokens, win_data, win_enc = time.time(), 0, 0, 0.0, 0.0
             if done % t.checkpoint_every == 0 or done == t.steps:
                 self._save(wrapped, opt, done, si)
@@ -593,21 +600,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
+    rank = _dist_env()[0]
+    # train.report_to: rank 0 reports to the trackers, files in <run-dir>/trackers/
+    session = trackers.standalone_session(to_dict(cfg), run_dir, "harness.train") if rank == 0 else None
+    final: dict[str, Any] = {"status": "failed"}
     try:
-        summary = Trainer(cfg, run_dir, progress=not args.no_progress, device=args.device).run()
+        with trackers.activated(session):
+            summary = Trainer(cfg, run_dir, progress=not args.no_progress, device=args.device).run()
+        final = {"status": "done"}
+        if rank == 0:
+            print(json.dumps({k: summary[k] for k in ("steps", "final_loss", "train_time_s", "items_per_s",
+                                                       "run_dir")}, indent=2))
+        if args.eval and rank == 0:
+            res = evaluate_run(cfg, run_dir, progress=not args.no_progress)
+            print(format_metrics(res))
+            final = {"status": "done", **res}
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
     except (DataFailureError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 4
-    rank = _dist_env()[0]
-    if rank == 0:
-        print(json.dumps({k: summary[k] for k in ("steps", "final_loss", "train_time_s", "items_per_s",
-                                                   "run_dir")}, indent=2))
-    if args.eval and rank == 0:
-        res = evaluate_run(cfg, run_dir, progress=not args.no_progress)
-        print(format_metrics(res))
+    finally:
+        trackers.close_session(session, final)
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0

@@ -156,9 +156,10 @@ def test_sigkill_of_a_worker_is_named_and_the_plain_rerun_resumes(tmp_path: Path
     rc, out = finish(drv)
     assert rc == 1, out
     rec = ResultsStore(res / "store").read_run(rid)
-    assert rec["status"] == "failed" and rec["resumable"] is True, rec
+    assert rec["status"] == "failed" and rec["resumable"] is True and rec["killed"] is True, rec
     assert rec["reason"].startswith("killed by SIGKILL") and "resumes from" in rec["reason"], rec["reason"]
-    assert "run the same command again to resume them" in out, out
+    assert rec["kills"] == 1 and attempts(res, rid)[0]["killed"].startswith("killed by SIGKILL")
+    assert "run the same command again to run them again" in out, out
     rc, out = finish(start(spec, res))  # plain: no --retry-failed
     assert rc == 0, out
     assert "1 resume" in out, out
@@ -230,3 +231,143 @@ def test_a_live_worker_of_a_dead_driver_is_waited_for_then_the_run_resumes(tmp_p
     out = log.read_text()
     assert "1 running" in out and "waiting for the job of a previous driver" in out, out
     assert_complete(res, "orphan", 3)
+
+
+# ------------------------------------------------------------ the plain rerun finishes the study (issue 29)
+@pytest.fixture(scope="module")
+def compress_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from harness.data.synthetic import GROUPS
+
+    out = tmp_path_factory.mktemp("compress") / "mia"
+    make_suite(out, SuiteSpec(families=GROUPS["compress"], n_train=32, n_val=0, n_test=16, frames_dense=16),
+               workers=1, progress=False)
+    return out
+
+
+def probe_study(tmp_path: Path, suite: Path, name: str, steps: int, report_to: str = "[]") -> Path:
+    """Two probe runs: one without a checkpoint until it ends (checkpoint_every above its steps), one with a
+    checkpoint every 40 steps."""
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(f"""
+study: {name}
+base:
+  protocol: probe
+  model: {{compressor: {{block: identity, spatial: {{period: 16, n_layers: 1}}}}}}
+  data: {{suite: {suite}, cache_dir: {tmp_path / 'cache'}, n_frames: 8}}
+  train: {{steps: {steps}, batch_size: 8, warmup_steps: 1, log_every: 5, report_to: {report_to}}}
+  eval: {{batch_size: 8}}
+grid:
+  train.checkpoint_every: [100000, 40]
+seeds: [0]
+suites: [mia_compress]
+""")
+    return p
+
+
+def lines(res: Path, rid: str) -> list[str]:
+    p = res / "runs" / rid / "metrics.jsonl"
+    return p.read_text().splitlines() if p.exists() else []
+
+
+def test_workers_killed_before_and_after_their_first_checkpoint_and_the_plain_rerun(tmp_path, compress_suite,
+                                                                                    monkeypatch):
+    """Two probe runs write config.json and metrics as they go; one is SIGKILLed before any checkpoint, the
+    other after its first. Both are failed "killed"; the plain rerun finishes the study: the first starts
+    over, the second resumes from its checkpoint and keeps its earlier steps, every step once. W&B
+    (offline), MLflow and TensorBoard continue the same tracker runs."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # this process reads the file store too
+    spec = probe_study(tmp_path, compress_suite, "kills", steps=150, report_to="[tensorboard, mlflow, wandb]")
+    res = tmp_path / "res"
+    early, late = run_ids(spec)
+    drv = start(spec, res, "--max-parallel", "2")
+    wait_for(lambda: len(lines(res, early)) >= 2 and running_record(res, late), what="metrics of one, a checkpoint "
+             "of the other")
+    assert (res / "runs" / early / "config.json").is_file() and not (res / "runs" / early / "checkpoint.pt").exists()
+    trk = {rid: json.loads((res / "runs" / rid / "trackers.json").read_text())["runs"] for rid in (early, late)}
+    store = ResultsStore(res / "store")
+    for rid in (early, late):
+        os.kill(store.read_run(rid)["job"]["pid"], signal.SIGKILL)
+    before = lines(res, late)
+    rc, out = finish(drv)
+    assert rc == 1, out
+    for rid, then in ((early, "starts over on the next run of the sweep (it had no checkpoint yet)"),
+                      (late, "resumes from")):
+        rec = store.read_run(rid)
+        assert rec["killed"] and rec["resumable"] and rec["kills"] == 1 and then in rec["reason"], rec
+        assert rec["reason"].startswith("killed by SIGKILL")
+    assert "run the same command again to run them again" in out, out
+
+    rc, out = finish(start(spec, res, "--max-parallel", "2"))  # the plain rerun
+    assert rc == 0 and "2 resume" in out, out
+    assert_complete(res, "kills", 150, executions=2)
+    for rid in (early, late):
+        first, second = attempts(res, rid)
+        assert first["killed"].startswith("killed by SIGKILL") and "killed" not in second
+    assert store.read_run(early)["extra"]["train_resumed_from"] == 0
+    resumed = int(store.read_run(late)["extra"]["train_resumed_from"])
+    assert resumed >= 40 and resumed % 40 == 0
+    kept = [ln for ln in before if json.loads(ln)["step"] <= resumed]
+    assert lines(res, late)[: len(kept)] == kept  # the steps before the checkpoint, kept as they were
+
+    for rid in (early, late):  # the same tracker runs, continued
+        assert json.loads((res / "runs" / rid / "trackers.json").read_text())["runs"] == trk[rid]
+        wid = trk[rid]["wandb"]["id"]
+        assert len(list((res / "trackers" / "wandb" / "wandb").glob(f"offline-run-*-{wid}"))) == 2  # one W&B id
+        ml = trk[rid]["mlflow"]
+        client = MlflowClient(tracking_uri=ml["uri"])
+        ml_steps = [m.step for m in client.get_metric_history(ml["run_id"], "train/loss")]
+        assert ml_steps == list(range(5, 151, 5)) and client.get_run(ml["run_id"]).info.status == "FINISHED"
+        acc = EventAccumulator(trk[rid]["tensorboard"]["logdir"], size_guidance={"scalars": 0})
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("train/loss")] == list(range(5, 151, 5))  # the killed steps purged
+    assert len(MlflowClient(tracking_uri=trk[late]["mlflow"]["uri"]).search_runs(
+        [trk[late]["mlflow"]["experiment_id"]])) == 2  # one MLflow run per harness run
+
+
+KILL_SELF = '''
+import os, signal
+
+def body(cfg, run_dir):
+    """A job that is killed from outside every time (as by the OOM killer)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_a_run_killed_every_time_is_failed_with_the_count(tmp_path, suite, monkeypatch):
+    """The plain rerun runs a killed run again until it was killed --max-attempts (3) times; then it is
+    failed with the count; --retry-failed runs it once more, and the count goes on (4)."""
+    from harness.sweep import run_sweep
+
+    (tmp_path / "killself.py").write_text(KILL_SELF)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(ROOT)]))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = study(tmp_path, suite, "oom", seeds="[0]")
+    res, log = tmp_path / "res", []
+    kw = dict(results=res, executor="local", progress=False, report=False, log=log.append, body="killself:body",
+              poll_s=0.2)
+    (rid,) = run_ids(spec)
+    for n in (1, 2, 3):
+        log.clear()
+        out = run_sweep(spec, **kw)
+        assert out.exit_code == 1 and f"summary: 1 {'submit' if n == 1 else 'resume'}  ->" in "\n".join(log), log
+        rec = ResultsStore(res / "store").read_run(rid)
+        assert rec["killed"] and rec["kills"] == n and rec["reason"].startswith("killed by SIGKILL"), rec
+    log.clear()
+    out = run_sweep(spec, **kw)  # the plain rerun: past the bound, nothing runs
+    (run,) = out.plan.runs
+    assert run.action == "failed" and out.exit_code == 1
+    assert run.reason.startswith("killed 3 times in 3 attempt(s), the --max-attempts limit of 3; last: killed by "
+                                 "SIGKILL"), run.reason
+    assert "--retry-failed" in run.reason and "nothing to run" in "\n".join(log)
+    log.clear()
+    run_sweep(spec, retry_failed=True, **kw)
+    assert "summary: 1 retry  ->" in "\n".join(log), log
+    rec = ResultsStore(res / "store").read_run(rid)
+    assert rec["kills"] == 4 and len(attempts(res, rid)) == 4 and all(a["killed"] for a in attempts(res, rid))
+    (run,) = run_sweep(spec, dry_run=True, **kw).plan.runs
+    assert run.action == "failed" and run.reason.startswith("killed 4 times in 4 attempt(s)"), run.reason

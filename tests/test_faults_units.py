@@ -199,3 +199,21 @@ def test_stop_job_terminates_a_previous_drivers_worker() -> None:
         job = {"executor": "local", "host": HOST, "pid": p.pid, "pid_start": proc_start(p.pid)}
         stop_job(job, grace_s=1.0)
         assert p.wait(timeout=10) == code
+
+
+def test_the_kill_count_lives_in_attempts_jsonl_and_bounds_the_plain_rerun(tmp_path: Path) -> None:
+    from harness.sweep.attempts import cause_of, kill_action, mark_killed, read_attempts
+
+    (tmp_path / "attempts.jsonl").write_text('{"attempt": 1, "pid": 7}\n{"attempt": 2, "pid": 8}\n{"att')  # torn
+    why = "killed by SIGKILL (the OOM killer: oom_kill rose from 0 to 1): UncompletedJobError: ... | resumes from x"
+    assert cause_of(why) == "killed by SIGKILL (the OOM killer: oom_kill rose from 0 to 1)"
+    assert mark_killed(tmp_path, 2, why) == 1
+    assert mark_killed(tmp_path, 3, "job 9 OUT_OF_MEMORY: ...") == 2  # died before writing its line
+    assert [(a["attempt"], a.get("killed")) for a in read_attempts(tmp_path)] == [
+        (1, None), (2, "killed by SIGKILL (the OOM killer: oom_kill rose from 0 to 1)"), (3, "job 9 OUT_OF_MEMORY")]
+    rec = {"status": "failed", "resumable": True, "killed": True, "kills": 2, "reason": why, "job": {"attempt": 3}}
+    assert kill_action(rec, 3) == ("resume", None) and kill_action({**rec, "kills": 9}, 0) == ("resume", None)
+    action, reason = kill_action({**rec, "kills": 3}, 3)
+    assert action == "failed" and reason.startswith("killed 3 times in 3 attempt(s), the --max-attempts limit of 3; "
+                                                    "last: killed by SIGKILL (the OOM killer")
+    assert kill_action({"resumable": True, "kills": 5}, 3) == ("resume", None)  # a full disk is not a kill

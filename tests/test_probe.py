@@ -10,6 +10,7 @@ from harness.config import RunConfig, build, config_hash, to_dict
 from harness.data.synthetic import GROUPS, SuiteSpec, make_suite
 from harness.probe.data import check_fixed_options
 from harness.sweep.job import train_and_evaluate
+from harness.trackers import Tracker
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def _cfg(suite: Path, tmp: Path, **over) -> RunConfig:
 
 def test_protocol_is_part_of_the_run_id():
     lmm = build(RunConfig, {})
-    assert to_dict(lmm)["protocol"] == "lmm"  # every field is hashed (harness.identity: no hash_omit)
+    assert to_dict(lmm)["protocol"] == "lmm"  # every field is hashed but where a run reports (UNHASHED_FIELDS)
     assert config_hash(build(RunConfig, {"protocol": "probe"})) != config_hash(lmm)
 
 
@@ -105,3 +106,42 @@ def test_time_axis_aggregator_runs_under_the_probe_in_time_slots(suite, tmp_path
 
 def cfg_dict(cfg: RunConfig) -> dict:
     return to_dict(cfg)["model"]["compressor"]
+
+
+class Interrupt(Tracker):
+    """Stops the fit between its checkpoint at step 4 and its end, as Ctrl-C or a kill would."""
+
+    name = "interrupt"
+
+    def log(self, metrics: dict, step: int) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+
+def test_a_probe_fit_writes_as_it_goes_and_resumes_from_its_checkpoint_to_the_same_run(suite, tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    from harness import trackers
+    from harness.probe import fit
+
+    monkeypatch.setitem(trackers.TRACKERS, "interrupt", Interrupt)
+    cfg = _cfg(suite, tmp_path, train={"checkpoint_every": 2, "log_every": 1})
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    _, summary = fit(cfg, whole)
+    assert summary["resumed_from"] == 0 and not (whole / "checkpoint.pt").exists()  # probe.pt took over
+    run = trackers.TrackerRun("r", "s", "", 0, to_dict(cfg), tmp_path / "trk", cut)
+    with pytest.raises(KeyboardInterrupt), trackers.activated(trackers.open_session(run, ["interrupt"])):
+        fit(cfg, cut)
+    assert (cut / "config.json").is_file() and (cut / "checkpoint.pt").is_file() and not (cut / "probe.pt").exists()
+
+    def rows(d: Path) -> list[tuple]:
+        return [(r["step"], r["loss"], r["lr"], r["tokens_seen"])
+                for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+
+    assert [r[0] for r in rows(cut)] == [1, 2, 3, 4, 5]  # written as it went, up to the interruption
+    _, summary = fit(cfg, cut)  # on from the checkpoint at step 4: the same batches, the same run
+    assert summary["resumed_from"] == 4 and rows(cut) == rows(whole)
+    a, b = (torch.load(d / "probe.pt", weights_only=True)["model"] for d in (whole, cut))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from harness.config import ConfigError, config_hash
+from harness import trackers
+from harness.config import ConfigError, config_hash, to_dict
 from harness.evaluate import format_metrics
 from harness.probe.run import train_and_evaluate
 from harness.train import load_run_config
@@ -34,7 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run_dir = Path(args.run_dir) if args.run_dir else Path("results/runs") / config_hash(cfg)
-    res = train_and_evaluate(cfg, run_dir)
+    session = trackers.standalone_session(to_dict(cfg), run_dir, "harness.probe")  # train.report_to
+    final: dict[str, object] = {"status": "failed"}
+    try:
+        with trackers.activated(session):
+            res = train_and_evaluate(cfg, run_dir)
+        final = {"status": "done", **res}
+    finally:
+        trackers.close_session(session, final)
     print(format_metrics(res))
     print(f"train {res['extra'].get('train_train_time_s', 0):.1f} s, run dir {run_dir}")
     return 0

@@ -6,8 +6,11 @@ encoder features of ``data.suite``. Scoring is accuracy on ``eval.split`` for th
 ``eval.tasks``; an item whose video failed counts as wrong. ``train.batch_size`` items per step are drawn
 from a seeded permutation per epoch, so a run is reproducible from its config.
 
-Run directory: ``probe.pt`` (weights, written atomically when training ends; a rerun with it present only
-scores), ``metrics.jsonl`` (loss per ``train.log_every`` steps), ``eval/probe_predictions.jsonl``.
+Run directory, written as the run goes: ``config.json`` (first), ``metrics.jsonl`` (a line per
+``train.log_every`` steps: loss, lr, items/s, tokens/s, tokens seen; also to the trackers of
+``train.report_to``), ``checkpoint.pt`` (every ``train.checkpoint_every`` steps: a killed run resumes from
+it), ``probe.pt`` (weights, written atomically when training ends; a rerun with it present only scores),
+``eval/probe_predictions.jsonl``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -24,15 +26,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from harness.config import RunConfig, to_dict
+from harness import trackers
+from harness.config import RunConfig, config_hash, to_dict
 from harness.data.synthetic import FAMILIES, expand_families
+from harness.identity import stamp
 from harness.metrics import accuracy_metrics, median_ms, task_families
 from harness.model.registry import compressor_facts
 from harness.model.taa import taa_trace
+from harness.model_io import metrics_upto
 from harness.probe.data import load_probe_items
 from harness.probe.model import ProbeModel
+from harness.store import atomic_write_text
 
 WEIGHTS = "probe.pt"
+CHECKPOINT = "checkpoint.pt"  # the training state while it trains (removed once probe.pt is written)
 
 
 def probe_families(cfg: RunConfig) -> list[str]:
@@ -52,19 +59,36 @@ def _lr(cfg: RunConfig, step: int) -> float:
 
 
 def _save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    os.close(fd)
+    """torch.save through ``<file>.tmp<pid>`` and os.replace (the sweep removes such files a kill left)."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def _load_checkpoint(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The training state a killed fit left (``checkpoint.pt``), or None; refuses another config's."""
+    p = run_dir / CHECKPOINT
+    if not p.is_file():
+        return None
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    if state.get("config_hash") != config_hash(cfg):
+        raise ValueError(f"{p}: checkpoint belongs to config {state.get('config_hash')}, not {config_hash(cfg)}; "
+                         "use another run dir")
+    return state
 
 
 def fit(cfg: RunConfig, run_dir: Path, progress: bool = False) -> tuple[ProbeModel, dict[str, Any]]:
-    """Train (or load, when ``probe.pt`` exists) the probe of ``cfg``. Returns the model and a summary."""
+    """Train (or load, when ``probe.pt`` exists) the probe of ``cfg``. Returns the model and a summary.
+
+    Writes as it goes: ``config.json`` first, a ``metrics.jsonl`` line every ``train.log_every`` steps (and
+    to the run's trackers), ``checkpoint.pt`` every ``train.checkpoint_every`` steps; a fit killed after a
+    checkpoint resumes from it at the same step with the same batches (the checkpoint holds the weights,
+    the optimizer, the batch order and the RNG), and its metrics keep the steps up to the checkpoint once."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", json.dumps(stamp(to_dict(cfg)), indent=1))
     fams = probe_families(cfg)
     torch.manual_seed(cfg.seed)
     model = ProbeModel(cfg, fams)
@@ -85,19 +109,35 @@ def fit(cfg: RunConfig, run_dir: Path, progress: bool = False) -> tuple[ProbeMod
         keep = torch.randperm(len(train.ids), generator=torch.Generator().manual_seed(cfg.seed))
         keep = keep[: cfg.data.max_train_items]
         train.feats, train.family_id, train.answer = train.feats[keep], train.family_id[keep], train.answer[keep]
-    n, bs = len(train.answer), cfg.train.batch_size
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    t = cfg.train
+    n, bs = len(train.answer), t.batch_size
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     perm, pos = torch.randperm(n, generator=g), 0
-    t0, log = time.time(), []
+    start, tokens_seen, last_loss = 0, 0, None
+    ckpt = _load_checkpoint(cfg, run_dir)
+    if ckpt is not None:  # a killed fit: on from its last checkpoint
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        g.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["rng"])
+        perm, pos, start = ckpt["perm"], int(ckpt["pos"]), int(ckpt["step"])
+        tokens_seen, last_loss = int(ckpt.get("tokens_seen", 0)), ckpt.get("last_loss")
+    metrics_path = run_dir / "metrics.jsonl"
+    if metrics_path.exists():  # steps after the checkpoint are trained again: their lines go
+        atomic_write_text(metrics_path, "".join(ln + "\n" for ln in metrics_upto(metrics_path, start)))
+    per_item = int(T * P)  # visual tokens the compressor reads per item
+    t0 = win_t = time.time()
+    win_items = 0
     model.train()
-    for step in range(cfg.train.steps):
+    for step in range(start, t.steps):
         if pos + bs > n:
             perm, pos = torch.randperm(n, generator=g), 0
         idx = perm[pos: pos + bs]
         pos += bs
+        lr = _lr(cfg, step)
         for group in opt.param_groups:
-            group["lr"] = _lr(cfg, step)
+            group["lr"] = lr
         loss = F.cross_entropy(model(train.feats[idx], train.family_id[idx]), train.answer[idx])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{run_dir}: probe loss {loss.item()} at step {step}")
@@ -105,16 +145,29 @@ def fit(cfg: RunConfig, run_dir: Path, progress: bool = False) -> tuple[ProbeMod
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps:
-            log.append({"step": step + 1, "loss": round(loss.item(), 6), "elapsed_s": round(time.time() - t0, 3)})
-    with open(run_dir / "metrics.jsonl", "w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in log)
+        done, last_loss = step + 1, round(loss.item(), 6)
+        win_items += len(idx)
+        tokens_seen += len(idx) * per_item
+        if done % t.log_every == 0 or done == t.steps:
+            dt = max(1e-9, time.time() - win_t)
+            rec = {"step": done, "loss": last_loss, "lr": lr, "items_per_s": win_items / dt,
+                   "tokens_per_s": win_items * per_item / dt, "tokens_seen": tokens_seen,
+                   "elapsed_s": round(time.time() - t0, 3)}
+            with open(metrics_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            trackers.log_train(done, rec)
+            win_t, win_items = time.time(), 0
+        if done % t.checkpoint_every == 0 and done < t.steps:
+            _save({"format": 1, "protocol": "probe", "step": done, "model": model.state_dict(),
+                   "optimizer": opt.state_dict(), "generator": g.get_state(), "rng": torch.get_rng_state(),
+                   "perm": perm, "pos": pos, "tokens_seen": tokens_seen, "last_loss": last_loss,
+                   "config_hash": config_hash(cfg)}, run_dir / CHECKPOINT)
     dt = time.time() - t0
-    summary = {"protocol": "probe", "steps": cfg.train.steps, "final_loss": log[-1]["loss"] if log else None,
-               "train_time_s": dt, "items_per_s": cfg.train.steps * bs / max(dt, 1e-9), "n_train": n,
+    summary = {"protocol": "probe", "steps": t.steps, "final_loss": last_loss, "resumed_from": start,
+               "train_time_s": dt, "items_per_s": (t.steps - start) * bs / max(dt, 1e-9), "n_train": n,
                "families": fams}
-    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     _save({"model": model.state_dict(), "summary": summary}, wpath)
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)  # probe.pt is the run's state from here on
     return model, summary
 
 

@@ -167,17 +167,28 @@ def study_section(rep: StudyReport, root: Path, level: int = 2) -> list[str]:
         lines += ["", f"{h}# Findings", "", *rep.findings]
     if rep.skipped:
         lines += ["", "Not drawn: " + "; ".join(f"{k} ({why})" for k, why in rep.skipped) + "."]
+    tracked = any(r.trackers for r in st.runs)  # train.report_to: each row links its tracker runs
     lines += ["", f"<details><summary>Runs of {st.name} ({len(st.runs)})</summary>", "",
-              "| Run | Variant | Seed | Status | Finished | Reason |", "|:---|:---|---:|:---|:---|:---|"]
+              "| Run | Variant | Seed | Status | Finished | Reason |" + (" Trackers |" if tracked else ""),
+              "|:---|:---|---:|:---|:---|:---|" + (":---|" if tracked else "")]
     for v in st.variants:
         for r in v.runs:
             why = (r.reason or "").strip().splitlines()[0][:80] if r.reason else ""
             status = f"{r.status} (stale)" if r.stale else r.status
             why = why or (r.stale or "")[:80]
             lines.append(f"| `{r.run_id}` | {_md(v.label)} | {r.seed} | {status} | {r.finished or ''} | "
-                         f"{_md(why)} |")
+                         f"{_md(why)} |" + (f" {tracker_links(r.trackers)} |" if tracked else ""))
     lines += ["", "</details>", ""]
     return lines
+
+
+def tracker_links(trackers: dict[str, str]) -> str:
+    """``[wandb](https://...)`` for a URL, ``mlflow: `file:///...#/experiments/1/runs/ab` `` otherwise (an
+    offline run: its folder or store, to sync or open with the tracker's own command, docs/trackers.md)."""
+    out = []
+    for name, link in sorted(trackers.items()):
+        out.append(f"[{name}]({link})" if link.startswith(("http://", "https://")) else f"{name}: `{link}`")
+    return "<br>".join(out)
 
 
 def write_index(path: Path, reports: list[StudyReport], root: Path, store: ResultsStore,

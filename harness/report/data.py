@@ -66,6 +66,7 @@ class RunInfo:
     failed_samples: dict[str, int] = field(default_factory=dict)  # task -> samples whose video failed
     # what the record says of the run's parts besides numbers: extra.compressor, training_free, saliency ...
     facts: dict[str, Any] = field(default_factory=dict)
+    trackers: dict[str, str] = field(default_factory=dict)  # tracker name -> its run (URL or offline folder)
 
 
 @dataclass
@@ -304,7 +305,8 @@ def load_study(store: ResultsStore, name: str) -> StudyData:
                        variant=dict(entry.get("variant") or {}), label=entry.get("label", rid),
                        status=status, reason=rec.get("reason"), finished=rec.get("finished"),
                        git_commit=rec.get("git_commit"), device=(rec.get("job") or {}).get("device"),
-                       protocol=(rec["config"].get("protocol") or "lmm") if rec.get("config") else None)
+                       protocol=(rec["config"].get("protocol") or "lmm") if rec.get("config") else None,
+                       trackers={str(k): str(v) for k, v in (rec.get("trackers") or {}).items()})
         for m in rec.get("metrics") or [] if status == "done" else []:
             if isinstance(m, dict) and isinstance(m.get("task"), str) and isinstance(m.get("metric"), str):
                 lst = task_metrics.setdefault(m["task"], [])

@@ -32,6 +32,7 @@ from typing import Any
 
 from harness.doctor import EnvironmentProblem, preflight
 from harness.store import ResultsStore, clean_temp_files
+from harness.sweep.attempts import DEFAULT_MAX_ATTEMPTS
 from harness.sweep.executors import EXECUTORS
 from harness.sweep.job import DEFAULT_BODY, JobSpec, _size, describe_io_failure, git_commit
 from harness.sweep.lock import Heartbeat, Lock, describe_owner
@@ -144,7 +145,7 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
               report: bool = True, progress: bool = True, pdb: bool = False, body: str | None = None,
               show: int = 60, poll_s: float | None = None, stop_previous: bool = False,
               log: Callable[[str], None] = print, rerun_stale: bool = False, max_runs: int | None = None,
-              yes: bool = False) -> SweepResult:
+              yes: bool = False, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> SweepResult:
     """Plan, run and report one study (the CLI's body; arguments mirror its flags)."""
     spec = load_spec(spec_path, list(overrides))
     if dry_run:
@@ -152,7 +153,7 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
                           log_dir=log_dir, dry_run=True, retry_failed=retry_failed, max_parallel=max_parallel,
                           report=report, progress=progress, pdb=pdb, body=body, show=show, poll_s=poll_s,
                           stop_previous=stop_previous, rerun_stale=rerun_stale, max_runs=max_runs, yes=yes,
-                          log=log)
+                          log=log, max_attempts=max_attempts)
     lock = Lock(Path(results) / "locks" / f"study-{spec.study}.lock", what=f"sweep driver of study {spec.study}")
 
     def waiting(holder: dict[str, Any] | None) -> None:
@@ -169,7 +170,7 @@ def run_sweep(spec_path: str | os.PathLike, overrides: Sequence[str] = (), *, ex
                           log_dir=log_dir, dry_run=False, retry_failed=retry_failed, max_parallel=max_parallel,
                           report=report, progress=progress, pdb=pdb, body=body, show=show, poll_s=poll_s,
                           stop_previous=stop_previous, rerun_stale=rerun_stale, max_runs=max_runs, yes=yes,
-                          log=log)
+                          log=log, max_attempts=max_attempts)
     except KeyboardInterrupt:
         if not lock.held:
             log("\ninterrupted while waiting for the other driver; nothing was run")
@@ -186,7 +187,8 @@ def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str]
                profile: str | None, results: str | os.PathLike, log_dir: str | None, dry_run: bool,
                retry_failed: bool, max_parallel: int | None, report: bool, progress: bool, pdb: bool,
                body: str | None, show: int, poll_s: float | None, stop_previous: bool, rerun_stale: bool,
-               max_runs: int | None, yes: bool, log: Callable[[str], None]) -> SweepResult:
+               max_runs: int | None, yes: bool, log: Callable[[str], None],
+               max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> SweepResult:
     prof = load_profile(profile or spec.profile)
     ex_name = executor or prof.executor
     if ex_name not in EXECUTORS:
@@ -195,7 +197,8 @@ def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str]
     store = ResultsStore(results / "store")
     runs_root = results / "runs"
     plan_kw: dict[str, Any] = {"retry_failed": retry_failed, "rerun_stale": rerun_stale, "yes": yes,
-                               "max_runs": DEFAULT_MAX_RUNS if max_runs is None else max_runs}
+                               "max_runs": DEFAULT_MAX_RUNS if max_runs is None else max_runs,
+                               "max_attempts": max_attempts}
     plan = plan_study(spec, store, **plan_kw)
     if plan.pending_suites and not dry_run:  # a run id includes the suite's content hash: make it first
         make_missing_suites([r.config for r in plan.runs], progress=progress, log=log)
@@ -247,7 +250,7 @@ def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str]
         try:
             ex.prepare([j.config for j in jobs], progress=progress)
             view = ProgressView(store, jobs, enabled=progress,
-                                n_skipped=sum(1 for r in plan.runs if r.action == "skip"))
+                                n_skipped=sum(1 for r in plan.runs if r.action == "skip"), max_attempts=max_attempts)
             try:
                 ex.run(jobs, view)
             finally:
@@ -266,10 +269,11 @@ def _run_sweep(spec: Any, spec_path: str | os.PathLike, overrides: Sequence[str]
     else:
         c = plan.counts()
         log("nothing to run: every run of the study is finished"
-            + (" or failed (--retry-failed reruns the failed ones)" if c.get("failed") else "")
+            + (" or failed by its own error or killed --max-attempts times (--retry-failed reruns the failed "
+               "ones)" if c.get("failed") else "")
             + (" or stale (--rerun-stale reruns the stale ones)" if c.get("stale") else ""))
 
-    mark_status(plan, store, retry_failed, rerun_stale)
+    mark_status(plan, store, retry_failed, rerun_stale, max_attempts)
     res.counts = {}
     for r in plan.runs:
         res.counts[r.status] = res.counts.get(r.status, 0) + 1

@@ -8,6 +8,7 @@ import sys
 from harness.config import ConfigError
 from harness.doctor import EnvironmentProblem
 from harness.sweep import run_sweep
+from harness.sweep.attempts import DEFAULT_MAX_ATTEMPTS
 from harness.sweep.job import describe_io_failure
 from harness.sweep.spec import SpecError
 
@@ -18,7 +19,9 @@ examples:
   python -m harness.sweep ablations/pooling.yaml --set train.steps=50 --set seeds=[0]
   python -m harness.sweep ablations/block_type.yaml --executor slurm --profile localcluster
   python -m harness.sweep ablations/gating.yaml --executor debug --pdb   # in process, debugger on error
-  python -m harness.sweep ablations/block_type.yaml --retry-failed  # rerun the runs that failed
+  python -m harness.sweep ablations/block_type.yaml                 # again: finishes what was killed
+  python -m harness.sweep ablations/block_type.yaml --retry-failed  # also rerun runs that failed by their own error
+  python -m harness.sweep ablations/block_type.yaml --set train.report_to=[tensorboard]  # live curves
   python -m harness.sweep ablations/block_type.yaml --rerun-stale   # rerun results of older code/data
 
 --set KEY=VALUE (repeatable; VALUE is YAML):
@@ -28,25 +31,42 @@ examples:
   grid.model.compressor.block=[bi_ssm,conv]        replace an axis (also zip.<path>=[...])
 
 what it does:
-  1. validates the study (unknown keys with "did you mean", types, empty axes, values the model rejects),
-     naming the file and key; nothing runs if anything is wrong
+  1. validates the study (unknown keys with "did you mean", types, empty axes, values the model rejects)
+     and lists every problem at once in file order, each with the file, key, line and suggestion; a
+     problem that follows from an earlier one says so; nothing runs if anything is wrong (exit 2)
   2. plans: one run per (variant, seed), id = hash of the resolved config + the code's behaviour and
      config-schema versions + the encoder's identity + the dataset's content hash; duplicates collapse;
      more than --max-runs runs (default 10,000) need --yes, checked before the grid is expanded
-  3. skips finished runs, resumes unfinished ones from their checkpoint, leaves failed ones alone
-     unless --retry-failed (runs whose job was killed by SIGKILL, OOM or
-     the scheduler resume), and stale ones (a result of older code, schema or data for the same
-     variant and seed: shown as `stale` here and in the report) unless --rerun-stale; the same command
-     after an interruption finishes the study
+  3. decides per run: skips finished ones; runs the unfinished ones again (see "the plain rerun" below);
+     leaves alone the runs that failed by their own error (--retry-failed reruns them) and the stale
+     ones (a result of older code, schema or data for the same variant and seed: shown as `stale` here
+     and in the report; --rerun-stale reruns them)
   4. generates the synthetic suite if missing and fills the feature cache once
   5. runs the jobs (local processes | Slurm job array | in process) with a live progress view
   6. writes the report: results/reports/<study>/ (table: mean ± 95% CI over seeds, figures)
+
+the plain rerun (the same command again) finishes what was interrupted or killed:
+  a run whose job died from outside -- SIGKILL, the OOM killer, a node failure, a Slurm cancel,
+  preemption or time limit -- or whose driver was killed or stopped (Ctrl-C) is run again: from its
+  checkpoint (DIR/runs/<id>/checkpoint.pt) when it has one, from the start when it has none. Every job
+  death the driver records is counted in the run's attempts.jsonl; a run killed --max-attempts times
+  (default 3) is left failed, its reason saying so ("killed 3 times in 3 attempt(s) ..."), and
+  --retry-failed runs it again. Stopping or killing the driver itself is not counted. (On Slurm,
+  preemption and time limits first requeue the job, which resumes from its checkpoint by itself.)
+  A run that failed by its own error (an exception, a diverged loss, bad data) is rerun only with
+  --retry-failed.
+
+trackers (train.report_to: [wandb, tensorboard, mlflow], e.g. --set train.report_to=[tensorboard]):
+  each run also reports its loss, lr, throughput and tokens every train.log_every steps, and its final
+  metrics from the store, offline under DIR/trackers/ (docs/trackers.md); a resumed run continues its
+  tracker run; a missing or failing tracker is a warning in the run's log, never a failed run.
 
 results (--results DIR, default results/):
   DIR/store/runs/<run_id>.json     one record per run: config, metrics, tokens, git commit, versions,
                                    wall time; failed runs with reason and log path
   DIR/store/studies/<study>.json   the study index (variants, seeds, axes) read by harness.report
-  DIR/runs/<run_id>/               checkpoint, exported model, metrics.jsonl, error.txt
+  DIR/runs/<run_id>/               checkpoint, exported model, metrics.jsonl, error.txt, attempts.jsonl
+  DIR/trackers/                    offline W&B runs, TensorBoard event files, the MLflow file store
   DIR/logs/<study>/<job id>/       submitit job logs (--log-dir)
 one owner per run (DIR/locks/, NFS-safe lock files with host, pid and heartbeat):
   a second driver of the same study on the same DIR waits for the first, then finds the study done;
@@ -76,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="results root: DIR/store, DIR/runs, DIR/logs, DIR/reports (default: %(default)s)")
     ap.add_argument("--log-dir", default=None, metavar="DIR", help="submitit logs (default: DIR/logs/<study>)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and the estimated cost; run nothing")
-    ap.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="also rerun the runs that failed by their own error, and those killed --max-attempts times")
+    ap.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, metavar="N",
+                    help="the plain rerun runs a run killed from outside (SIGKILL, OOM, node failure, scheduler "
+                         "cancel or time limit) again until it has been killed N times (default: %(default)s; "
+                         "0: no limit)")
     ap.add_argument("--stop-previous", action="store_true",
                     help="stop the still-running jobs of a previous, dead driver of these runs (local worker: "
                          "SIGTERM then SIGKILL; Slurm: scancel) and resume them; default: wait for them")
@@ -107,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                         log_dir=a.log_dir, dry_run=a.dry_run, retry_failed=a.retry_failed,
                         max_parallel=a.max_parallel, report=not a.no_report, progress=not a.no_progress,
                         pdb=a.pdb, body=a.job, show=a.show, poll_s=a.poll, stop_previous=a.stop_previous,
-                        rerun_stale=a.rerun_stale, max_runs=a.max_runs, yes=a.yes)
+                        rerun_stale=a.rerun_stale, max_runs=a.max_runs, yes=a.yes, max_attempts=a.max_attempts)
     except (SpecError, ConfigError, ValueError, EnvironmentProblem) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -22,10 +22,11 @@ has ended. A run whose lock another live driver holds (a second driver of the st
 sharing the run) waits in the queue until that owner lets go; then it is skipped if it is finished, or
 taken over. A run whose record names a job that still runs though its driver is gone (a worker left by
 an old driver, a Slurm job still in the queue) is waited for, or with ``stop_previous`` stopped and
-resumed. Local jobs die with their driver (:mod:`~harness.sweep.controller`), and a job that dies by a
-signal is recorded ``failed`` with the signal named and, when the run has a checkpoint,
-``"resumable": true``: the next plain rerun resumes it (``--retry-failed`` is for runs that failed by
-their own error).
+resumed. Local jobs die with their driver (:mod:`~harness.sweep.controller`), and a job that dies from
+outside (a signal, the OOM killer, a Slurm cancel, node failure or time limit) is recorded ``failed`` with
+the cause named, ``"killed": true`` and ``"resumable": true``: the next plain rerun runs it again, from its
+checkpoint or from the start, until it has been killed ``--max-attempts`` times
+(:mod:`~harness.sweep.attempts`; ``--retry-failed`` is for runs that failed by their own error).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from submitit.local import local as submitit_local
 
 from harness.config import ComputeProfile, ConfigError
 from harness.store import ResultsStore
+from harness.sweep.attempts import mark_killed
 from harness.sweep.controller import DRIVER_PID_ENV, die_with_parent
 from harness.sweep.job import JobSpec, SweepJob, describe_io_failure, now, run_job
 from harness.sweep.lock import Heartbeat, Lock, describe_owner, pid_alive
@@ -276,16 +278,17 @@ class BaseExecutor:
                         self.fail_child(spec, view, f"parent run {spec.parent} failed: "
                                         f"{str(prec.get('reason') or '?')[:500]}", locked=True)
                     else:
-                        reason, log, resumable = job_failure(job, spec)
-                        self.finalize(spec, view, reason, log, resumable)
+                        reason, log, resumable, killed = job_failure(job, spec)
+                        self.finalize(spec, view, reason, log, resumable, killed)
                 del active[rid]
                 self.release(rid)
         view.update()
 
     def finalize(self, spec: JobSpec, view: ProgressView, reason: str, log_path: str | None,
-                 resumable: bool = False) -> None:
+                 resumable: bool = False, killed: bool = False) -> None:
         """Write a ``failed`` record for a job that ended without writing its own final record (if the
-        store cannot be written, say so and keep going: the rerun resumes the run)."""
+        store cannot be written, say so and keep going: the rerun resumes the run). ``killed``: it died
+        from outside; the death is counted in its ``attempts.jsonl`` (:mod:`~harness.sweep.attempts`)."""
         st = view.refresh_one(spec.run_id)
         if st.status in ("done", "failed"):
             return
@@ -300,6 +303,12 @@ class BaseExecutor:
                "resumable": resumable, "job": {**(rec.get("job") or {}), "executor": self.name, "attempt": attempt}}
         if spec.identity:
             new["identity"] = dict(spec.identity)
+        if killed:
+            new["killed"] = True
+            try:
+                new["kills"] = mark_killed(Path(spec.run_dir), attempt, reason)
+            except OSError:  # a full disk: count it from the record's last value
+                new["kills"] = int(rec.get("kills") or 0) + 1
         try:
             self.store.write_run(new)
         except OSError as e:
@@ -366,14 +375,16 @@ def oom_kills() -> int | None:
     return None
 
 
-def job_failure(job: Any, spec: JobSpec) -> tuple[str, str | None, bool]:
-    """Why a job ended without a record, its log, and whether the plain rerun should resume it (it
-    died by a signal or the scheduler, not by its own error, and has a checkpoint)."""
-    reason, log = _job_failure(job)
-    res = _job_result(job)
-    if res.get("status") == "failed" and res.get("reason"):  # its record could not be written (full disk)
-        return str(res["reason"]), log, bool(res.get("resumable"))
+def job_failure(job: Any, spec: JobSpec) -> tuple[str, str | None, bool, bool]:
+    """Why a job ended without a record, its log, whether the plain rerun should run it again, and
+    whether it was killed from outside (a signal, the OOM killer, the scheduler: not its own error). A
+    killed run is run again from its checkpoint, or from the start when it has none."""
     sig = signal_words(getattr(getattr(job, "_process", None), "returncode", None))
+    if sig is not None:  # its task was killed: no result will come, so submitit need not wait 15 s for one
+        job._results_timeout_s = 0
+    reason, log, res = _job_failure(job)
+    if res.get("status") == "failed" and res.get("reason"):  # its record could not be written (full disk)
+        return str(res["reason"]), log, bool(res.get("resumable")), False
     killed = sig is not None
     if sig:
         oom_before = getattr(job, "_oom_kills", None)
@@ -388,25 +399,20 @@ def job_failure(job: Any, spec: JobSpec) -> tuple[str, str | None, bool]:
         if "OUT_OF_MEMORY" in state and "OOM" not in reason:
             reason = f"OOM (Slurm OUT_OF_MEMORY): {reason}"
     ckpt = Path(spec.run_dir) / "checkpoint.pt"
-    resumable = killed and ckpt.is_file()
-    if resumable:
+    if killed and ckpt.is_file():
         reason += f" | resumes from {ckpt} on the next run of the sweep"
-    return reason, log, resumable
+    elif killed:
+        reason += " | starts over on the next run of the sweep (it had no checkpoint yet)"
+    return reason, log, killed, killed
 
 
-def _job_result(job: Any) -> dict[str, Any]:
-    """The record ``run_job`` returned, when the job got that far (else ``{}``)."""
+def _job_failure(job: Any) -> tuple[str, str | None, dict[str, Any]]:
+    """Why a submitit job ended without a record, its log, and the record ``run_job`` returned when the job
+    got that far (else ``{}``; submitit is asked once: each ask waits for a result that may not come)."""
+    res: dict[str, Any] = {}
     try:
-        res = job.result()
-    except Exception:  # noqa: BLE001 - no result
-        return {}
-    return res if isinstance(res, dict) else {}
-
-
-def _job_failure(job: Any) -> tuple[str, str | None]:
-    """Why a submitit job ended without a record, and its log."""
-    try:
-        job.result()
+        out = job.result()
+        res = out if isinstance(out, dict) else {}
         reason = "the job ended without writing its result record"
     except Exception as e:  # noqa: BLE001 - we only describe it
         text = str(e).strip().splitlines()
@@ -422,7 +428,7 @@ def _job_failure(job: Any) -> tuple[str, str | None]:
         log = str(job.paths.stderr)
     except Exception:  # noqa: BLE001
         log = None
-    return reason, log
+    return reason, log, res
 
 
 class DebugExecutor(BaseExecutor):

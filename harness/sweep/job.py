@@ -6,13 +6,16 @@ driver itself with ``--executor debug``). It
 1. limits torch/BLAS threads to the job's ``cpus`` (so parallel local jobs share the cores);
 2. writes a ``running`` record naming the job (host, pid, Slurm job id) so a rerun knows whether the
    run is still alive or must be resumed;
-3. calls the job body, by default :func:`train_and_evaluate` (``harness.train.train_run`` then
-   ``harness.evaluate.evaluate_run``; training resumes from ``run_dir/checkpoint.pt``);
+3. opens the run's trackers (``train.report_to``, :mod:`harness.trackers`: continued from
+   ``run_dir/trackers.json`` on a resumed run; a broken one is a warning) and calls the job body, by
+   default :func:`train_and_evaluate` (``harness.train.train_run`` then ``harness.evaluate.evaluate_run``;
+   training resumes from ``run_dir/checkpoint.pt``);
 4. writes the ``done`` record (metrics, tokens, extra, git commit, package versions, wall time), or on
    any exception a ``failed`` record with the reason and the log path (the traceback is in
    ``run_dir/error.txt``). A full disk (``ENOSPC``, or torch's cryptic writer error when the file system
    has no room left) is named as such with the path and its free space; the run's temporary files
-   (``*.tmp<pid>`` checkpoints, export folders) are removed first, so the record fits.
+   (``*.tmp<pid>`` checkpoints, export folders) are removed first, so the record fits. The trackers then
+   get the record's final metrics (the store is the source of truth) and are closed.
 
 Every execution appends one line to ``run_dir/attempts.jsonl`` (attempt, host, pid, start time): the
 history of who ran the run, one line per execution. A local job dies with its submitit controller
@@ -50,6 +53,7 @@ import submitit
 import torch
 import torch.distributed as dist
 
+from harness import trackers
 from harness.config import RunConfig, build
 from harness.store import ResultsStore, file_mode, safe_name
 from harness.sweep.controller import die_with_parent
@@ -329,12 +333,17 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
                    "reason": f"parent run {job.parent} {why}", "parent_failed": job.parent}
             store.write_run(rec)
             return rec
+    session: trackers.Session | None = None
     try:
         remove_temp_files(run_dir)  # left by a killed attempt: this job owns the run dir now
         store.write_run({**base, "status": "running", "finished": None, "wall_time_s": None})
         _record_attempt(run_dir, info)
         set_threads(job.cpus)
         cfg = build(RunConfig, job.config)
+        # train.report_to: files under <results>/trackers, links in the records; never raises for a tracker
+        session = trackers.sweep_session(trackers.TrackerRun(job.run_id, job.study, job.label, job.seed, job.config,
+                                                             Path(job.store_root).parent / "trackers", run_dir))
+        base.update({"trackers": session.links()} if session else {})
         fn = load_body(job.body)
         params = inspect.signature(fn).parameters
         kw: dict[str, Any] = {"progress": job.progress} if "progress" in params else {}
@@ -342,7 +351,8 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
             if "parent_dir" not in params:
                 raise TypeError(f"job body {job.body} takes no parent_dir: it cannot run an evaluation-only run")
             kw["parent_dir"] = job.parent_dir
-        result = fn(cfg, run_dir, **kw) or {}
+        with trackers.activated(session):
+            result = fn(cfg, run_dir, **kw) or {}
         if not isinstance(result, dict):
             raise TypeError(f"job body {job.body} returned {type(result).__name__}, expected a dict")
         rec = {**base, "status": "done", "finished": now(), "wall_time_s": round(time.perf_counter() - t0, 3),
@@ -352,18 +362,21 @@ def run_job(job: JobSpec, reraise: bool = False) -> dict[str, Any]:
             if not isinstance(m, dict) or not {"task", "metric", "value"} <= set(m):
                 raise ValueError(f"metrics[{i}] = {m!r}: expected {{task, metric, value, n}}")
         store.write_run(rec)
+        trackers.close_session(session, rec)  # the final metrics come from the store's record
         return rec
     except Exception as e:  # noqa: BLE001 - every failure becomes a record
         tb = traceback.format_exc()
         full = disk_full(e, run_dir)
         reason = describe_io_failure(e, run_dir) if full else f"{type(e).__name__}: {e}".strip()
         if reraise:
-            _record_failure(job, store, base, info, run_dir, reason, tb, full, t0)
+            trackers.close_session(session, _record_failure(job, store, base, info, run_dir, reason, tb, full, t0))
             raise
     # outside the handler: the traceback (and the half-written checkpoint's still-open file, whose room
     # a full disk needs back) is gone by now
     gc.collect()
-    return _record_failure(job, store, base, info, run_dir, reason, tb, full, t0)
+    rec = _record_failure(job, store, base, info, run_dir, reason, tb, full, t0)
+    trackers.close_session(session, rec)
+    return rec
 
 
 def _record_failure(job: JobSpec, store: ResultsStore, base: dict[str, Any], info: dict[str, Any], run_dir: Path,

@@ -13,15 +13,18 @@ Against the results store every run gets an ``action``:
 =============  =================================================================================
 ``submit``     no record yet
 ``resume``     a ``running`` record whose job is gone (killed, preempted, driver died; status
-               ``interrupted``), or a ``failed`` one marked ``resumable`` (its job was killed by a
-               signal, the OOM killer or the scheduler, and left a checkpoint): rerun; the training resumes
-               from ``results/runs/<run_id>/checkpoint.pt``
+               ``interrupted``), or a ``failed`` one marked ``resumable`` (its job was killed from outside:
+               a signal, the OOM killer, a node failure, a scheduler cancel or time limit; or a full disk):
+               rerun; the training resumes from ``results/runs/<run_id>/checkpoint.pt``, or starts over
+               without one. A run killed ``max_attempts`` times (``--max-attempts``, default 3, counted in
+               its ``attempts.jsonl``) is ``failed`` instead (:mod:`harness.sweep.attempts`)
 ``skip``       ``done`` under this id and identity (never rerun, never duplicated)
 ``stale``      no record under this id, but the study's last plan recorded this (variant, seed) under
                another id (older code, config schema or data), or a record under this id has another
                identity: its result is kept and shown as stale, not rerun (status ``stale``)
 ``rerun``      ``stale`` and ``--rerun-stale`` given: run again under the current id
-``failed``     ``failed`` and ``--retry-failed`` not given: reported, not rerun
+``failed``     ``failed`` by its own error (or killed ``max_attempts`` times), ``--retry-failed`` not
+               given: reported, not rerun
 ``retry``      ``failed`` and ``--retry-failed`` given
 ``running``    a live job (this host's pid, or a Slurm job still in the queue) is on it already
 =============  =================================================================================
@@ -42,6 +45,7 @@ from harness.data.datasets import dataset_identity as registry_dataset_identity
 from harness.identity import run_id, run_identity, stale_reason, suite_manifest_hash
 from harness.model.registry import build_config
 from harness.store import ResultsStore
+from harness.sweep.attempts import DEFAULT_MAX_ATTEMPTS, kill_action
 from harness.sweep.spec import SpecError, StudySpec, variant_label
 
 SUBMIT_ACTIONS = ("submit", "resume", "retry", "rerun")
@@ -232,7 +236,8 @@ def check_size(spec: StudySpec, max_runs: int | None = DEFAULT_MAX_RUNS, yes: bo
 
 
 def plan_study(spec: StudySpec, store: ResultsStore | None = None, retry_failed: bool = False,
-               rerun_stale: bool = False, max_runs: int | None = DEFAULT_MAX_RUNS, yes: bool = False) -> Plan:
+               rerun_stale: bool = False, max_runs: int | None = DEFAULT_MAX_RUNS, yes: bool = False,
+               max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Plan:
     """Resolve every (variant, seed) of ``spec``, collapse duplicates and, with a ``store``, decide what
     to do with each run. Raises :class:`SpecError` if a combination of axis values is invalid, or if
     the study has more than ``max_runs`` runs and ``yes`` is not given (checked before expanding)."""
@@ -290,7 +295,7 @@ def plan_study(spec: StudySpec, store: ResultsStore | None = None, retry_failed:
         raise SpecError(spec.source, problems)
     plan = Plan(spec, runs, n_dup, dup_of, pending)
     if store is not None:
-        mark_status(plan, store, retry_failed, rerun_stale)
+        mark_status(plan, store, retry_failed, rerun_stale, max_attempts)
     return plan
 
 
@@ -338,8 +343,10 @@ def _previous_ids(store: ResultsStore, study: str) -> dict[tuple[str, Any], str]
     return out
 
 
-def mark_status(plan: Plan, store: ResultsStore, retry_failed: bool = False, rerun_stale: bool = False) -> None:
-    """Set ``status`` / ``action`` of every run from its record in ``store`` (see the module docstring)."""
+def mark_status(plan: Plan, store: ResultsStore, retry_failed: bool = False, rerun_stale: bool = False,
+                max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+    """Set ``status`` / ``action`` of every run from its record in ``store`` (see the module docstring;
+    ``max_attempts``: how often a run may be killed from outside before the plain rerun leaves it failed)."""
     existing = set(store.run_ids())
     previous = _previous_ids(store, plan.spec.study)
     stale_action = "rerun" if rerun_stale else "stale"
@@ -363,8 +370,12 @@ def mark_status(plan: Plan, store: ResultsStore, retry_failed: bool = False, rer
             r.reason = stale_reason(rec, r.identity, r.config)
         elif st == "done":
             r.status, r.action = "done", "skip"
-        elif st == "failed" and rec.get("resumable"):  # killed (signal, OOM, scheduler) with a checkpoint
-            r.status, r.action = "failed", "resume"
+        elif st == "failed" and rec.get("resumable"):  # killed from outside (signal, OOM, scheduler), disk full
+            action, why = kill_action(rec, max_attempts)
+            if why:  # killed max_attempts times: left failed, unless --retry-failed
+                r.status, r.action, r.reason = "failed", ("retry" if retry_failed else "failed"), why
+            else:
+                r.status, r.action = "failed", action
         elif st == "failed" and rec.get("parent_failed"):  # never ran: its parent gave no checkpoint
             r.status, r.action = "failed", "retry"  # the executor runs it once the parent is done, or fails it again
         elif st == "failed":

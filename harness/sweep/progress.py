@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from tqdm.auto import tqdm
 
 from harness.store import ResultsStore
+from harness.sweep.attempts import DEFAULT_MAX_ATTEMPTS, kill_action
 from harness.sweep.job import JobSpec
 
 
@@ -52,8 +53,9 @@ class ProgressView:
     keeps a tqdm bar with the counts; ``summary()`` names the slowest and the failed runs."""
 
     def __init__(self, store: ResultsStore, jobs: list[JobSpec], enabled: bool = True, stream: TextIO | None = None,
-                 n_skipped: int = 0):
+                 n_skipped: int = 0, max_attempts: int = DEFAULT_MAX_ATTEMPTS):
         self.store = store
+        self.max_attempts = max_attempts
         self.stream = stream or sys.stderr
         self.states = {j.run_id: RunState(j, _attempt(store.read_run(j.run_id))) for j in jobs}
         self.n_skipped = n_skipped
@@ -154,12 +156,18 @@ class ProgressView:
 
     def summary(self) -> str:
         c = self.counts()
-        n_resume = sum(1 for st in self.states.values() if st.status == "failed" and (st.record or {}).get("resumable"))
+        failed = [st.record or {} for st in self.states.values() if st.status == "failed"]
+        again = [r for r in failed if r.get("resumable") and kill_action(r, self.max_attempts)[0] == "resume"]
+        spent = [r for r in failed if r.get("resumable") and r not in again]
         lines = [f"sweep finished in {_fmt_s(time.time() - self.t0)}: {c['done']} done, {c['failed']} failed, "
                  f"{c['queued'] + c['running']} unfinished, {self.n_skipped} already done before"]
-        if n_resume:
-            lines.append(f"{n_resume} of the failed run(s) did not fail by their own error (killed by a signal "
-                         "or the scheduler, or a full disk): run the same command again to resume them")
+        if again:
+            lines.append(f"{len(again)} of the failed run(s) did not fail by their own error (killed from outside: "
+                         "a signal, the OOM killer, the scheduler; or a full disk): run the same command again to "
+                         "run them again (from their checkpoint, or from the start without one)")
+        if spent:
+            lines.append(f"{len(spent)} failed run(s) were killed {self.max_attempts} times (--max-attempts): the "
+                         "plain rerun leaves them failed; --retry-failed runs them again")
         done = sorted((st for st in self.states.values() if st.status == "done"),
                       key=lambda st: -float((st.record or {}).get("wall_time_s") or 0))
         if done:

@@ -62,6 +62,8 @@ def check_report(report: dict[str, Any], labels: dict[str, str], axis_values: di
     def value_problem(v: Any) -> str | None:
         if _fmt(v) in known:
             return None
+        if x is None:
+            return f"{v!r} is not a value of any axis: the study has no axis"
         return (f"{v!r} is not a value of axis {x!r}{_did_you_mean(_fmt(v), known)}; "
                 f"values: {', '.join(known) or 'none'}")
 

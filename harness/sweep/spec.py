@@ -37,13 +37,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, RunConfig, build, deep_merge, set_by_path
+from harness.config import UNHASHED_FIELDS, ConfigError, RunConfig, build, deep_merge, set_by_path
 from harness.data.synthetic import FAMILIES, GROUPS
 from harness.lmms_tasks import check_lmms_task
 from harness.model.registry import build_config, get_entry
 from harness.overrides import OverrideError, check_config_path
 from harness.overrides import parse_override as _parse_override
 from harness.store import safe_name
+from harness.sweep.problems import (
+    Problem,
+    apply_each,
+    clean_config,
+    close_match,
+    describe,
+    file_text,
+    in_file_order,
+    names_x_values,
+)
 from harness.sweep.report_check import check_report
 from harness.yamlio import YamlFileError, load_yaml_file
 
@@ -52,12 +62,16 @@ TOP_KEYS = ("study", "description", "base", "compressors", "grid", "zip", "seeds
 
 
 class SpecError(ValueError):
-    """One or more problems in a study spec; ``problems`` are ``(key path, message)`` pairs."""
+    """One or more problems in a study spec; ``problems`` are ``(key path, message)`` pairs, or
+    :class:`~harness.sweep.problems.Problem` (a pair that also names its cause, ``--set`` and line)."""
 
     def __init__(self, source: str, problems: list[tuple[str, str]]):
         self.source, self.problems = source, problems
-        lines = [f"{source}: {path or '<root>'}: {msg}" for path, msg in problems]
-        head = f"{len(problems)} problem(s) in the study spec; nothing was run:\n" if len(problems) > 1 else ""
+        lines = [describe(p, source) for p in problems]
+        n_follow = sum(1 for p in problems if getattr(p, "cause", None))
+        follow = f" ({n_follow} follow from an earlier one)" if n_follow else ""
+        head = (f"{len(problems)} problem(s) in the study spec{follow}; nothing was run:\n"
+                if len(problems) > 1 else "")
         super().__init__(head + "\n".join(lines))
 
 
@@ -324,16 +338,16 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
             compressors.pop(cname)
 
     base = doc.get("base") or {}
+    clean_base, base_builds = base, True  # base without the keys refused (the axes are checked against it)
     if not isinstance(base, dict):
         probs.append(("base", f"expected a mapping of RunConfig overrides, got {type(base).__name__}"))
-        base = {}
+        base = clean_base = {}
     else:
         if "seed" in base:
             probs.append(("base.seed", "set seeds with the top-level `seeds:` list"))
-        try:
-            build(RunConfig, resolve_compressor(copy.deepcopy(base), compressors))
-        except ConfigError as e:
-            probs.append((f"base.{e.path}", e.message))
+        base_probs, clean_base, base_builds = clean_config(  # every problem, not the first
+            RunConfig, resolve_compressor(copy.deepcopy(base), compressors))
+        probs += [(f"base.{path}", msg) for path, msg in base_probs]
 
     seeds = doc.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds:
@@ -354,7 +368,7 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
         elif "eval" in base and isinstance(base["eval"], dict) and "tasks" in base["eval"]:
             probs.append(("suites", "both `suites:` and `base.eval.tasks` are set; keep one"))
 
-    if suites is not None and not any(pth.startswith("base") for pth, _ in probs):
+    if suites is not None and base_builds:
         ev = (base.get("eval") or {}) if isinstance(base.get("eval"), dict) else {}
         backend = ev.get("backend", "native")
         for i, t in enumerate(suites):
@@ -372,6 +386,7 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
         profile = "local"
 
     axes: dict[str, dict[str, list[Any]]] = {}
+    broken: dict[str, str] = {}  # axis path that is refused -> its problem's key path (what others follow from)
     for kind in ("grid", "zip"):
         sec = doc.get(kind)
         axes[kind] = {}
@@ -395,12 +410,19 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
                 check_config_path(path)
             except ConfigError as e:
                 probs.append((kp, e.message))
+                broken[path] = kp
                 continue
             if not isinstance(values, list):
                 probs.append((kp, f"expected a list of values, got {type(values).__name__} {values!r}"))
+                broken[path] = kp
                 continue
             if not values:
                 probs.append((kp, "empty list of values: an axis needs at least one"))
+                broken[path] = kp
+                continue
+            if path in UNHASHED_FIELDS:
+                probs.append((kp, "is where a run reports, not what it computes (left out of the run id): set it "
+                                  f"in `base:` or with --set {path}=..., not as an axis"))
                 continue
             axes[kind][path] = values
     grid, zp = axes["grid"], axes["zip"]
@@ -420,12 +442,12 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
         if p == "eval.tasks" and suites is not None:
             probs.append((p, "is an axis and `suites:` is set; keep one"))
 
-    # every axis value against the model's validation (base + that one value)
-    if not any(pth.startswith("base") for pth, _ in probs):
+    # every axis value against the model's validation (base, less its refused keys, + that one value)
+    if base_builds:
         for kind, sec in (("grid", grid), ("zip", zp)):
             for path, values in sec.items():
                 for i, v in enumerate(values):
-                    d = copy.deepcopy(base)
+                    d = copy.deepcopy(clean_base)
                     if path == "model.visual_tokens":  # whether each compressor meets it: the plan, per variant
                         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                             probs.append((f"{kind}.{path}[{i}]", f"a token budget must be a positive integer "
@@ -444,13 +466,19 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
 
     labels_in = doc.get("labels") or {}
     labels = _default_labels(all_paths)
+    # the labels a refused axis would have had: labels and report entries that use them follow from it
+    broken_labels = {lab: kp for p, kp in broken.items() for lab in _default_labels([p]).values()}
     if not isinstance(labels_in, dict):
         probs.append(("labels", f"expected a mapping of axis path -> short name, got {type(labels_in).__name__}"))
     else:
         for p, lab in labels_in.items():
             if p not in all_paths:
-                probs.append((f"labels.{p}", f"not an axis of the study{_did_you_mean(str(p), all_paths)}; "
-                                             f"axes: {', '.join(all_paths) or 'none'}"))
+                cause = broken.get(close_match(str(p), broken) or "")
+                if cause and isinstance(lab, str):
+                    broken_labels[lab] = cause
+                hint = "" if cause else _did_you_mean(str(p), all_paths)  # not another axis: its own is refused
+                probs.append(Problem(f"labels.{p}", f"not an axis of the study{hint}; "
+                                                    f"axes: {', '.join(all_paths) or 'none'}", cause=cause))
             elif not isinstance(lab, str) or not lab:
                 probs.append((f"labels.{p}", f"expected a non-empty string, got {lab!r}"))
             else:
@@ -466,10 +494,14 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
         probs.append(("report", f"expected a mapping, got {type(report).__name__}"))
         report = {}
     else:
-        if "x" in report and report["x"] not in labels.values():
-            probs.append(("report.x", f"{report['x']!r} is not an axis label"
-                                      f"{_did_you_mean(str(report['x']), labels.values())}; labels: "
-                                      f"{', '.join(labels.values()) or 'none'}"))
+        # the report's x axis is a refused one: its values and comparisons follow from that axis's problem
+        x_bad = "x" in report and report["x"] not in labels.values()
+        x_cause = (broken_labels.get(str(report.get("x"))) if x_bad else None) or (
+            next(iter(broken.values()), None) if broken and not all_paths else None)
+        if x_bad:
+            probs.append(Problem("report.x", f"{report['x']!r} is not an axis label"
+                                             f"{_did_you_mean(str(report['x']), labels.values())}; labels: "
+                                             f"{', '.join(labels.values()) or 'none'}", cause=x_cause))
         values = {labels[p]: list(v) for p, v in [*grid.items(), *zp.items()] if p in labels}
         if isinstance(original, dict):
             for kind in ("grid", "zip"):
@@ -477,7 +509,10 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
                 for p, v in (sec.items() if isinstance(sec, dict) else ()):
                     if p in labels and isinstance(v, list):
                         values.setdefault(labels[p], []).extend(v)
-        probs += check_report(report, labels, values)
+        # with a refused report.x the values are checked against another axis: they follow from report.x
+        value_cause = x_cause or ("report.x" if x_bad else None)
+        probs += [Problem(pth, msg, cause=value_cause) if value_cause and names_x_values(pth) else (pth, msg)
+                  for pth, msg in check_report(report, labels, values)]
 
     if probs:
         raise SpecError(source, probs)
@@ -502,11 +537,17 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec
     if doc is None:
         raise SpecError(source, [("", "the file is empty")])
     original = doc
+    set_probs: list[Problem] = []
     if overrides:
         if not isinstance(doc, dict):
             raise SpecError(source, [("", "the spec must be a mapping")])
-        doc = apply_overrides(doc, overrides)
+        doc, set_probs = apply_each(apply_overrides, SpecError, doc, overrides)  # every bad --set, not the first
         source = f"{source} (with --set {' '.join(overrides)})"
-    spec = validate(doc, source, overrides, original)
+    try:
+        spec = validate(doc, source, overrides, original)
+    except SpecError as e:
+        raise SpecError(e.source, in_file_order([*set_probs, *e.problems], file_text(p))) from None
+    if set_probs:
+        raise SpecError(source, set_probs)
     spec.path = str(path)
     return spec
