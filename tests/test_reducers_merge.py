@@ -12,7 +12,8 @@ import math
 import pytest
 import torch
 
-from harness.model.compressors.fastvid import FastVID, FastVIDConfig, dpc_knn, k_smallest
+from harness.model.compressors.clustering import dpc_knn, k_smallest
+from harness.model.compressors.fastvid import FastVID, FastVIDConfig
 from harness.model.compressors.holitom import HoliTom, HoliTomConfig, static_windows
 from harness.model.compressors.visionzip import VisionZip, VisionZipConfig
 from harness.model.registry import build_compressor, get_entry

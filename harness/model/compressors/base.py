@@ -186,8 +186,10 @@ def split_budget(n: int, caps: torch.Tensor, weights: torch.Tensor | None = None
 
 
 def gather_tokens(feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """feats (B, L, D), index (B, n) long -> (B, n, D)."""
-    return feats.gather(1, index[..., None].expand(*index.shape, feats.shape[-1]))
+    """feats (B, L, D), index (B, n) long -> (B, n, D) (one index_select: faster than gather on the CPU)."""
+    B, L, D = feats.shape
+    off = torch.arange(B, device=feats.device)[:, None] * L
+    return feats.reshape(B * L, D).index_select(0, (index + off).reshape(-1)).view(*index.shape, D)
 
 
 def in_time_order(flat_index: torch.Tensor, tokens: torch.Tensor, P: int) -> Reduced:

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.model.compressors.base import Reduced, ReducerCompressor, ReducerConfig, split_budget
-from harness.model.compressors.fastvid import dpc_knn, rank_desc, take_tokens
+from harness.model.compressors.clustering import dpc_knn, rank_desc, take_tokens
 from harness.model.registry import register_compressor
 from harness.schema import ConfigError
 

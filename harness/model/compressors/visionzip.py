@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.model.compressors.base import Reduced, ReducerCompressor, ReducerConfig
-from harness.model.compressors.fastvid import even_split, take_tokens, unit
+from harness.model.compressors.clustering import even_split, take_tokens, unit
 from harness.model.registry import register_compressor
 from harness.schema import ConfigError
 
