@@ -45,7 +45,7 @@ from harness.model.compressors.base import TokenMeter
 from harness.model.lmm import LETTERS, parse_letter
 from harness.model.registry import compressor_facts
 from harness.model.taa import taa_trace
-from harness.model_io import load_model, weights_hash
+from harness.model_io import checkpoint_config, load_model, weights_hash
 from harness.overrides import apply_overrides, blame
 from harness.store import atomic_write_text
 
@@ -443,8 +443,8 @@ def evaluate_run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, che
     ``<run>/eval/<backend>/<suite_key>/result.json``."""
     run_dir = Path(run_dir)
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None and not (ckpt / "model" / "config.json").is_file() and not (ckpt / "config.json").is_file():
-        raise FileNotFoundError(f"{ckpt}: no trained model to evaluate (the parent run wrote no checkpoint)")
+    if ckpt is not None:
+        checkpoint_config(ckpt)  # FileNotFoundError naming the folder when the parent wrote no model
     if cfg.eval.backend == "native":
         res = evaluate_native(cfg, run_dir, progress=progress, checkpoint=ckpt)
     else:

@@ -299,14 +299,17 @@ def plan_study(spec: StudySpec, store: ResultsStore | None = None, retry_failed:
     return plan
 
 
+def _frame_grid(resolved: dict[str, Any]) -> tuple[int, int]:
+    """(frames T, patches per frame P) of a resolved run config: the input a token budget divides."""
+    return int(resolved["data"]["n_frames"]), build(EncoderConfig, resolved["model"]["encoder"]).patches_per_frame
+
+
 def predicted_tokens(resolved: dict[str, Any]) -> tuple[int | None, bool]:
     """(LLM visual tokens per video the run's compressor passes, whether that is exact) from its config;
     (None, False) where the count needs the data (a pretrained tower whose patch grid is not set)."""
     try:
         cfg = build_config(resolved["model"]["compressor"])
-        T = int(resolved["data"]["n_frames"])
-        P = build(EncoderConfig, resolved["model"]["encoder"]).patches_per_frame
-        return cfg.count_tokens(T, P), cfg.exact_count
+        return cfg.count_tokens(*_frame_grid(resolved)), cfg.exact_count
     except (ConfigError, KeyError, TypeError, ValueError, NotImplementedError):
         return None, False
 
@@ -316,8 +319,7 @@ def _parent_variant(spec: StudySpec, variant: dict[str, Any], resolved: dict[str
     """The axis values and label of an evaluation-only run's parent: the compressor axis names the parent's
     compressor, a token-budget axis its own token count, other compressor fields are its own."""
     parent = resolved["eval"]["parent"]
-    T = int(resolved["data"]["n_frames"])
-    P = build(EncoderConfig, resolved["model"]["encoder"]).patches_per_frame
+    T, P = _frame_grid(resolved)
     out: dict[str, Any] = {}
     for path, v in variant.items():
         if path == "model.compressor.name":

@@ -206,12 +206,9 @@ def keep_flat(feats: torch.Tensor, flat_index: torch.Tensor) -> Reduced:
 
 def even_shares(n: int, groups: int, cap: int) -> torch.Tensor:
     """Equal integer shares of ``n`` tokens over ``groups`` groups of ``cap`` tokens each: (groups,) long
-    on the CPU, summing to exactly ``n``. The shares differ by at most one, and the groups that get the
-    extra token are spread evenly (centred Bresenham steps), not the first ones (``split_budget`` with
-    equal weights leaves that to the order of a sort over ties)."""
-    g = torch.arange(groups + 1, dtype=torch.long)
-    even = torch.div(g * n + groups // 2, groups, rounding_mode="floor").diff()
-    return split_budget(n, torch.full((groups,), cap, dtype=torch.long), weights=even.double())
+    on the CPU, summing to exactly ``n``; the shares differ by at most one, the extra tokens spread evenly
+    (``split_budget`` without weights)."""
+    return split_budget(n, torch.full((groups,), cap, dtype=torch.long))
 
 
 def top_per_frame(priority: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
