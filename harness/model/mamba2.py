@@ -15,6 +15,12 @@ is one ``mamba_split_conv1d_scan_combined`` call on the whole projection (causal
 SSD scan with D and the z gate; the conv output is recomputed in the backward pass rather than kept):
 ``use_fused_kernels``, on by default. The norm and the output projection stay outside, since they act on
 the average of the two directions. On the CPU the path below runs, unchanged.
+
+``stack_directions`` (off by default; ``benchmarks/gpu_fair_baseline.py`` measures it) runs both directions
+in one scan launch instead of two: the reversed sequence's heads are stacked beside the forward heads
+(2H heads in two B/C groups, each direction keeping its own conv, ``dt_bias``, ``A_log`` and ``D``), so
+every SSD kernel, the sequential state passing included, runs once over twice the heads. Same math,
+either path; on the CPU it is the pure-PyTorch scan over the stacked heads.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ class Mamba2(nn.Module):
     mamba-ssm's fused conv + scan; it never changes what a CPU run computes."""
 
     use_fused_kernels: bool = True
+    stack_directions: bool = False
 
     def __init__(self, d_model: int, cfg: SSMConfig, bidirectional: bool = True, chunk_size: int = 64):
         super().__init__()
@@ -100,6 +107,8 @@ class Mamba2(nn.Module):
         return z, xBC, dt
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stack_directions and self.bwd is not None:
+            return self._forward_stacked(x)
         if self.fused_path(x):
             zxbcdt = self.in_proj(x)
             y = self.fwd.fused(zxbcdt)
@@ -111,6 +120,46 @@ class Mamba2(nn.Module):
         if self.bwd is not None:
             y_b = self.bwd(xBC.flip(1), dt.flip(1), z.flip(1)).flip(1)
             y = (y + y_b) * 0.5
+        return self.out_proj(self.norm(y.to(x.dtype)))
+
+    def _stack(self, zxbcdt: torch.Tensor) -> torch.Tensor:
+        """(B, L, 2Di + 2N + H) -> (B, L, 4Di + 4N + 2H): the projection and its reverse along L, laid out as
+        one projection of 2H heads in 2 groups: (z_f, z_b, x_f, x_b, B_f, B_b, C_f, C_b, dt_f, dt_b)."""
+        sizes = [self.d_inner, self.d_inner, self.d_state, self.d_state, self.nheads]
+        fwd, bwd = torch.split(zxbcdt, sizes, -1), torch.split(zxbcdt.flip(1), sizes, -1)
+        return torch.cat([t for pair in zip(fwd, bwd) for t in pair], -1)
+
+    def _stacked_params(self) -> tuple[torch.Tensor, ...]:
+        """Both branches' conv weight (2(Di + 2N), 1, K) and bias, dt_bias, A and D (2H,), in the stacked order."""
+        f, b = self.fwd, self.bwd
+        cut = [self.d_inner, self.d_state, self.d_state]
+
+        def pair(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t for two in zip(torch.split(a, cut), torch.split(c, cut)) for t in two])
+
+        return (pair(f.conv1d.weight, b.conv1d.weight), pair(f.conv1d.bias, b.conv1d.bias),
+                torch.cat([f.dt_bias, b.dt_bias]).float(), -torch.exp(torch.cat([f.A_log, b.A_log]).float()),
+                torch.cat([f.D, b.D]).float())
+
+    def _forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
+        """Both directions in one conv and one SSD scan over 2H heads. (B, L, D) -> (B, L, D)."""
+        b, L, _ = x.shape
+        di, n, h, hd = self.d_inner, self.d_state, self.nheads, self.fwd.headdim
+        zx = self._stack(self.in_proj(x))
+        w, bias, dt_bias, A, D = self._stacked_params()
+        if self.fused_path(x):
+            y = cuda_split_conv1d_scan_fn()(zx, w.squeeze(1), bias, dt_bias, A, D, self.fwd.chunk_size,
+                                            headdim=hd, ngroups=2)
+        else:
+            z, xBC, dt = torch.split(zx, [2 * di, 2 * (di + 2 * n), 2 * h], dim=-1)
+            k = w.shape[-1]
+            xBC = F.silu(F.conv1d(xBC.transpose(1, 2), w, bias, padding=k - 1, groups=w.shape[0])[..., :L]
+                         .transpose(1, 2))
+            xs, Bm, Cm = torch.split(xBC, [2 * di, 2 * n, 2 * n], dim=-1)
+            y = ssd_scan(xs.reshape(b, L, 2 * h, hd), dt, A, Bm.reshape(b, L, 2, n), Cm.reshape(b, L, 2, n),
+                         self.fwd.chunk_size, D=D, z=z.reshape(b, L, 2 * h, hd), dt_bias=dt_bias,
+                         dt_softplus=True, backend=self.fwd.backend).reshape(b, L, 2 * di)
+        y = (y[..., :di] + y[..., di:].flip(1)) * 0.5
         return self.out_proj(self.norm(y.to(x.dtype)))
 
     def fused_path(self, t: torch.Tensor) -> bool:
