@@ -17,6 +17,8 @@ mixing layer, weighted pooling, gated skip, batch 1, bf16 autocast with fp32 mas
        bi_ssm_v1_fused     bi-Mamba-1 through mamba_inner_fn + causal-conv1d (what a GPU run now takes)
        bi_ssm_v2_unfused   bi-Mamba-2: SSD Triton scan, nn.Conv1d
        bi_ssm_v2_fused     bi-Mamba-2 through mamba_split_conv1d_scan_combined + causal-conv1d
+       bi_ssm_v2_*_stacked the same with both directions in one launch (``Mamba2.stack_directions``: the
+                           reversed sequence's heads stacked beside the forward heads, issue 30)
        identity            no mixing: the floor (projections, query insertion, pooling)
 
    For each (variant, frames): median forward and forward+backward time (CUDA events, warm-up first, every
@@ -65,6 +67,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bi_ssm_v1_fused": {"block": "bi_ssm", "version": 1, "fused": True},
     "bi_ssm_v2_unfused": {"block": "bi_ssm", "version": 2, "fused": False},
     "bi_ssm_v2_fused": {"block": "bi_ssm", "version": 2, "fused": True},
+    "bi_ssm_v2_unfused_stacked": {"block": "bi_ssm", "version": 2, "fused": False, "stacked": True},
+    "bi_ssm_v2_fused_stacked": {"block": "bi_ssm", "version": 2, "fused": True, "stacked": True},
     "identity": {"block": "identity"},
 }
 CATEGORIES = (  # first match wins; kernel names lower-cased
@@ -156,6 +160,8 @@ def make_model(variant: str) -> torch.nn.Module:
     for m in comp.modules():
         if isinstance(m, (Mamba, Mamba2)):
             m.use_fused_kernels = spec["fused"]
+        if isinstance(m, Mamba2):
+            m.stack_directions = spec.get("stacked", False)
     return comp
 
 
@@ -260,6 +266,50 @@ def profile_one(variant: str, T: int, backends: dict[str, str], top: int = 12) -
     return {"variant": variant, "frames": T, "total_ms": total, "by_category_ms": cats, "top": kernels}
 
 
+# ------------------------------------------------------------------------- parity of the stacked launch
+def rel(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((x.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
+
+
+def parity_stacked(seed: int) -> list[dict[str, Any]]:
+    """Output and every gradient of one bi-Mamba-2 mixer on each path against the pure-PyTorch twin and the
+    stacked paths against their two-launch twins (same kernels, so stacking alone should change nothing).
+    Bars as ``gpu_parity.py``: 1e-4 fp32 (run with ``TRITON_F32_DEFAULT=ieee``), 1e-2 bf16 autocast."""
+    from harness.model.mambamia_config import SSMConfig
+
+    paths = {"twin": ("torch", False, False), "kernel": ("cuda", False, False), "fused": ("cuda", True, False),
+             "kernel_stacked": ("cuda", False, True), "fused_stacked": ("cuda", True, True)}
+    rows = []
+    for dtype in ("fp32", "bf16"):
+        for b, L, d in ((2, 700, 64), (1, 4096, 384)):
+            torch.manual_seed(seed)
+            m = Mamba2(d, SSMConfig(version=2, backend="cuda")).cuda()
+            x = torch.randn(b, L, d, device="cuda", requires_grad=True)
+            gy = torch.randn(b, L, d, device="cuda")
+            got = {}
+            for name, (backend, fused, stacked) in paths.items():
+                m.fwd.backend = m.bwd.backend = backend
+                m.use_fused_kernels, m.stack_directions = fused, stacked
+                m.zero_grad(set_to_none=True)
+                x.grad = None
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+                    y = m(x)
+                y.float().backward(gy)
+                got[name] = {"out": y.detach().float(), "x": x.grad.clone(),
+                             **{k: p.grad.clone() for k, p in m.named_parameters()}}
+            bar = 1e-4 if dtype == "fp32" else 1e-2
+            for name, ref in (("kernel", "twin"), ("fused", "twin"), ("kernel_stacked", "twin"),
+                              ("fused_stacked", "twin"), ("kernel_stacked", "kernel"), ("fused_stacked", "fused")):
+                errs = {k: rel(v, got[ref][k]) for k, v in got[name].items()}
+                worst = max((k for k in errs if k != "out"), key=errs.get)
+                rows.append({"path": name, "against": ref, "dtype": dtype, "shape": f"b{b} L{L} D{d}",
+                             "out": errs["out"], "worst_grad": worst, "worst_grad_err": errs[worst], "bar": bar,
+                             "pass": max(errs.values()) <= bar})
+                print(f"  parity {name:15s} vs {ref:6s} {dtype} b{b} L{L} D{d}: out {errs['out']:.2e}, "
+                      f"worst grad {worst} {errs[worst]:.2e} -> {'PASS' if rows[-1]['pass'] else 'FAIL'}", flush=True)
+    return rows
+
+
 # ------------------------------------------------------------------------------------------- 4. summary
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Speed-ups and memory ratios of every SSM variant against the fair and today's Transformer, the
@@ -331,6 +381,8 @@ def main() -> None:
     ap.add_argument("--backends", default="", help="layout=backend,... instead of --sdpa, e.g. 9x128=cudnn,18x64=flash")
     ap.add_argument("--repeat", type=int, default=5, help="timed repeats (3 at 256 frames)")
     ap.add_argument("--profile", nargs="*", default=[], help="variants to profile at 128 frames")
+    ap.add_argument("--parity-stacked", action="store_true",
+                    help="first, parity of the stacked bi-Mamba-2 paths (run under TRITON_F32_DEFAULT=ieee)")
     ap.add_argument("--tag", default="a", help="JSON name suffix: gpu_fair_baseline_<tag>.json")
     ap.add_argument("--out", default="results/benchmarks", help="folder for the JSON")
     args = ap.parse_args()
@@ -345,9 +397,17 @@ def main() -> None:
         "setup": {"d_model": D, "patches_per_frame": PATCHES, "period": PERIOD, "n_layers": 1, "batch": 1,
                   "precision": "bf16 autocast, fp32 weights", "pooling": "weighted", "repeat": args.repeat,
                   "timing": "median of CUDA-event times after 2 warm-up calls (every repeat kept)"},
-        "sdpa": [], "backends": {}, "rows": [], "profile": [], "summary": {}}
+        "sdpa": [], "backends": {}, "rows": [], "profile": [], "summary": {}, "parity_stacked": []}
     print(f"machine: {payload['machine']}, {payload['versions']}")
     name = f"gpu_fair_baseline_{args.tag}"
+    if args.parity_stacked:
+        import os
+
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        payload["parity_stacked"] = parity_stacked(int.from_bytes(os.urandom(4), "little"))
+        payload["triton_f32_default"] = os.environ.get("TRITON_F32_DEFAULT", "(unset: tf32)")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        write_json(name, payload, Path(args.out))
     if args.sdpa:
         payload["sdpa"] = sdpa_bench(128, 3)
         torch.cuda.empty_cache()

@@ -6,6 +6,8 @@
 #                                             # $OUT) while the GPU times the vanilla arm; the proposed arm
 #                                             # once the build is installed; one process, one JSON
 #     RUNS="..." bash benchmarks/gpu_issue30.sh measure   # wheels from .mamba/.whl, the RUNS in one process
+#     bash benchmarks/gpu_issue30.sh layer    # wheels from .mamba/: parity of the stacked bi-SSD launch, the
+#                                             # layer against the fair Transformer, the reducers' GPU cost
 #
 # Everything but the wheels lands in $OUT/res.tgz (the device returns 8 files at most); the JSON also as
 # $OUT/<tag>.json.
@@ -22,6 +24,23 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,
 python3 -c "import torch, transformers, harness.train, av, pynvml; print('torch', torch.__version__, 'transformers', transformers.__version__)" 2>&1 | tail -2
 nproc; free -g | head -2
 marker=/tmp/mamba_ready
+if [ "$stage" = layer ]; then  # the compressor layer (item 3) and the reducers' GPU cost; wheels in .mamba/
+    bash benchmarks/gpu_build_mamba.sh > "$R/build.log" 2>&1; echo "install rc $?"; tail -2 "$R/build.log"
+    FB="python3 benchmarks/gpu_fair_baseline.py --out $R"
+    TRITON_F32_DEFAULT=ieee timeout "${PARITY_S:-150}" $FB --parity-stacked --tag parity_stacked --variants \
+        > "$R/parity_stacked.log" 2>&1; echo "parity rc $?"; grep -c PASS "$R/parity_stacked.log"; grep FAIL "$R/parity_stacked.log"
+    timeout "${LAYER_S:-330}" $FB --backends 9x128=cudnn --tag layer30 --variants ${VARIANTS:-transformer_9x128 \
+        bi_ssm_v2_fused bi_ssm_v2_fused_stacked bi_ssm_v2_unfused bi_ssm_v2_unfused_stacked identity \
+        transformer_9x128_compiled bi_ssm_v2_fused_compiled bi_ssm_v2_fused_stacked_compiled} \
+        --profile bi_ssm_v2_fused bi_ssm_v2_fused_stacked > "$R/layer30.log" 2>&1; echo "layer rc $?"
+    tail -40 "$R/layer30.log"
+    timeout "${COST_S:-100}" python3 benchmarks/reducers_cost.py --gpu --out "$R" > "$R/reducers_cost.log" 2>&1
+    echo "cost rc $?"; tail -22 "$R/reducers_cost.log"
+    cp "$R"/*.json "$OUT/" 2>/dev/null
+    tar czf "$OUT/res.tgz" -C "$OUT" res && rm -rf "$R"
+    ls -la "$OUT"
+    exit 0
+fi
 if [ "$stage" = sweep ]; then
     (EXPORT_WHEEL=1 MAX_JOBS=${MAX_JOBS:-10} CC_JOBS=${CC_JOBS:-6} nice -n 19 bash benchmarks/gpu_build_mamba.sh \
         > "$R/build.log" 2>&1; echo "build rc $?" >> "$R/build.log"; touch $marker) &

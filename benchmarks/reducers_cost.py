@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="videos per batched call (default 16 CPU, 4 GPU)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--llm-layers", type=int, default=4, help="decoder layers timed (scaled to 28), --gpu")
+    ap.add_argument("--out", default="results/benchmarks", help="folder for the JSON")
     a = ap.parse_args()
     device = "cuda" if a.gpu else "cpu"
     if a.gpu and not torch.cuda.is_available():
@@ -127,7 +128,7 @@ def main() -> None:
             print(f"  LLM prefill (7B shape, scaled from {a.llm_layers} layers): {T * P} tokens {full * scale:.1f} ms, "
                   f"{B} tokens {cut * scale:.1f} ms: the budget saves {(full - cut) * scale:.1f} ms per video")
     print_table(rows, ["compressor", "kind", "tokens", "ms_per_video", "ms_per_video_batched", "error"])
-    write_json(f"reducers_cost_{device}", payload)
+    write_json(f"reducers_cost_{device}", payload, Path(a.out))
 
 
 if __name__ == "__main__":
