@@ -96,3 +96,26 @@ def test_mamba2_mixer_switch_shapes_direction_and_step_sizes():
         assert d.shape == (2, 21) and bool((d > 0).all())
     with pytest.raises(ValueError, match="headdim"):
         Mamba2(30, SSMConfig(version=2, headdim=16))
+
+
+def test_stacked_directions_equal_two_launches_and_keep_each_directions_parameters():
+    """``stack_directions``: one scan over 2H heads in 2 groups is the two-branch mixer exactly (output and
+    every gradient), and each direction still reads its own parameters (swapping them changes the output)."""
+    torch.manual_seed(0)
+    m = Mamba2(32, SSMConfig(version=2, headdim=8, d_state=16)).double()
+    with torch.no_grad():  # make the two branches differ everywhere
+        for p in m.bwd.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, 150, 32, dtype=torch.float64, requires_grad=True)
+    params = [x, *m.parameters()]
+    y0 = m(x)
+    g0 = torch.autograd.grad(y0.square().sum(), params)
+    m.stack_directions = True
+    y1 = m(x)
+    g1 = torch.autograd.grad(y1.square().sum(), params)
+    torch.testing.assert_close(y1, y0, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        m.fwd.A_log, m.bwd.A_log = m.bwd.A_log, m.fwd.A_log
+    assert (m(x) - y0).abs().max() > 1e-3
