@@ -19,6 +19,8 @@ mixing layer, weighted pooling, gated skip, batch 1, bf16 autocast with fp32 mas
        bi_ssm_v2_fused     bi-Mamba-2 through mamba_split_conv1d_scan_combined + causal-conv1d
        bi_ssm_v2_*_stacked the same with both directions in one launch (``Mamba2.stack_directions``: the
                            reversed sequence's heads stacked beside the forward heads, issue 30)
+       *_c256              SSD chunks of 256 steps instead of the mixer's 64 (mamba-ssm's default; same
+                           parameters and math, another tiling)
        identity            no mixing: the floor (projections, query insertion, pooling)
 
    For each (variant, frames): median forward and forward+backward time (CUDA events, warm-up first, every
@@ -69,6 +71,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bi_ssm_v2_fused": {"block": "bi_ssm", "version": 2, "fused": True},
     "bi_ssm_v2_unfused_stacked": {"block": "bi_ssm", "version": 2, "fused": False, "stacked": True},
     "bi_ssm_v2_fused_stacked": {"block": "bi_ssm", "version": 2, "fused": True, "stacked": True},
+    "bi_ssm_v2_fused_c256": {"block": "bi_ssm", "version": 2, "fused": True, "chunk": 256},
+    "bi_ssm_v2_fused_stacked_c256": {"block": "bi_ssm", "version": 2, "fused": True, "stacked": True, "chunk": 256},
     "identity": {"block": "identity"},
 }
 CATEGORIES = (  # first match wins; kernel names lower-cased
@@ -162,6 +166,8 @@ def make_model(variant: str) -> torch.nn.Module:
             m.use_fused_kernels = spec["fused"]
         if isinstance(m, Mamba2):
             m.stack_directions = spec.get("stacked", False)
+            for br in (m.fwd, m.bwd):
+                br.chunk_size = spec.get("chunk", br.chunk_size)
     return comp
 
 
@@ -359,6 +365,63 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"fair_transformer": fair_choice, "ratios": ratios, "slopes": slopes, "targets": targets}
 
 
+def summarise_with_roofline(rows: list[dict[str, Any]], gpu: str) -> dict[str, Any]:
+    return {**summarise(rows), "roofline": rooflines(rows, gpu)}
+
+
+PEAKS = {"H200": (989.4e12, 4.8e12), "H100": (989.4e12, 3.35e12)}  # dense bf16 FLOP/s, HBM bytes/s (datasheets)
+
+
+def layer_bounds(variant: str, T: int) -> dict[str, float] | None:
+    """What one mixing layer must compute and move at T frames, fwd+bwd (its roofline's inputs).
+
+    FLOPs: the GEMMs at 6 per weight per token (fwd 2, bwd 4); the SSD scan per direction and token
+    2Q(N + HP) + 4NHP (intra-chunk C B^T and its product with x, the chunk states and their read-out), times
+    3 for fwd+bwd; attention 12 L D per token for fwd+bwd (torchtitan's convention, no causal halving).
+    Bytes: bf16 activations crossing kernel boundaries in a design that fuses every elementwise op into its
+    neighbour, fwd (bi-SSM: x, the norm, the projection written once and read once per direction, each
+    direction's y, the average, the output; Transformer: x, the norm, qkv, the attention output, the MLP
+    hidden), backward twice the forward's traffic; weights once per pass. None for non-mixing variants."""
+    spec = VARIANTS[variant.removesuffix("_compiled")]
+    L, d = T * (PATCHES + PERIOD), D
+    if spec["block"] == "bi_ssm" and spec.get("version") == 2:
+        di, n, hd, q = 2 * d, 16, 16, spec.get("chunk", 64)
+        h = di // hd
+        c = 2 * di + 2 * n + h
+        weights = d * d + d * c + di * d  # gate, in_proj, out_proj
+        scan = 2 * q * (n + h * hd) + 4 * n * h * hd
+        flops = L * (6 * weights + 2 * 3 * scan)
+        elems = L * 3 * (9 * d + 3 * c + 6 * di)
+    elif spec["block"] == "transformer":
+        weights = 4 * d * d + 8 * d * d + 2 * d * d  # qkv + out, MLP (4x), the two gates
+        flops = L * (6 * weights + 12 * L * d)
+        elems = L * 3 * (12 * d + 3 * d + 4 * d)
+    else:
+        return None
+    return {"flops": float(flops), "bytes": float(2 * elems + 3 * 2 * weights)}
+
+
+def rooflines(rows: list[dict[str, Any]], gpu: str) -> list[dict[str, Any]]:
+    """Each mixing variant's fwd+bwd layer time (the row minus the identity row at the same frames: the
+    projections, query insertion and pooling around the layer) against its compute and memory bounds."""
+    peak_flops, peak_bw = next((v for k, v in PEAKS.items() if k in gpu), PEAKS["H100"])
+    floor = {r["frames"]: r["fwd_bwd_ms"] for r in rows if r["variant"] == "identity" and "fwd_bwd_ms" in r}
+    out = []
+    for r in rows:
+        b = layer_bounds(r["variant"], r["frames"]) if "fwd_bwd_ms" in r else None
+        if b is None or r["frames"] not in floor:
+            continue
+        layer_ms = r["fwd_bwd_ms"] - floor[r["frames"]]
+        t_flops, t_bytes = 1e3 * b["flops"] / peak_flops, 1e3 * b["bytes"] / peak_bw
+        out.append({"variant": r["variant"], "frames": r["frames"], "layer_ms": layer_ms,
+                    "tflop": b["flops"] / 1e12, "gbytes": b["bytes"] / 1e9, "compute_bound_ms": t_flops,
+                    "memory_bound_ms": t_bytes, "roofline_ms": max(t_flops, t_bytes),
+                    "of_roofline": max(t_flops, t_bytes) / layer_ms if layer_ms > 0 else None,
+                    "bound_by": "compute" if t_flops >= t_bytes else "memory",
+                    "peaks": {"bf16_flops": peak_flops, "hbm_bytes_s": peak_bw}})
+    return out
+
+
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for mod in ("mamba_ssm", "causal_conv1d", "triton"):
@@ -430,9 +493,9 @@ def main() -> None:
             print(f"  {v:26s} T={T:4d}: " + ", ".join(
                 f"{k} {r[k]:.4g}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in r
                 if k not in ("variant", "frames", "fwd_ms_all", "fwd_bwd_ms_all")), flush=True)
-            payload["summary"] = summarise(payload["rows"])
+            payload["summary"] = summarise_with_roofline(payload["rows"], torch.cuda.get_device_name())
             write_json(name, payload, Path(args.out))
-    s = payload["summary"] = summarise(payload["rows"])
+    s = payload["summary"] = summarise_with_roofline(payload["rows"], torch.cuda.get_device_name())
     print("\n## rows")
     print_table(payload["rows"], ["variant", "frames", "fwd_ms", "fwd_bwd_ms", "fwd_peak_gib", "fwd_bwd_peak_gib",
                                   "sdpa", "path", "compile_s", "error"])
@@ -440,6 +503,8 @@ def main() -> None:
     print_table(s["ratios"], ["variant", "frames", "against", "baseline", "fwd_x", "fwd_bwd_x", "fwd_bwd_mem_ratio"])
     print_table([{"variant": v, **x} for v, x in s["slopes"].items()], ["variant", "fwd_slope", "fwd_bwd_slope"])
     print_table(s["targets"], ["variant", "target", "value", "goal", "met"])
+    print_table(s["roofline"], ["variant", "frames", "layer_ms", "compute_bound_ms", "memory_bound_ms", "of_roofline",
+                                "bound_by"])
     write_json(name, payload, Path(args.out))
 
 

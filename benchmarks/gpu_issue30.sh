@@ -30,7 +30,8 @@ if [ "$stage" = layer ]; then  # the compressor layer (item 3) and the reducers'
     TRITON_F32_DEFAULT=ieee timeout "${PARITY_S:-150}" $FB --parity-stacked --tag parity_stacked --variants \
         > "$R/parity_stacked.log" 2>&1; echo "parity rc $?"; grep -c PASS "$R/parity_stacked.log"; grep FAIL "$R/parity_stacked.log"
     timeout "${LAYER_S:-330}" $FB --backends 9x128=cudnn --tag layer30 --variants ${VARIANTS:-transformer_9x128 \
-        bi_ssm_v2_fused bi_ssm_v2_fused_stacked bi_ssm_v2_unfused bi_ssm_v2_unfused_stacked identity \
+        bi_ssm_v2_fused bi_ssm_v2_fused_stacked bi_ssm_v2_fused_c256 bi_ssm_v2_fused_stacked_c256 bi_ssm_v2_unfused \
+        bi_ssm_v2_unfused_stacked identity \
         transformer_9x128_compiled bi_ssm_v2_fused_compiled bi_ssm_v2_fused_stacked_compiled} \
         --profile bi_ssm_v2_fused bi_ssm_v2_fused_stacked > "$R/layer30.log" 2>&1; echo "layer rc $?"
     tail -40 "$R/layer30.log"
