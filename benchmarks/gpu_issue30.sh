@@ -63,6 +63,5 @@ case "$stage" in
     all) paper_step sweep; layer ;;
     *) echo "gpu_issue30.sh: unknown stage $stage (sweep, measure, layer, all)" >&2; exit 2 ;;
 esac
-cp "$R"/*.json "$OUT/" 2>/dev/null
 tar czf "$OUT/res.tgz" -C "$OUT" res && rm -rf "$R"
 ls -la "$OUT"
