@@ -267,6 +267,11 @@ class TrainConfig:
     # transformers Trainer's report_to. Where a run reports, not what it computes: left out of the run id
     # and config_hash (UNHASHED_FIELDS), so adding a tracker reuses finished results and checkpoints
     report_to: list[str] = field(default_factory=list)
+    # how the step executes, not what it computes (also UNHASHED_FIELDS): recompute each LLM decoder layer in
+    # the backward pass (what lets an uncompressed 64-frame video through a 7B LLM fit one GPU), and
+    # torch.compile the compressor's spatial stage (GPU only; static shapes)
+    activation_checkpointing: bool = False
+    compile_compressor: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):

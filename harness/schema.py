@@ -196,9 +196,10 @@ def hash_view(view: dict[str, Any], n: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 
-#: fields that say where a run reports, not what it computes: config_hash and the run id leave them out,
-#: so that changing them keeps a run's id, its finished result and its checkpoint
-UNHASHED_FIELDS = ("train.report_to",)
+#: fields that say where a run reports or how it is executed, not what it computes: config_hash and the run
+#: id leave them out, so that changing them (a tracker added; checkpointing turned on so that a run fits)
+#: keeps a run's id, its finished result and its checkpoint
+UNHASHED_FIELDS = ("train.report_to", "train.activation_checkpointing", "train.compile_compressor")
 
 
 def hashed_view(view: dict[str, Any]) -> dict[str, Any]:

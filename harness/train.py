@@ -187,14 +187,10 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = True, device: str | None = None,
                  activation_checkpointing: bool | None = None, compile_compressor: bool | None = None):
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
-        # LLM activation checkpointing (recompute each decoder layer in the backward pass; what lets an
-        # uncompressed 64-frame video through a 7B LLM fit one GPU) and torch.compile of the compressor's
-        # spatial stage (static shapes); `train.activation_checkpointing` / `train.compile_compressor`
-        # when the config has them, else off
-        self.activation_checkpointing = bool(getattr(cfg.train, "activation_checkpointing", False)
-                                             if activation_checkpointing is None else activation_checkpointing)
-        self.compile_compressor = bool(getattr(cfg.train, "compile_compressor", False)
-                                       if compile_compressor is None else compile_compressor)
+        # `train.activation_checkpointing` / `train.compile_compressor` unless the caller overrides them
+        self.activation_checkpointing = (cfg.train.activation_checkpointing if activation_checkpointing is None
+                                         else activation_checkpointing)
+        self.compile_compressor = cfg.train.compile_compressor if compile_compressor is None else compile_compressor
         self.rank, self.world, self.local_rank = _dist_env()
         if device is None:  # one GPU per local rank; a task that sees one GPU (Slurm binding) uses it
             n_gpu = torch.cuda.device_count()

@@ -337,7 +337,7 @@ def test_every_bad_key_of_base_and_every_bad_set_is_named(tmp_path: Path) -> Non
 
 def test_report_to_is_no_axis(tmp_path: Path) -> None:
     p = write(tmp_path, "study: s\ngrid: {train.report_to: [[tensorboard], []]}\n")
-    with pytest.raises(SpecError, match=r"grid.train.report_to: is where a run reports, not what it computes"):
+    with pytest.raises(SpecError, match=r"grid.train.report_to: is where a run reports or how it execut"):
         load_spec(p)
     spec = load_spec(write(tmp_path, "study: s\ngrid: {model.compressor.block: [conv]}\n"),
                      ["train.report_to=[tensorboard]"])

@@ -180,6 +180,8 @@ def test_trackers_change_no_run_id_and_no_checkpoint(tmp_path, suite):
     assert [r.run_id for r in plan_study(plain).runs] == [r.run_id for r in plan_study(tracked).runs]
     a, b = build(RunConfig, {}), build(RunConfig, {"train": {"report_to": ["mlflow"]}})
     assert config_hash(a) == config_hash(b) and to_dict(b)["train"]["report_to"] == ["mlflow"]
+    c = build(RunConfig, {"train": {"activation_checkpointing": True, "compile_compressor": True}})
+    assert config_hash(c) == config_hash(a) and to_dict(c)["train"]["activation_checkpointing"] is True
     res = tmp_path / "res"
     run, _, _ = sweep(study(tmp_path, suite, "[]"), res)
     again = run_sweep(study(tmp_path, suite, "[tensorboard]"), [], results=res, executor="debug", progress=False,

@@ -82,6 +82,7 @@ class Stage(nn.Module):
         self.pos_embed = cfg.uses_pos_embed and stage.n_layers > 0
         self.pos_norm = nn.LayerNorm(cfg.d_model) if self.pos_embed and cfg.pos_norm else None
         self._pe: torch.Tensor | None = None  # the last position code, reused while the length fits
+        self._perm: tuple[Any, ...] = ()  # (S, device, perm, tok_pos, q_pos) of the last row layout
         self.pool = build_pooling(cfg, stage.period)
 
     def _positions(self, L: int, D: int, device: torch.device) -> torch.Tensor:
@@ -90,6 +91,13 @@ class Stage(nn.Module):
         if pe is None or pe.shape[0] < L or pe.device != device:
             pe = self._pe = sincos_1d(L, D, device)
         return pe[:L]
+
+    def _layout(self, S: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:func:`_interleave_perm` on ``device``, kept for the next call with the same S: built on the host,
+        its three copies to a GPU would each block the host once per forward."""
+        if not self._perm or self._perm[:2] != (S, device):
+            self._perm = (S, device, *(t.to(device) for t in _interleave_perm(S, self.period)))
+        return self._perm[2:]
 
     def n_queries(self, S: int) -> int:
         return _ceil_div(S, self.period)
@@ -108,7 +116,7 @@ class Stage(nn.Module):
         if self.query_init == "mean":  # BIMBA-style: queries start as the average of their period
             w = mask.to(x.dtype)
             q = q + (xp.view(B, G, Q, p, D) * w[..., None]).sum(-2) / w.sum(-1)[..., None]
-        perm, tok_pos, q_pos = (t.to(x.device) for t in _interleave_perm(S, p))
+        perm, tok_pos, q_pos = self._layout(S, x.device)
         row = torch.cat([x, q], dim=2)[:, :, perm]  # (B, G, S + Q, D)
         row = row.reshape(B, G * (S + Q), D)
         if self.pos_embed:

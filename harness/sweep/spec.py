@@ -421,8 +421,8 @@ def validate(doc: Any, source: str, overrides: list[str] | None = None, original
                 broken[path] = kp
                 continue
             if path in UNHASHED_FIELDS:
-                probs.append((kp, "is where a run reports, not what it computes (left out of the run id): set it "
-                                  f"in `base:` or with --set {path}=..., not as an axis"))
+                probs.append((kp, "is where a run reports or how it executes, not what it computes (left out "
+                                  f"of the run id): set it in `base:` or with --set {path}=..., not as an axis"))
                 continue
             axes[kind][path] = values
     grid, zp = axes["grid"], axes["zip"]
