@@ -1,12 +1,16 @@
 """Scores and timings shared by both protocols' scorers (the LMM's :mod:`harness.evaluate` and the probe's
 :mod:`harness.probe.run`): which families a task list covers, accuracy rows per family, group and overall,
-and a synchronised median timing. Light on purpose: the probe's jobs import it without transformers."""
+a synchronised median timing, and the kept prefix of a resumed run's ``metrics.jsonl``. Light on purpose:
+the probe's jobs import it without transformers (whose import costs each probe worker ~3 s)."""
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -69,3 +73,22 @@ def median_ms(fn: Any, device: torch.device, repeats: int = 5) -> float:
             torch.cuda.synchronize(device)
         ts.append(1e3 * (time.perf_counter() - t))
     return sorted(ts)[len(ts) // 2]
+
+
+def metrics_upto(path: Path, step: int) -> list[str]:
+    """The lines of a ``metrics.jsonl`` at or before ``step`` (what a run resumed at ``step`` keeps).
+    A line that does not parse is the torn tail of a write cut by a kill: it is dropped, with a warning
+    naming the file and line, since the steps it logged are trained again."""
+    keep = []
+    for n, ln in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not ln.strip():
+            continue
+        try:
+            rec = json.loads(ln)
+        except json.JSONDecodeError:
+            print(f"[train] {path}:{n}: dropping a torn metrics line (the run was killed mid-write)",
+                  file=sys.stderr)
+            continue
+        if isinstance(rec, dict) and rec.get("step", 0) <= step:
+            keep.append(ln)
+    return keep

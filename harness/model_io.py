@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,25 +57,6 @@ def saved_modules(cfg: RunConfig) -> list[str]:
 def module_state(model: nn.Module, modules: Sequence[str]) -> dict[str, torch.Tensor]:
     sd = model.state_dict()
     return {k: v for k, v in sd.items() if k.split(".", 1)[0] in modules}
-
-
-def metrics_upto(path: Path, step: int) -> list[str]:
-    """The lines of a ``metrics.jsonl`` at or before ``step`` (what a run resumed at ``step`` keeps).
-    A line that does not parse is the torn tail of a write cut by a kill: it is dropped, with a warning
-    naming the file and line, since the steps it logged are trained again."""
-    keep = []
-    for n, ln in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not ln.strip():
-            continue
-        try:
-            rec = json.loads(ln)
-        except json.JSONDecodeError:
-            print(f"[train] {path}:{n}: dropping a torn metrics line (the run was killed mid-write)",
-                  file=sys.stderr)
-            continue
-        if isinstance(rec, dict) and rec.get("step", 0) <= step:
-            keep.append(ln)
-    return keep
 
 
 def save_pretrained_atomic(obj: Any, out_dir: Path) -> None:

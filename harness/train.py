@@ -72,6 +72,7 @@ from harness.data.examples import Example, load_examples, suite_texts  # noqa: F
 from harness.data.pipeline import DataFailureError, DataOrder, FailureLog, SubsetOrder, write_failed
 from harness.evaluate import evaluate_run, format_metrics
 from harness.identity import stamp
+from harness.metrics import metrics_upto
 from harness.model.presets import RUN_PRESETS
 from harness.model_io import (  # noqa: F401  (re-exported: harness.train is their historical home)
     CKPT_FORMAT,
@@ -80,7 +81,6 @@ from harness.model_io import (  # noqa: F401  (re-exported: harness.train is the
     build_model,
     export_model,
     load_model,
-    metrics_upto,
     module_state,
     save_pretrained_atomic,
     saved_modules,

@@ -175,7 +175,7 @@ def test_imports_inside_functions_are_only_the_allowed_lazy_ones():
 _PROBE = """
 import importlib, json, sys
 importlib.import_module(sys.argv[1])
-print(json.dumps(sorted(m for m in sys.modules if m == "harness" or m.startswith("harness."))))
+print(json.dumps(sorted(m for m in sys.modules if m.startswith(("harness", "transformers.models")))))
 """
 
 
@@ -197,3 +197,11 @@ def test_layers_import_in_one_direction():
     evaluate = _loaded_by("harness.evaluate")
     assert "harness.train" not in evaluate, f"harness.evaluate imports training: {sorted(evaluate)}"
     assert not _under(evaluate, "harness.sweep"), f"harness.evaluate imports the sweep: {sorted(evaluate)}"
+
+
+def test_probe_jobs_load_no_llm_code():
+    """A probe worker (one process per run) never loads transformers' model classes: their import (with
+    torchvision and dynamo) cost every run of the default study ~3 s of its ~10."""
+    loaded = _loaded_by("harness.probe.run") | _loaded_by("harness.sweep.job")
+    assert not _under(loaded, "transformers.models"), sorted(_under(loaded, "transformers.models"))[:5]
+    assert "harness.model_io" not in loaded and "harness.train" not in loaded

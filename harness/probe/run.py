@@ -30,10 +30,9 @@ from harness import trackers
 from harness.config import RunConfig, config_hash, to_dict
 from harness.data.synthetic import FAMILIES, expand_families
 from harness.identity import stamp
-from harness.metrics import accuracy_metrics, median_ms, task_families
+from harness.metrics import accuracy_metrics, median_ms, metrics_upto, task_families
 from harness.model.registry import compressor_facts
 from harness.model.taa import taa_trace
-from harness.model_io import metrics_upto
 from harness.probe.data import load_probe_items
 from harness.probe.model import ProbeModel
 from harness.store import atomic_write_text
