@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from harness.config import ConfigError, RunConfig, build, to_dict
+from harness.data.encoders import SALIENCY_SOURCES
 from harness.data.examples import load_examples
 from harness.data.prompts import PROMPT_SUFFIX, format_prompt  # noqa: F401  (re-exported)
 from harness.data.synthetic import FAMILIES, load_items
@@ -89,7 +90,8 @@ def score_native(model: Any, examples: list, mode: str = "loglik", batch_size: i
     for i in tqdm(range(0, len(examples), batch_size), desc=f"score ({mode})", disable=not progress,
                   unit="batch"):
         batch = examples[i: i + batch_size]
-        vis = model.encode_videos([e.feats.float() for e in batch])
+        vis = model.encode_videos([e.feats.float() for e in batch],
+                                  [None if e.saliency is None else e.saliency.float() for e in batch])
         prompts = [e.prompt for e in batch]
         if mode == "loglik":
             n_opt = max(e.n_options for e in batch)
@@ -146,6 +148,8 @@ def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, pro
                              "suite": suite_key(cfg), "outputs": str(out_dir.relative_to(run_dir)),
                              "n_failed": len(failed_items), "failed": failed_items,
                              "eval_time_s": time.time() - t0, "chance": 0.25}
+    if meter.saliency:  # a training-free reducer: where its attention-like scores came from
+        extra["saliency"] = saliency_label(meter.saliency, cfg)
     tokens: dict[str, Any] = {"visual_in": None, "llm_visual": None}
     if examples:
         T, P = examples[0].feats.shape[:2]
@@ -155,6 +159,13 @@ def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, pro
         if trace is not None:
             extra["taa_trace"] = trace
     return {"metrics": accuracy_metrics(correct, n_failed), "tokens": tokens, "extra": extra}
+
+
+def saliency_label(sources: set[str], cfg: RunConfig) -> str:
+    """The record's ``extra.saliency``: ``l2_norm`` (the proxy), or the encoder's own attention named by
+    its source (``siglip_map``: SigLIP's pooling-head attention)."""
+    enc = SALIENCY_SOURCES.get(cfg.model.encoder.name, "encoder")
+    return ",".join(sorted(enc if s == "encoder" else s for s in sources))
 
 
 def measure_costs(model: Any, feats: torch.Tensor, prompt: str, repeats: int = 5) -> dict[str, Any]:
@@ -429,6 +440,7 @@ def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True, che
              "samples": {t: rel(p) for t, p in samples.items()}, "eval_time_s": time.time() - t0,
              "n_failed": len(failed), "failed": failed, "model_args": stats.get("model_args") or margs,
              "prompts": stats.get("prompts") or {}, "unk_tokens": stats.get("unk_tokens") or {},
+             **({"saliency": saliency_label(set(stats["saliency"]), cfg)} if stats.get("saliency") else {}),
              "lmms_eval_version": results.get("lmms_eval_version")}
     if per_fam:
         extra["chance"] = 0.25

@@ -38,7 +38,7 @@ from harness.config import RunConfig, config_hash, hashed_view, to_dict
 # Bump when a change alters what a run computes for the same config (see the module docstring).
 BEHAVIOUR_VERSION = 1
 # Bump an encoder's number when the features it computes change (see the module docstring).
-ENCODER_VERSIONS = {"tiny": 2, "siglip": 1, "clip": 1}
+ENCODER_VERSIONS = {"tiny": 2, "siglip": 2, "clip": 1}  # siglip 2: its pooling-head attention reaches the reducers
 # Bump with a migration when the config's fields or defaults change (see the module docstring).
 SCHEMA_VERSION = 3
 # schema version -> fingerprint of the resolved default RunConfig under it (the full tree, hashed)

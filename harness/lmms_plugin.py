@@ -60,10 +60,10 @@ from tqdm import tqdm
 from harness.config import PLUGIN_EVAL_ARGS
 from harness.data.cache import FeatureCache
 from harness.data.encoders import build_encoder
-from harness.data.features import video_features
+from harness.data.features import video_features, video_saliency
 from harness.data.video import VideoDecodeError
 from harness.model.compressors.base import TokenMeter
-from harness.model.registry import CompressorConfigBase, build_config
+from harness.model.registry import CompressorConfigBase, build_config, wants_saliency
 from harness.model.tokenizer import VIDEO_PLACEHOLDER
 from harness.model_io import checkpoint_config, load_model, model_dir, weights_hash
 from harness.store import atomic_write_text
@@ -128,7 +128,7 @@ class MambaMiaLMM(lmms):
         self._set_taa(a.get("taa_threshold"), a.get("taa_max_frames"))
         self.encoder = build_encoder(self.cfg.model.encoder)
         self.cache = FeatureCache(self.data_cfg.cache_dir)
-        self._feats: OrderedDict[str, Any] = OrderedDict()
+        self._feats: OrderedDict[str, Any] = OrderedDict()  # path -> ((T, P, D) features, (T, P) saliency | None)
         self.failed: list[dict[str, Any]] = []
         self._failed_paths: dict[str, str] = {}
         self._tokens: dict[str, list[int]] = {}
@@ -187,8 +187,9 @@ class MambaMiaLMM(lmms):
 
     # ---------------------------------------------------------------- visuals
     def _video_feats(self, path: str):
-        """(T, P, D) features of one video through the project's reader + cache; None if it failed.
-        At most ``max_cached_videos`` are kept in memory (least recently used dropped first)."""
+        """((T, P, D) features, (T, P) encoder saliency or None) of one video through the project's reader
+        + cache, the saliency only when the compressor reads it; None if the video failed. At most
+        ``max_cached_videos`` are kept in memory (least recently used dropped first)."""
         if path in self._feats:
             self._feats.move_to_end(path)
             return self._feats[path]
@@ -197,6 +198,8 @@ class MambaMiaLMM(lmms):
         try:
             f, _ = video_features(path, self.data_cfg, self.encoder, self.cache)
             f = f.float()
+            sal = (video_saliency(path, self.data_cfg, self.encoder, self.cache)
+                   if wants_saliency(self.model.compressor.cfg) else None)
             if self._stats["visual_in"] is None:
                 T, P = f.shape[:2]
                 self._stats = {"visual_in": int(T * P), "llm_visual": int(self.model.count_visual_tokens(T, P)),
@@ -204,10 +207,10 @@ class MambaMiaLMM(lmms):
         except (VideoDecodeError, OSError) as e:
             self._failed_paths[path] = str(e)
             return None
-        self._feats[path] = f
+        self._feats[path] = f, sal
         while len(self._feats) > self.max_cached:
             self._feats.popitem(last=False)
-        return f
+        return f, sal
 
     def _doc_visual(self, doc_to_visual, task: str, split: str, doc_id: int) -> str:
         doc = self.task_dict[task][split][doc_id]
@@ -256,7 +259,7 @@ class MambaMiaLMM(lmms):
         ok = [p for p in uniq if feats[p] is not None]
         embs: dict[str, Any] = {p: None for p in uniq}
         if ok:
-            embs.update(zip(ok, self.model.encode_videos([feats[p] for p in ok])))
+            embs.update(zip(ok, self.model.encode_videos([feats[p][0] for p in ok], [feats[p][1] for p in ok])))
         seen = {(f["task"], f["doc_id"]) for f in self.failed}
         for a, p in zip(chunk, paths):
             if embs[p] is None and (a[4], a[3]) not in seen:
@@ -270,7 +273,7 @@ class MambaMiaLMM(lmms):
         if self._rank != 0:
             return
         tokens = {t: {"mean_input_tokens": sum(v) / len(v), "n": len(v)} for t, v in self._tokens.items() if v}
-        rec = {**self._stats, **self.meter.summary(),
+        rec = {**self._stats, **self.meter.summary(), "saliency": sorted(self.meter.saliency),
                "model_args": self.model_args, "n_failed": len(self.failed), "failed": self.failed,
                "input_tokens": tokens, "prompts": self._prompts, "unk_tokens": self._unk}
         atomic_write_text(self.output_dir / "plugin_stats.json", json.dumps(rec, indent=2))

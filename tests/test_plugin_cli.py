@@ -238,5 +238,6 @@ def test_real_cli_swaps_a_reducer_into_a_trained_vanilla_checkpoint(tmp_path):
     assert stats["compressor"] == "fastvid" and stats["visual_in"] == 4 * 64
     assert stats["llm_visual"] == stats["llm_visual_min"] == stats["llm_visual_max"] == 8
     assert stats["n_videos"] >= 12 - 1
+    assert stats["saliency"] == ["l2_norm"]  # the tiny encoder has no attention: FastVID ranks by the norm
     bad = cli(f"checkpoint={tmp_path / 'run'},compressor=proposed,output_dir={tmp_path / 'bad'}", tmp_path / "bad")
     assert "must both be token-wise" in bad.stdout + bad.stderr

@@ -30,6 +30,8 @@ from torch import nn
 from harness.config import EncoderConfig, check_choice
 
 ENCODER_NAMES = ("tiny", "siglip", "clip")
+#: encoder name -> the name of its own attention over the patches (where its tower has the module)
+SALIENCY_SOURCES = {"siglip": "siglip_map"}
 _TINY_CONFIG_KEYS = ("pos_scale", "features")
 TINY_FEATURES = ("objects", "pixels")
 _HUE_BINS = 6
@@ -37,13 +39,17 @@ _HUE_BINS = 6
 
 class FrozenEncoder(nn.Module):
     """Base class. Subclasses set ``encoder_id``, ``weights_hash``, ``num_patches``, ``dim``,
-    ``image_size`` and implement :meth:`_encode` on float frames in [0, 1] of shape (T, 3, S, S)."""
+    ``image_size`` and implement :meth:`_encode` on float frames in [0, 1] of shape (T, 3, S, S).
+
+    ``saliency_source`` names the encoder's own attention over the patches that training-free reducers read
+    (:meth:`encode_saliency`); None when the encoder has none (they then use the token L2 norm)."""
 
     encoder_id: str
     weights_hash: str
     num_patches: int
     dim: int
     image_size: int
+    saliency_source: str | None = None
 
     def __init__(self, batch_size: int = 64, device: str = "cpu"):
         super().__init__()
@@ -89,7 +95,22 @@ class FrozenEncoder(nn.Module):
                 outs.append(self._encode(x).to(dtype))
         return torch.cat(outs, 0) if outs else torch.zeros(0, self.num_patches, self.dim, dtype=dtype)
 
+    @torch.no_grad()
+    def encode_saliency(self, frames: torch.Tensor) -> torch.Tensor | None:
+        """uint8 ``(T, H, W, 3)`` -> float32 ``(T, P)`` on the CPU: the encoder's attention from its pooling
+        query to every patch (each row sums to 1), or None when :attr:`saliency_source` is None."""
+        if self.saliency_source is None:
+            return None
+        outs = []
+        for i in range(0, frames.shape[0], self.batch_size):
+            x = self._preprocess(frames[i:i + self.batch_size]).to(self._device)
+            outs.append(self._saliency(x).float().cpu())
+        return torch.cat(outs, 0) if outs else torch.zeros(0, self.num_patches)
+
     def _encode(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _saliency(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - only with a saliency_source
         raise NotImplementedError
 
 
@@ -230,14 +251,33 @@ class HFVisionEncoder(FrozenEncoder):
         self.encoder_id = (f"{cfg.name}:{source}-s{self.image_size}-p{self.patch_size}-d{self.dim}"
                            f"-L{self.feature_layer}")
         self.weights_hash = _tensor_hash(dict(model.state_dict()))
+        # SigLIP's multihead-attention pooling head (MAP; `vision_use_head`, on in the released towers): its
+        # probe's attention over the patches is the encoder's own saliency, which VisionZip-style reducers read
+        if cfg.name == "siglip" and self._map_head() is not None:
+            self.saliency_source = SALIENCY_SOURCES["siglip"]
+
+    def _map_head(self) -> nn.Module | None:
+        m = self.model  # transformers 5: the head on the model; 4.x: on its vision_model
+        return getattr(m, "head", None) or getattr(getattr(m, "vision_model", None), "head", None)
+
+    def _forward(self, x: torch.Tensor) -> Any:
+        x = (x - self.mean) / self.std
+        return self.model(pixel_values=x.to(next(self.model.parameters()).dtype), output_hidden_states=True)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
-        out = self.model(pixel_values=x.to(next(self.model.parameters()).dtype), output_hidden_states=True)
-        h = out.hidden_states[self.feature_layer]
+        h = self._forward(x).hidden_states[self.feature_layer]
         if self.drop_cls:
             h = h[:, 1:]
         return h
+
+    def _saliency(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) -> (N, P): the MAP head's probe attention over the post-layernorm last hidden state,
+        averaged over its heads (what the head pools the patches with)."""
+        last = self._forward(x).last_hidden_state
+        head = self._map_head()
+        probe = head.probe.expand(last.shape[0], -1, -1)
+        _, w = head.attention(probe, last, last, need_weights=True, average_attn_weights=True)
+        return w[:, 0]
 
 
 def _resolve_device(device: str) -> str:

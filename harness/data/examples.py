@@ -10,6 +10,7 @@ from harness.config import RunConfig
 from harness.data.features import ensure_features
 from harness.data.prompts import format_prompt
 from harness.data.synthetic import SPLITS, load_items
+from harness.model.registry import wants_saliency
 
 
 @dataclass
@@ -23,15 +24,19 @@ class Example:
     answer: str  # continuation scored / trained, e.g. " A"
     answer_index: int
     n_options: int
+    saliency: torch.Tensor | None = None  # (T, P): the encoder's attention, when the compressor reads it
 
 
 def load_examples(cfg: RunConfig, split: str, progress: bool = True) -> tuple[list[Example], dict[str, str]]:
     """Items of ``split`` (``data.families`` filter; ``data.max_train_items`` cap on train) with their
-    features from the cache (extracted on first use). Returns the examples and ``{item_id: reason}``
-    for items whose video failed (they are skipped, not fatal)."""
-    fs = ensure_features(cfg.data, cfg.model.encoder, [split], progress=progress)
+    features from the cache (extracted on first use), and the encoder's saliency when the run's compressor
+    reads it (:func:`~harness.model.registry.wants_saliency`) and the encoder gives it. Returns the examples
+    and ``{item_id: reason}`` for items whose video failed (they are skipped, not fatal)."""
+    fs = ensure_features(cfg.data, cfg.model.encoder, [split], progress=progress,
+                         saliency=wants_saliency(cfg.model.compressor))
     out = [Example(it["id"], it["family"], fs[it["id"]], format_prompt(it), " " + it["answer"],
-                   int(it["answer_index"]), len(it["options"])) for it in fs.split_items(split)]
+                   int(it["answer_index"]), len(it["options"]), fs.saliency.get(it["id"]))
+           for it in fs.split_items(split)]
     return out, dict(fs.failed)
 
 

@@ -5,10 +5,17 @@
 features in :class:`~harness.data.cache.FeatureCache` at ``DataConfig.cache_dir``. Items already cached
 are loaded without decoding. Items whose video cannot be decoded land in ``FeatureSet.failed`` (id ->
 reason naming the file) instead of raising, so an evaluation records them and goes on.
+
+``saliency=True`` also fills ``FeatureSet.saliency`` with the encoder's attention over the patches
+(``(T, P)``, :meth:`FrozenEncoder.encode_saliency`; SigLIP's pooling head) where the encoder has one: the
+training-free reducers read it. It is its own cache entry (the feature key with the encoder id suffixed
+``#<saliency source>``), so feature entries and their digests are unchanged and a features-only entry is
+never taken for saliency.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,6 +44,8 @@ class FeatureSet(Mapping[str, torch.Tensor]):
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
     splits: dict[str, list[str]] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    saliency: dict[str, torch.Tensor] = field(default_factory=dict)  # item_id -> (T, P), when asked and given
+    saliency_source: str | None = None
     encoder_id: str = ""
     weights_hash: str = ""
 
@@ -80,9 +89,26 @@ def video_features(video: str, data_cfg: DataConfig, encoder: FrozenEncoder, cac
     return cache.fetch(key, compute, meta={"video": os.path.basename(video)})
 
 
+def video_saliency(video: str, data_cfg: DataConfig, encoder: FrozenEncoder, cache: FeatureCache
+                   ) -> torch.Tensor | None:
+    """The encoder's ``(T, P)`` attention over the patches of one video through the cache, or None when the
+    encoder has none (raises VideoDecodeError)."""
+    if encoder.saliency_source is None:
+        return None
+    key = feature_key(video, data_cfg, encoder)
+    key = dataclasses.replace(key, encoder_id=f"{key.encoder_id}#{encoder.saliency_source}")
+
+    def compute() -> torch.Tensor:
+        frames = read_video(video, data_cfg.n_frames, sampling=data_cfg.sampling,
+                            fps=data_cfg.fps if data_cfg.sampling == "fps" else None, size=encoder.image_size)
+        return encoder.encode_saliency(frames)
+
+    return cache.fetch(key, compute, meta={"video": os.path.basename(video), "saliency": encoder.saliency_source})[0]
+
+
 def ensure_features(data_cfg: DataConfig, enc_cfg: EncoderConfig, splits: Sequence[str] = ("train", "val", "test"),
-                    progress: bool = True, workers: int | None = None, encoder: FrozenEncoder | None = None
-                    ) -> FeatureSet:
+                    progress: bool = True, workers: int | None = None, encoder: FrozenEncoder | None = None,
+                    saliency: bool = False) -> FeatureSet:
     """Features for every item of ``splits`` of ``data_cfg.suite`` (``families`` filter and
     ``max_train_items`` cap applied), computing and caching the missing ones.
 
@@ -92,7 +118,8 @@ def ensure_features(data_cfg: DataConfig, enc_cfg: EncoderConfig, splits: Sequen
     fams = list(data_cfg.families) or list(FAMILIES)
     enc = encoder if encoder is not None else build_encoder(enc_cfg)
     cache = FeatureCache(data_cfg.cache_dir)
-    fs = FeatureSet(encoder_id=enc.encoder_id, weights_hash=enc.weights_hash)
+    fs = FeatureSet(encoder_id=enc.encoder_id, weights_hash=enc.weights_hash,
+                    saliency_source=enc.saliency_source if saliency else None)
     todo: list[dict[str, Any]] = []
     for split in splits:
         items = load_items(data_cfg.suite, split, fams)
@@ -106,6 +133,8 @@ def ensure_features(data_cfg: DataConfig, enc_cfg: EncoderConfig, splits: Sequen
     def one(it: dict[str, Any]) -> tuple[str, torch.Tensor | None, bool, str | None]:
         try:
             t, hit = video_features(it["video"], data_cfg, enc, cache)
+            if fs.saliency_source is not None:
+                fs.saliency[it["id"]] = video_saliency(it["video"], data_cfg, enc, cache)
             return it["id"], t, hit, None
         except VideoDecodeError as e:
             return it["id"], None, False, str(e)
@@ -128,4 +157,4 @@ def ensure_features(data_cfg: DataConfig, enc_cfg: EncoderConfig, splits: Sequen
     return fs
 
 
-__all__ = ["FeatureSet", "ensure_features", "feature_key", "video_features"]
+__all__ = ["FeatureSet", "ensure_features", "feature_key", "video_features", "video_saliency"]

@@ -83,9 +83,11 @@ class VideoLMM(nn.Module):
         return self.compressor.count_tokens(T, P)
 
     # ------------------------------------------------------------------------------ visual path
-    def encode_video(self, feats: torch.Tensor) -> tuple[torch.Tensor, CompressorOutput]:
+    def encode_video(self, feats: torch.Tensor, saliency: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, CompressorOutput]:
         """feats (B, T, P, d_in) -> visual embeddings (B, N, H) in the LLM's dtype, and the compressor
-        output (token count, frame index, aux)."""
+        output (token count, frame index, aux). ``saliency`` (B, T, P): the encoder's attention over the
+        patches, for training-free reducers (MambaMia ignores it)."""
         if feats.dim() != 4:
             raise ValueError(f"expected encoder features (B, T, P, d_in), got shape {tuple(feats.shape)}")
         if feats.shape[-1] != self.cfg.compressor.d_in:
@@ -93,20 +95,24 @@ class VideoLMM(nn.Module):
                              f"{self.cfg.compressor.d_in}: the encoder and compressor configs disagree")
         p = next(self.compressor.parameters(), None)
         feats = feats.to(self.device, dtype=p.dtype if p is not None else feats.dtype)
-        out = self.compressor(feats)
+        out = self.compressor(feats) if saliency is None else self.compressor(feats, saliency.to(feats.device))
         emb = self.projector(out.tokens.to(next(self.projector.parameters()).dtype), out.frame_index,
                              feats.shape[1])
         return emb, out
 
-    def encode_videos(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def encode_videos(self, feats: Sequence[torch.Tensor], saliency: Sequence[torch.Tensor | None] | None = None
+                      ) -> list[torch.Tensor]:
         """A list of per-video features (T_i, P, d_in) -> list of visual embeddings (N_i, H). Videos of
-        the same shape run as one batch."""
+        the same shape run as one batch. ``saliency``: per video (T_i, P) or None (see :meth:`encode_video`);
+        a batch gets it only when every one of its videos has it."""
         out: list[torch.Tensor | None] = [None] * len(feats)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, f in enumerate(feats):
             groups.setdefault(tuple(f.shape), []).append(i)
         for idx in groups.values():
-            emb, _ = self.encode_video(torch.stack([feats[i] for i in idx]))
+            sal = [saliency[i] for i in idx] if saliency is not None else []
+            emb, _ = self.encode_video(torch.stack([feats[i] for i in idx]),
+                                       torch.stack(sal) if sal and all(t is not None for t in sal) else None)
             for j, i in enumerate(idx):
                 out[i] = emb[j]
         return out  # type: ignore[return-value]

@@ -199,6 +199,15 @@ def compressor_facts(cfg: CompressorConfigBase) -> dict[str, Any]:
     return {"compressor": cfg.name, "compressor_entry": e.base or e.name, "training_free": e.training_free}
 
 
+def wants_saliency(cfg: CompressorConfigBase) -> bool:
+    """Whether a compressor reads the encoder's attention over the patches: its module says so
+    (``uses_saliency``, the reducers whose rule ranks by attention) and its config lets it (``saliency:
+    auto``, not ``l2_norm``). The data path then fetches the encoder's saliency, where the encoder has one."""
+    cfg = build_config(cfg)
+    return bool(getattr(get_entry(cfg.name).module_cls, "uses_saliency", False)) and \
+        getattr(cfg, "saliency", "l2_norm") == "auto"
+
+
 def describe() -> list[dict[str, Any]]:
     """One row per registered name: name, kind, what it presets, its first doc line (``--list``)."""
     discover()

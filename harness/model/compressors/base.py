@@ -83,6 +83,8 @@ class Reduced:
 class ReducerCompressor(nn.Module):
     """Reduction rule (``reduce``, no parameters) then the vanilla compressor's token-wise maps."""
 
+    uses_saliency = True  # whether the rule reads ``saliency`` (False: the data path need not fetch it)
+
     def __init__(self, cfg: ReducerConfig):
         super().__init__()
         self.cfg = cfg
@@ -129,11 +131,18 @@ def tokens_per_video(out: CompressorOutput) -> list[int]:
 
 class TokenMeter:
     """Counts the tokens a compressor module passes per video while it is attached (a forward hook):
-    ``summary()`` -> ``{"llm_visual": mean, "llm_visual_min", "llm_visual_max", "n_videos"}``."""
+    ``summary()`` -> ``{"llm_visual": mean, "llm_visual_min", "llm_visual_max", "n_videos"}``;
+    ``saliency`` collects where a reducer's attention scores came from (``aux["saliency"]``)."""
 
     def __init__(self, module: nn.Module):
         self.counts: list[int] = []
-        self._handle = module.register_forward_hook(lambda _m, _i, out: self.counts.extend(tokens_per_video(out)))
+        self.saliency: set[str] = set()
+        self._handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, _m: nn.Module, _i: Any, out: CompressorOutput) -> None:
+        self.counts.extend(tokens_per_video(out))
+        if "saliency" in out.aux:
+            self.saliency.add(str(out.aux["saliency"]))
 
     def close(self) -> None:
         self._handle.remove()

@@ -122,6 +122,8 @@ class DivPruneConfig(ReducerConfig):
 class DivPrune(ReducerCompressor):
     """DivPrune (CVPR'25): greedy max-min cosine-distance (farthest-point) token selection."""
 
+    uses_saliency = False
+
     cfg: DivPruneConfig
 
     def reduce(self, feats: torch.Tensor, n: int, saliency: torch.Tensor) -> Reduced:

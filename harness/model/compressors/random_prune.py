@@ -49,6 +49,8 @@ class RandomConfig(ReducerConfig):
 class RandomPrune(ReducerCompressor):
     """Random pruning: a seeded random subset of each frame's patches (equal shares per frame)."""
 
+    uses_saliency = False
+
     cfg: RandomConfig
 
     def reduce(self, feats: torch.Tensor, n: int, saliency: torch.Tensor) -> Reduced:

@@ -60,6 +60,8 @@ class UniformPoolConfig(ReducerConfig):
 class UniformPool(ReducerCompressor):
     """Uniform pooling: each frame's patch grid average-pooled to an equal share of the budget."""
 
+    uses_saliency = False
+
     cfg: UniformPoolConfig
 
     def reduce(self, feats: torch.Tensor, n: int, saliency: torch.Tensor) -> Reduced:

@@ -77,6 +77,8 @@ def gaussian_similarity(x: torch.Tensor, centre: torch.Tensor, alphas: list[floa
 class VidCom2(ReducerCompressor):
     """VidCom2 (EMNLP'25): frame shares by frame uniqueness, then the least typical tokens per frame."""
 
+    uses_saliency = False
+
     cfg: VidCom2Config
 
     def frame_scores(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
