@@ -97,3 +97,16 @@ def test_parity_detects_a_wrong_kernel(parity, monkeypatch):
     gen = torch.Generator(device="cuda").manual_seed(_seed())
     row = parity.check_scan("fp32", 1, 64, 16, 256, gen, True)
     assert not row["pass"]
+
+
+def test_stacked_bi_ssd_launch_matches_the_two_launch_paths():
+    """``Mamba2.stack_directions`` (both directions as one launch over 2H heads) against the two-launch
+    paths and the pure-PyTorch twin, bf16 autocast (bar 1e-2): benchmarks/gpu_fair_baseline.parity_stacked."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_fair_baseline.py"
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location("gpu_fair_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = [r for r in mod.parity_stacked(seed=0) if r["dtype"] == "bf16"]
+    same = [r for r in rows if r["against"] != "twin"]  # stacked vs its own two-launch path: same kernels
+    assert same and all(r["pass"] for r in same), [(r["path"], r["worst_grad"], r["worst_grad_err"]) for r in same]
