@@ -189,9 +189,10 @@ def test_failed_job_is_recorded_with_its_slurm_log_and_the_sweep_goes_on(slurm_c
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tiny_suite, tmp_path):
-    # submitit ignores the SIGTERM of a requeue, so the job trains on for KillWait (2 s) until SIGKILL:
-    # enough steps of 4 items that it cannot finish in that grace and must really resume
-    steps = 60
+    # submitit ignores the SIGTERM of a requeue, so the job trains on for KillWait (2 s) until SIGKILL, which
+    # slurmd delivered 4+ s late once: enough steps of 4 items (~15 s on 2 idle cores after the requeue) that
+    # it cannot finish in that grace and must really resume (60 steps did finish there, once, in CI)
+    steps = 200
     over = TINY + [f"{k}={v}" for k, v in tiny_suite.items()] + [
         "grid.model.compressor.block=[bi_ssm]", f"train.steps={steps}", "train.batch_size=4"]
     results, log = tmp_path / "res", tmp_path / "sweep.log"
