@@ -31,6 +31,9 @@ from harness.schema import (  # noqa: F401  (re-exported: the builder is used wi
 )
 from harness.trackers import TRACKERS
 
+#: encoder name -> the name of its own attention over the patches (SigLIP's multihead-attention pooling head)
+SALIENCY_SOURCES = {"siglip": "siglip_map"}
+
 
 @dataclass
 class EncoderConfig:
@@ -58,6 +61,15 @@ class EncoderConfig:
         size = self.config.get("image_size", self.image_size) if self.name != "tiny" else self.image_size
         patch = self.config.get("patch_size", self.patch_size) if self.name != "tiny" else self.patch_size
         return (int(size) // int(patch)) ** 2
+
+    @property
+    def saliency_source(self) -> str | None:
+        """The encoder's own attention over the patches that training-free reducers read, as the config
+        says it (no weights loaded): ``siglip_map`` for SigLIP unless ``config`` turns its pooling head off
+        (``vision_use_head: false``); None for CLIP and the tiny encoder. The built encoder's
+        ``FrozenEncoder.saliency_source`` is the fact (a pretrained tower without a head gives None)."""
+        src = SALIENCY_SOURCES.get(self.name)
+        return None if src is None or self.config.get("vision_use_head", True) is False else src
 
     def __post_init__(self) -> None:
         check_choice("name", self.name, ("tiny", "siglip", "clip"))

@@ -13,6 +13,8 @@ When to bump what (developers, read this before you merge):
   then stale; that is the point.
 * :data:`ENCODER_VERSIONS`: the features an encoder computes change (harness/data/encoders.py) -> +1 for
   that encoder (``tests/test_plan.py`` pins the tiny encoder's output and fails until you do).
+* :data:`SALIENCY_VERSIONS`: the encoder attention given to the training-free reducers changes
+  (``HFVisionEncoder._saliency``) -> +1 for that source. Only runs that read it carry the key.
 * :data:`SCHEMA_VERSION`: a config field is added or removed, or a default changes -> +1, add a function
   to :data:`MIGRATIONS` that turns a config of the previous version into one that computes what it
   computed then (the old default made explicit), and add the new :func:`defaults_fingerprint` to
@@ -33,12 +35,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.config import RunConfig, config_hash, hashed_view, to_dict
+from harness.config import SALIENCY_SOURCES, RunConfig, config_hash, hashed_view, to_dict
 
 # Bump when a change alters what a run computes for the same config (see the module docstring).
 BEHAVIOUR_VERSION = 1
 # Bump an encoder's number when the features it computes change (see the module docstring).
-ENCODER_VERSIONS = {"tiny": 2, "siglip": 2, "clip": 1}  # siglip 2: its pooling-head attention reaches the reducers
+ENCODER_VERSIONS = {"tiny": 2, "siglip": 1, "clip": 1}
+# Bump a source's number when the encoder attention it gives the training-free reducers changes (its own
+# identity key, present only in runs whose compressor reads it: see :func:`saliency_identity`).
+SALIENCY_VERSIONS = {"siglip_map": 1}
 # Bump with a migration when the config's fields or defaults change (see the module docstring).
 SCHEMA_VERSION = 3
 # schema version -> fingerprint of the resolved default RunConfig under it (the full tree, hashed)
@@ -207,10 +212,32 @@ def current_versions(encoder: str = "tiny") -> dict[str, Any]:
             "encoder": f"{encoder}/v{ENCODER_VERSIONS.get(encoder, 0)}"}
 
 
+def saliency_identity(resolved: dict[str, Any]) -> str | None:
+    """``<source>/v<n>`` when the run's compressor reads the encoder's attention (a training-free reducer
+    with ``saliency: auto``, :func:`~harness.model.registry.wants_saliency`) and its encoder config gives
+    one (:attr:`EncoderConfig.saliency_source`: SigLIP with its pooling head); else None, and the run's
+    identity has no such key, so every other run id is what it was before the attention existed."""
+    model = resolved.get("model") or {}
+    enc = model.get("encoder") or {}
+    source = SALIENCY_SOURCES.get(str(enc.get("name", "tiny")))
+    if source is None or (enc.get("config") or {}).get("vision_use_head", True) is False:
+        return None
+    from harness.model.registry import build_config, wants_saliency  # noqa: PLC0415  (the registry loads torch)
+
+    if not wants_saliency(build_config(dict(model.get("compressor") or {}))):
+        return None
+    return f"{source}/v{SALIENCY_VERSIONS.get(source, 0)}"
+
+
 def run_identity(resolved: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """The versions and content hashes that, with the resolved config, make up a run id."""
-    return {SCHEMA_KEY: SCHEMA_VERSION, "behaviour": BEHAVIOUR_VERSION,
-            "encoder": encoder_identity(resolved["model"]["encoder"]), "dataset": dataset}
+    """The versions and content hashes that, with the resolved config, make up a run id (``saliency``
+    only where the run reads the encoder's attention: :func:`saliency_identity`)."""
+    ident = {SCHEMA_KEY: SCHEMA_VERSION, "behaviour": BEHAVIOUR_VERSION,
+             "encoder": encoder_identity(resolved["model"]["encoder"]), "dataset": dataset}
+    sal = saliency_identity(resolved)
+    if sal is not None:
+        ident["saliency"] = sal
+    return ident
 
 
 def run_id(resolved: dict[str, Any], identity: dict[str, Any], n: int = 12) -> str:
@@ -244,6 +271,10 @@ def code_stale_reason(record: dict[str, Any]) -> str | None:
     cur = ENCODER_VERSIONS.get(name)
     if cur is not None and rest.split(":", 1)[0] != str(cur):
         parts.append(f"encoder {enc.split(':', 1)[0]} -> {name}/v{cur}")
+    sal = str(ident.get("saliency") or "")
+    src, _, ver = sal.partition("/v")
+    if sal and SALIENCY_VERSIONS.get(src) is not None and ver != str(SALIENCY_VERSIONS[src]):
+        parts.append(f"saliency {sal} -> {src}/v{SALIENCY_VERSIONS[src]}")
     return "; ".join(parts) or None
 
 

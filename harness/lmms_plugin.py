@@ -60,7 +60,7 @@ from tqdm import tqdm
 from harness.config import PLUGIN_EVAL_ARGS
 from harness.data.cache import FeatureCache
 from harness.data.encoders import build_encoder
-from harness.data.features import video_features, video_saliency
+from harness.data.features import video_inputs
 from harness.data.video import VideoDecodeError
 from harness.model.compressors.base import TokenMeter
 from harness.model.registry import CompressorConfigBase, build_config, wants_saliency
@@ -196,10 +196,9 @@ class MambaMiaLMM(lmms):
         if path in self._failed_paths:
             return None
         try:
-            f, _ = video_features(path, self.data_cfg, self.encoder, self.cache)
+            f, _, sal = video_inputs(path, self.data_cfg, self.encoder, self.cache,
+                                     saliency=wants_saliency(self.model.compressor.cfg))
             f = f.float()
-            sal = (video_saliency(path, self.data_cfg, self.encoder, self.cache)
-                   if wants_saliency(self.model.compressor.cfg) else None)
             if self._stats["visual_in"] is None:
                 T, P = f.shape[:2]
                 self._stats = {"visual_in": int(T * P), "llm_visual": int(self.model.count_visual_tokens(T, P)),

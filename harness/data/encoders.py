@@ -27,11 +27,9 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
-from harness.config import EncoderConfig, check_choice
+from harness.config import SALIENCY_SOURCES, EncoderConfig, check_choice
 
 ENCODER_NAMES = ("tiny", "siglip", "clip")
-#: encoder name -> the name of its own attention over the patches (where its tower has the module)
-SALIENCY_SOURCES = {"siglip": "siglip_map"}
 _TINY_CONFIG_KEYS = ("pos_scale", "features")
 TINY_FEATURES = ("objects", "pixels")
 _HUE_BINS = 6
@@ -99,18 +97,29 @@ class FrozenEncoder(nn.Module):
     def encode_saliency(self, frames: torch.Tensor) -> torch.Tensor | None:
         """uint8 ``(T, H, W, 3)`` -> float32 ``(T, P)`` on the CPU: the encoder's attention from its pooling
         query to every patch (each row sums to 1), or None when :attr:`saliency_source` is None."""
+        return self.encode_with_saliency(frames)[1] if self.saliency_source is not None else None
+
+    @torch.no_grad()
+    def encode_with_saliency(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 ``(T, H, W, 3)`` -> (float32 ``(T, P, D)`` features, float32 ``(T, P)`` saliency or None),
+        both on the CPU from one forward per batch: the features equal :meth:`encode`'s bit for bit."""
         if self.saliency_source is None:
-            return None
-        outs = []
+            return self.encode(frames), None
+        feats, sal = [], []
         for i in range(0, frames.shape[0], self.batch_size):
             x = self._preprocess(frames[i:i + self.batch_size]).to(self._device)
-            outs.append(self._saliency(x).float().cpu())
-        return torch.cat(outs, 0) if outs else torch.zeros(0, self.num_patches)
+            f, s = self._encode_and_saliency(x)
+            feats.append(f.float().cpu())
+            sal.append(s.float().cpu())
+        if not feats:
+            return torch.zeros(0, self.num_patches, self.dim), torch.zeros(0, self.num_patches)
+        return torch.cat(feats, 0), torch.cat(sal, 0)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _saliency(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - only with a saliency_source
+    def _encode_and_saliency(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
+        """(N, 3, S, S) -> ((N, P, D), (N, P)); only encoders with a :attr:`saliency_source` implement it."""
         raise NotImplementedError
 
 
@@ -258,26 +267,32 @@ class HFVisionEncoder(FrozenEncoder):
 
     def _map_head(self) -> nn.Module | None:
         m = self.model  # transformers 5: the head on the model; 4.x: on its vision_model
-        return getattr(m, "head", None) or getattr(getattr(m, "vision_model", None), "head", None)
+        head = getattr(m, "head", None)
+        return head if head is not None else getattr(getattr(m, "vision_model", None), "head", None)
 
     def _forward(self, x: torch.Tensor) -> Any:
         x = (x - self.mean) / self.std
         return self.model(pixel_values=x.to(next(self.model.parameters()).dtype), output_hidden_states=True)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._forward(x).hidden_states[self.feature_layer]
+        return self._features(self._forward(x))
+
+    def _features(self, out: Any) -> torch.Tensor:
+        h = out.hidden_states[self.feature_layer]
         if self.drop_cls:
             h = h[:, 1:]
         return h
 
-    def _saliency(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) -> (N, P): the MAP head's probe attention over the post-layernorm last hidden state,
-        averaged over its heads (what the head pools the patches with)."""
-        last = self._forward(x).last_hidden_state
+    def _encode_and_saliency(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, S, S) -> ((N, P, D) features, (N, P) saliency) from one tower forward. The saliency is the
+        MAP head's probe attention over the post-layernorm last hidden state (what the head pools with),
+        averaged over its heads: one extra attention call of one query, the head's own."""
+        out = self._forward(x)
+        last = out.last_hidden_state  # (N, P, D), after post_layernorm
         head = self._map_head()
-        probe = head.probe.expand(last.shape[0], -1, -1)
-        _, w = head.attention(probe, last, last, need_weights=True, average_attn_weights=True)
-        return w[:, 0]
+        probe = head.probe.expand(last.shape[0], -1, -1)  # (N, 1, D)
+        _, w = head.attention(probe, last, last, need_weights=True, average_attn_weights=True)  # (N, 1, P)
+        return self._features(out), w[:, 0]
 
 
 def _resolve_device(device: str) -> str:
@@ -305,4 +320,4 @@ def build_encoder(cfg: EncoderConfig) -> FrozenEncoder:
     return HFVisionEncoder(cfg, device=device)
 
 
-__all__ = ["FrozenEncoder", "TinyPatchEncoder", "HFVisionEncoder", "build_encoder", "ENCODER_NAMES"]
+__all__ = ["FrozenEncoder", "TinyPatchEncoder", "HFVisionEncoder", "build_encoder", "ENCODER_NAMES", "SALIENCY_SOURCES"]

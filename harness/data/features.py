@@ -8,9 +8,10 @@ reason naming the file) instead of raising, so an evaluation records them and go
 
 ``saliency=True`` also fills ``FeatureSet.saliency`` with the encoder's attention over the patches
 (``(T, P)``, :meth:`FrozenEncoder.encode_saliency`; SigLIP's pooling head) where the encoder has one: the
-training-free reducers read it. It is its own cache entry (the feature key with the encoder id suffixed
-``#<saliency source>``), so feature entries and their digests are unchanged and a features-only entry is
-never taken for saliency.
+training-free reducers read it, computed in the same forward as the features (:func:`video_inputs`). It is
+its own cache entry (:func:`saliency_key`: the feature key with the encoder id suffixed
+``#<saliency source>/v<n>``), so feature entries and their digests are unchanged and a features-only entry
+is never taken for saliency.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from harness.data.cache import FeatureCache, FeatureKey
 from harness.data.encoders import FrozenEncoder, build_encoder
 from harness.data.synthetic import FAMILIES, balanced_head, check_spec, load_items
 from harness.data.video import VideoDecodeError, read_video, video_content_hash
+from harness.identity import SALIENCY_VERSIONS
 
 
 @dataclass
@@ -89,21 +91,48 @@ def video_features(video: str, data_cfg: DataConfig, encoder: FrozenEncoder, cac
     return cache.fetch(key, compute, meta={"video": os.path.basename(video)})
 
 
+def saliency_key(key: FeatureKey, source: str) -> FeatureKey:
+    """The cache key of a video's encoder attention: its feature key with the encoder id suffixed
+    ``#<source>/v<n>`` (:data:`~harness.identity.SALIENCY_VERSIONS`). Its own entry, so a features-only
+    entry is never taken for saliency, a features entry's digest stays as it was, and other weights (the
+    key's ``weights_hash`` covers the pooling head) or a bumped source version miss."""
+    return dataclasses.replace(key, encoder_id=f"{key.encoder_id}#{source}/v{SALIENCY_VERSIONS.get(source, 0)}")
+
+
+def video_inputs(video: str, data_cfg: DataConfig, encoder: FrozenEncoder, cache: FeatureCache,
+                 saliency: bool = False) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
+    """``((T, P, D) features, hit, (T, P) saliency or None)`` of one video through the cache. The saliency
+    only with ``saliency`` and where the encoder has one (:attr:`FrozenEncoder.saliency_source`); a video
+    missing from the cache is decoded once and encoded in one forward for both entries (a cached features
+    entry without its saliency costs one forward, its features left as cached). Raises VideoDecodeError."""
+    key = feature_key(video, data_cfg, encoder)
+    meta = {"video": os.path.basename(video)}
+
+    def frames() -> torch.Tensor:
+        return read_video(video, data_cfg.n_frames, sampling=data_cfg.sampling,
+                          fps=data_cfg.fps if data_cfg.sampling == "fps" else None, size=encoder.image_size)
+
+    source = encoder.saliency_source if saliency else None
+    if source is None:
+        f, hit = cache.fetch(key, lambda: encoder.encode(frames()), meta)
+        return f, hit, None
+    fresh: dict[str, torch.Tensor] = {}
+
+    def both() -> torch.Tensor:
+        fresh["feats"], sal = encoder.encode_with_saliency(frames())
+        return sal
+
+    sal, _ = cache.fetch(saliency_key(key, source), both, {**meta, "saliency": source})
+    f, hit = cache.fetch(key, (lambda: fresh["feats"]) if "feats" in fresh else (lambda: encoder.encode(frames())),
+                         meta)
+    return f, hit, sal
+
+
 def video_saliency(video: str, data_cfg: DataConfig, encoder: FrozenEncoder, cache: FeatureCache
                    ) -> torch.Tensor | None:
     """The encoder's ``(T, P)`` attention over the patches of one video through the cache, or None when the
-    encoder has none (raises VideoDecodeError)."""
-    if encoder.saliency_source is None:
-        return None
-    key = feature_key(video, data_cfg, encoder)
-    key = dataclasses.replace(key, encoder_id=f"{key.encoder_id}#{encoder.saliency_source}")
-
-    def compute() -> torch.Tensor:
-        frames = read_video(video, data_cfg.n_frames, sampling=data_cfg.sampling,
-                            fps=data_cfg.fps if data_cfg.sampling == "fps" else None, size=encoder.image_size)
-        return encoder.encode_saliency(frames)
-
-    return cache.fetch(key, compute, meta={"video": os.path.basename(video), "saliency": encoder.saliency_source})[0]
+    encoder has none (raises VideoDecodeError). See :func:`video_inputs`."""
+    return video_inputs(video, data_cfg, encoder, cache, saliency=True)[2]
 
 
 def ensure_features(data_cfg: DataConfig, enc_cfg: EncoderConfig, splits: Sequence[str] = ("train", "val", "test"),
@@ -132,9 +161,9 @@ def ensure_features(data_cfg: DataConfig, enc_cfg: EncoderConfig, splits: Sequen
 
     def one(it: dict[str, Any]) -> tuple[str, torch.Tensor | None, bool, str | None]:
         try:
-            t, hit = video_features(it["video"], data_cfg, enc, cache)
-            if fs.saliency_source is not None:
-                fs.saliency[it["id"]] = video_saliency(it["video"], data_cfg, enc, cache)
+            t, hit, sal = video_inputs(it["video"], data_cfg, enc, cache, saliency=fs.saliency_source is not None)
+            if sal is not None:
+                fs.saliency[it["id"]] = sal
             return it["id"], t, hit, None
         except VideoDecodeError as e:
             return it["id"], None, False, str(e)
@@ -157,4 +186,5 @@ def ensure_features(data_cfg: DataConfig, enc_cfg: EncoderConfig, splits: Sequen
     return fs
 
 
-__all__ = ["FeatureSet", "ensure_features", "feature_key", "video_features", "video_saliency"]
+__all__ = ["FeatureSet", "ensure_features", "feature_key", "saliency_key", "video_features", "video_inputs",
+           "video_saliency"]

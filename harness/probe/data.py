@@ -14,6 +14,7 @@ import torch
 
 from harness.config import RunConfig
 from harness.data.features import ensure_features
+from harness.model.registry import wants_saliency
 
 
 @dataclass
@@ -27,6 +28,7 @@ class ProbeItems:
     answer: torch.Tensor
     failed: dict[str, str]  # item id -> reason, for the items of ``families`` whose video failed
     failed_families: list[str]  # the family of each failed item (scored wrong, never skipped)
+    saliency: torch.Tensor | None = None  # (n, T, P): the encoder's attention, when the compressor reads it
 
 
 def check_fixed_options(items: list[dict[str, Any]], where: str) -> None:
@@ -44,8 +46,10 @@ def check_fixed_options(items: list[dict[str, Any]], where: str) -> None:
 
 def load_probe_items(cfg: RunConfig, split: str, families: list[str], progress: bool = False) -> ProbeItems:
     """Items of ``split`` restricted to ``families`` (whose order gives the family ids), with features
-    from the cache (computed on first use). Items whose video failed are left out and listed in ``failed``."""
-    fs = ensure_features(cfg.data, cfg.model.encoder, [split], progress=progress)
+    from the cache (computed on first use), and the encoder's ``(n, T, P)`` saliency where the compressor
+    reads it and the encoder gives it. Items whose video failed are left out and listed in ``failed``."""
+    fs = ensure_features(cfg.data, cfg.model.encoder, [split], progress=progress,
+                         saliency=wants_saliency(cfg.model.compressor))
     items = [it for it in fs.split_items(split) if it["family"] in families]
     failed = {i: r for i, r in fs.failed.items() if fs.items.get(i, {}).get("family") in families}
     check_fixed_options(items, f"{cfg.data.suite} ({split})")
@@ -58,4 +62,6 @@ def load_probe_items(cfg: RunConfig, split: str, families: list[str], progress: 
         family_id=torch.tensor([idx[it["family"]] for it in items]),
         answer=torch.tensor([int(it["answer_index"]) for it in items]),
         failed=failed, failed_families=[fs.items[i]["family"] for i in failed],
+        saliency=(torch.stack([fs.saliency[it["id"]] for it in items]).float()
+                  if items and all(it["id"] in fs.saliency for it in items) else None),
     )

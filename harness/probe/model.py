@@ -58,14 +58,16 @@ class ProbeModel(nn.Module):
         self.compressor = build_compressor(cfg.model.compressor)
         self.readout = ProbeReadout(cfg.model.compressor.d_out, len(self.families))
 
-    def forward(self, feats: torch.Tensor, family: torch.Tensor) -> torch.Tensor:
-        """feats (B, T, P, d_in), family (B,) long -> logits (B, n_options)."""
-        return self.logits_and_output(feats, family)[0]
+    def forward(self, feats: torch.Tensor, family: torch.Tensor, saliency: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """feats (B, T, P, d_in), family (B,) long, saliency (B, T, P) or None (the encoder's attention,
+        for training-free reducers) -> logits (B, n_options)."""
+        return self.logits_and_output(feats, family, saliency)[0]
 
-    def logits_and_output(self, feats: torch.Tensor, family: torch.Tensor
+    def logits_and_output(self, feats: torch.Tensor, family: torch.Tensor, saliency: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, CompressorOutput]:
         """As ``forward``, with the compressor's output beside the logits (its token counts, for scoring)."""
-        out = self.compressor(feats)
+        out = self.compressor(feats) if saliency is None else self.compressor(feats, saliency)
         return self.readout(self.slotted(out), family), out
 
     @staticmethod

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from harness import trackers
-from harness.config import RunConfig, config_hash, to_dict
+from harness.config import SALIENCY_SOURCES, RunConfig, config_hash, to_dict
 from harness.data.synthetic import FAMILIES, expand_families
 from harness.identity import stamp
 from harness.metrics import accuracy_metrics, median_ms, metrics_upto, task_families
@@ -108,6 +108,8 @@ def fit(cfg: RunConfig, run_dir: Path, progress: bool = False) -> tuple[ProbeMod
         keep = torch.randperm(len(train.ids), generator=torch.Generator().manual_seed(cfg.seed))
         keep = keep[: cfg.data.max_train_items]
         train.feats, train.family_id, train.answer = train.feats[keep], train.family_id[keep], train.answer[keep]
+        if train.saliency is not None:
+            train.saliency = train.saliency[keep]
     t = cfg.train
     n, bs = len(train.answer), t.batch_size
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -137,7 +139,8 @@ def fit(cfg: RunConfig, run_dir: Path, progress: bool = False) -> tuple[ProbeMod
         lr = _lr(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = F.cross_entropy(model(train.feats[idx], train.family_id[idx]), train.answer[idx])
+        sal = train.saliency[idx] if train.saliency is not None else None
+        loss = F.cross_entropy(model(train.feats[idx], train.family_id[idx], sal), train.answer[idx])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{run_dir}: probe loss {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
@@ -180,7 +183,8 @@ def score(cfg: RunConfig, model: ProbeModel, run_dir: Path, progress: bool = Fal
     saliency: set[str] = set()
     bs = cfg.eval.batch_size
     for i in range(0, len(test.answer), bs):
-        logits, out = model.logits_and_output(test.feats[i: i + bs], test.family_id[i: i + bs])
+        sal = test.saliency[i: i + bs] if test.saliency is not None else None
+        logits, out = model.logits_and_output(test.feats[i: i + bs], test.family_id[i: i + bs], sal)
         preds.append(logits.argmax(-1))
         n_tokens.append(model.kept_tokens(out))
         if "saliency" in out.aux:
@@ -209,7 +213,8 @@ def score(cfg: RunConfig, model: ProbeModel, run_dir: Path, progress: bool = Fal
             extra["taa_trace"] = trace
     extra.update(compressor_facts(cfg.model.compressor))
     if saliency:  # a training-free reducer: where its attention-like scores came from
-        extra["saliency"] = ",".join(sorted(saliency))
+        src = SALIENCY_SOURCES.get(cfg.model.encoder.name, "encoder")
+        extra["saliency"] = ",".join(sorted(src if s == "encoder" else s for s in saliency))
     tokens: dict[str, Any] = {"visual_in": int(T * P), "llm_visual": model.count_visual_tokens(T, P)}
     if n_tokens:  # measured per test video
         per = torch.cat(n_tokens).float()
