@@ -36,12 +36,11 @@ import torch
 from tqdm import tqdm
 
 from harness.config import ConfigError, RunConfig, build, to_dict
-from harness.data.encoders import SALIENCY_SOURCES
 from harness.data.examples import load_examples
 from harness.data.prompts import PROMPT_SUFFIX, format_prompt  # noqa: F401  (re-exported)
 from harness.data.synthetic import FAMILIES, load_items
 from harness.identity import read_config_document
-from harness.metrics import accuracy_metrics, median_ms, task_families  # noqa: F401  (re-exported)
+from harness.metrics import accuracy_metrics, median_ms, saliency_label, task_families  # noqa: F401  (re-exported)
 from harness.model.compressors.base import TokenMeter
 from harness.model.lmm import LETTERS, parse_letter
 from harness.model.registry import compressor_facts
@@ -149,7 +148,7 @@ def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, pro
                              "n_failed": len(failed_items), "failed": failed_items,
                              "eval_time_s": time.time() - t0, "chance": 0.25}
     if meter.saliency:  # a training-free reducer: where its attention-like scores came from
-        extra["saliency"] = saliency_label(meter.saliency, cfg)
+        extra["saliency"] = saliency_label(meter.saliency, cfg.model.encoder.name)
     tokens: dict[str, Any] = {"visual_in": None, "llm_visual": None}
     if examples:
         T, P = examples[0].feats.shape[:2]
@@ -159,13 +158,6 @@ def evaluate_native(cfg: RunConfig, run_dir: Path, model: Any | None = None, pro
         if trace is not None:
             extra["taa_trace"] = trace
     return {"metrics": accuracy_metrics(correct, n_failed), "tokens": tokens, "extra": extra}
-
-
-def saliency_label(sources: set[str], cfg: RunConfig) -> str:
-    """The record's ``extra.saliency``: ``l2_norm`` (the proxy), or the encoder's own attention named by
-    its source (``siglip_map``: SigLIP's pooling-head attention)."""
-    enc = SALIENCY_SOURCES.get(cfg.model.encoder.name, "encoder")
-    return ",".join(sorted(enc if s == "encoder" else s for s in sources))
 
 
 def measure_costs(model: Any, feats: torch.Tensor, prompt: str, repeats: int = 5) -> dict[str, Any]:
@@ -440,8 +432,9 @@ def evaluate_lmms_eval(cfg: RunConfig, run_dir: Path, progress: bool = True, che
              "samples": {t: rel(p) for t, p in samples.items()}, "eval_time_s": time.time() - t0,
              "n_failed": len(failed), "failed": failed, "model_args": stats.get("model_args") or margs,
              "prompts": stats.get("prompts") or {}, "unk_tokens": stats.get("unk_tokens") or {},
-             **({"saliency": saliency_label(set(stats["saliency"]), cfg)} if stats.get("saliency") else {}),
              "lmms_eval_version": results.get("lmms_eval_version")}
+    if stats.get("saliency"):  # a training-free reducer: where its attention-like scores came from
+        extra["saliency"] = saliency_label(set(stats["saliency"]), cfg.model.encoder.name)
     if per_fam:
         extra["chance"] = 0.25
     return {"metrics": metrics, "tokens": tokens, "extra": extra}

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import SALIENCY_SOURCES, RunConfig, config_hash, hashed_view, to_dict
+from harness.model.registry import build_config, wants_saliency
 
 # Bump when a change alters what a run computes for the same config (see the module docstring).
 BEHAVIOUR_VERSION = 1
@@ -222,8 +223,6 @@ def saliency_identity(resolved: dict[str, Any]) -> str | None:
     source = SALIENCY_SOURCES.get(str(enc.get("name", "tiny")))
     if source is None or (enc.get("config") or {}).get("vision_use_head", True) is False:
         return None
-    from harness.model.registry import build_config, wants_saliency  # noqa: PLC0415  (the registry loads torch)
-
     if not wants_saliency(build_config(dict(model.get("compressor") or {}))):
         return None
     return f"{source}/v{SALIENCY_VERSIONS.get(source, 0)}"

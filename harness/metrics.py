@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from harness.config import SALIENCY_SOURCES
 from harness.data.synthetic import FAMILIES, GROUPS
 
 
@@ -92,3 +93,11 @@ def metrics_upto(path: Path, step: int) -> list[str]:
         if isinstance(rec, dict) and rec.get("step", 0) <= step:
             keep.append(ln)
     return keep
+
+
+def saliency_label(sources: set[str], encoder: str) -> str:
+    """A record's ``extra.saliency``: where a training-free reducer's attention-like scores came from, each
+    compressor output's ``aux["saliency"]`` (``l2_norm``: the proxy; ``encoder``: the encoder's own attention,
+    named here by its source, e.g. ``siglip_map`` for SigLIP's pooling head), joined in sorted order."""
+    src = SALIENCY_SOURCES.get(encoder, "encoder")
+    return ",".join(sorted(src if s == "encoder" else s for s in sources))

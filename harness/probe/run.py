@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from harness import trackers
-from harness.config import SALIENCY_SOURCES, RunConfig, config_hash, to_dict
+from harness.config import RunConfig, config_hash, to_dict
 from harness.data.synthetic import FAMILIES, expand_families
 from harness.identity import stamp
-from harness.metrics import accuracy_metrics, median_ms, metrics_upto, task_families
+from harness.metrics import accuracy_metrics, median_ms, metrics_upto, saliency_label, task_families
 from harness.model.registry import compressor_facts
 from harness.model.taa import taa_trace
 from harness.probe.data import load_probe_items
@@ -213,8 +213,7 @@ def score(cfg: RunConfig, model: ProbeModel, run_dir: Path, progress: bool = Fal
             extra["taa_trace"] = trace
     extra.update(compressor_facts(cfg.model.compressor))
     if saliency:  # a training-free reducer: where its attention-like scores came from
-        src = SALIENCY_SOURCES.get(cfg.model.encoder.name, "encoder")
-        extra["saliency"] = ",".join(sorted(src if s == "encoder" else s for s in saliency))
+        extra["saliency"] = saliency_label(saliency, cfg.model.encoder.name)
     tokens: dict[str, Any] = {"visual_in": int(T * P), "llm_visual": model.count_visual_tokens(T, P)}
     if n_tokens:  # measured per test video
         per = torch.cat(n_tokens).float()
