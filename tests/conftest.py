@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.data.synthetic import GROUPS, SuiteSpec, make_suite
+
 # ------------------------------------------------------------------------------------------- Slurm
 # `slurm_cluster` gives the Slurm integration tests (tests/test_slurm_integration.py, marked
 # `@pytest.mark.slurm`) a reachable cluster, or skips them with the reason. CI starts the local cluster
@@ -104,3 +106,15 @@ def slurm_cluster() -> SlurmCluster:
     acct = _run(["sacct", "-n", "-X", "-S", "now", "-o", "JobID"]).returncode == 0
     part = usable[0][0].rstrip("*")
     return SlurmCluster(partition=part, conf=conf, accounting=acct, nodes=usable[0][3])
+
+
+# ---------------------------------------------------------------------------- the compress suite
+# `compress_suite`: a small synthetic suite of the compress families (32 train / 16 test items, 16 dense
+# frames), made once per session for the probe-protocol tests of the sweep's fault handling
+# (tests/test_faults.py) and of the trackers (tests/test_trackers.py). Never skips.
+@pytest.fixture(scope="session")
+def compress_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("compress") / "mia"
+    make_suite(out, SuiteSpec(families=GROUPS["compress"], n_train=32, n_val=0, n_test=16, frames_dense=16),
+               workers=1, progress=False)
+    return out

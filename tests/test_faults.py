@@ -234,16 +234,6 @@ def test_a_live_worker_of_a_dead_driver_is_waited_for_then_the_run_resumes(tmp_p
 
 
 # ------------------------------------------------------------ the plain rerun finishes the study (issue 29)
-@pytest.fixture(scope="module")
-def compress_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from harness.data.synthetic import GROUPS
-
-    out = tmp_path_factory.mktemp("compress") / "mia"
-    make_suite(out, SuiteSpec(families=GROUPS["compress"], n_train=32, n_val=0, n_test=16, frames_dense=16),
-               workers=1, progress=False)
-    return out
-
-
 def probe_study(tmp_path: Path, suite: Path, name: str, steps: int, report_to: str = "[]") -> Path:
     """Two probe runs: one without a checkpoint until it ends (checkpoint_every above its steps), one with a
     checkpoint every 40 steps."""

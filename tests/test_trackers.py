@@ -15,20 +15,11 @@ import pytest
 
 from harness import trackers
 from harness.config import RunConfig, build, config_hash, to_dict
-from harness.data.synthetic import GROUPS, SuiteSpec, make_suite
 from harness.report import report_study, tracker_links
 from harness.store import ResultsStore
 from harness.sweep import run_sweep
 from harness.sweep.plan import plan_study
 from harness.sweep.spec import load_spec
-
-
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("trk") / "suite"
-    make_suite(out, SuiteSpec(families=GROUPS["compress"], n_train=32, n_val=0, n_test=16, frames_dense=16),
-               workers=1, progress=False)
-    return out
 
 
 def study(tmp_path: Path, suite: Path, report_to: str, name: str = "trk") -> Path:
@@ -81,14 +72,14 @@ def wandb_records(run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def test_a_sweep_reports_to_tensorboard_mlflow_and_wandb_offline(tmp_path, suite, monkeypatch):
+def test_a_sweep_reports_to_tensorboard_mlflow_and_wandb_offline(tmp_path, compress_suite, monkeypatch):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is the default
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     res = tmp_path / "res"
-    run, rec, metrics = sweep(study(tmp_path, suite, "[tensorboard, mlflow, wandb]"), res)
+    run, rec, metrics = sweep(study(tmp_path, compress_suite, "[tensorboard, mlflow, wandb]"), res)
     assert rec["status"] == "done" and set(rec["trackers"]) == {"tensorboard", "mlflow", "wandb"}
     assert [m["step"] for m in metrics] == [2, 4, 6]
     assert {"loss", "lr", "items_per_s", "tokens_per_s", "tokens_seen"} <= set(metrics[0])
@@ -149,15 +140,15 @@ class Broken(trackers.Tracker):
         raise ConnectionError("tracker server unreachable")
 
 
-def test_a_tracker_that_raises_or_is_missing_leaves_the_run_done_with_all_its_metrics(tmp_path, suite, monkeypatch,
-                                                                                    capsys):
+def test_a_tracker_that_raises_or_is_missing_leaves_the_run_done_with_all_its_metrics(tmp_path, compress_suite,
+                                                                                    monkeypatch, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.setitem(trackers.TRACKERS, "broken", Broken)
     for name in [m for m in sys.modules if m == "mlflow" or m.startswith("mlflow.")] or ["mlflow"]:
         monkeypatch.setitem(sys.modules, name, None)  # `import mlflow` fails as on a machine without it
     res = tmp_path / "res"
-    run, rec, metrics = sweep(study(tmp_path, suite, "[broken, mlflow, tensorboard]"), res)
+    run, rec, metrics = sweep(study(tmp_path, compress_suite, "[broken, mlflow, tensorboard]"), res)
     assert rec["status"] == "done" and len(rec["metrics"]) == 5 and [m["step"] for m in metrics] == [2, 4, 6]
     assert Broken.calls == 2  # started, then dropped after its first failing call
     err = capsys.readouterr().err
@@ -174,18 +165,18 @@ def test_a_tracker_that_raises_or_is_missing_leaves_the_run_done_with_all_its_me
     assert tracker_links({"wandb": "https://wandb.ai/e/p/runs/x"}) == "[wandb](https://wandb.ai/e/p/runs/x)"
 
 
-def test_trackers_change_no_run_id_and_no_checkpoint(tmp_path, suite):
-    plain = load_spec(study(tmp_path, suite, "[]"))
-    tracked = load_spec(study(tmp_path, suite, "[tensorboard, wandb]", name="trk2"))
+def test_trackers_change_no_run_id_and_no_checkpoint(tmp_path, compress_suite):
+    plain = load_spec(study(tmp_path, compress_suite, "[]"))
+    tracked = load_spec(study(tmp_path, compress_suite, "[tensorboard, wandb]", name="trk2"))
     assert [r.run_id for r in plan_study(plain).runs] == [r.run_id for r in plan_study(tracked).runs]
     a, b = build(RunConfig, {}), build(RunConfig, {"train": {"report_to": ["mlflow"]}})
     assert config_hash(a) == config_hash(b) and to_dict(b)["train"]["report_to"] == ["mlflow"]
     c = build(RunConfig, {"train": {"activation_checkpointing": True, "compile_compressor": True}})
     assert config_hash(c) == config_hash(a) and to_dict(c)["train"]["activation_checkpointing"] is True
     res = tmp_path / "res"
-    run, _, _ = sweep(study(tmp_path, suite, "[]"), res)
-    again = run_sweep(study(tmp_path, suite, "[tensorboard]"), [], results=res, executor="debug", progress=False,
-                      report=False, log=lambda s: None)
+    run, _, _ = sweep(study(tmp_path, compress_suite, "[]"), res)
+    again = run_sweep(study(tmp_path, compress_suite, "[tensorboard]"), [], results=res, executor="debug",
+                      progress=False, report=False, log=lambda s: None)
     assert [r.action for r in again.plan.runs] == ["skip"]  # adding a tracker reuses the finished result
 
 
@@ -200,7 +191,7 @@ def test_session_log_drops_non_numbers_and_names_the_tracker_run(tmp_path):
     assert trackers.base.scalars({"a": 1, "b": True, "c": "x", "d": math.nan, "e": 2.5}) == {"a": 1.0, "e": 2.5}
 
 
-def test_an_lmm_run_of_harness_train_reports_its_steps(tmp_path, suite):
+def test_an_lmm_run_of_harness_train_reports_its_steps(tmp_path, compress_suite):
     """The LMM protocol, started on its own (``python -m harness.train ... train.report_to=[tensorboard]``):
     every logged step, its grad norm and tokens, in <run dir>/trackers/."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -209,7 +200,8 @@ def test_an_lmm_run_of_harness_train_reports_its_steps(tmp_path, suite):
 
     run_dir = tmp_path / "lmm"
     assert main(["tiny", "train.steps=2", "train.log_every=1", "train.batch_size=4", "train.warmup_steps=1",
-                 "model.compressor.block=identity", f"data.suite={suite}", f"data.cache_dir={suite.parent / 'cache'}",
+                 "model.compressor.block=identity", f"data.suite={compress_suite}",
+                 f"data.cache_dir={compress_suite.parent / 'cache'}",
                  "train.report_to=[tensorboard]", "--run-dir", str(run_dir), "--no-progress"]) == 0
     metrics = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
     (tb,) = (run_dir / "trackers" / "tensorboard" / "harness.train").iterdir()
