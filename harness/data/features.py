@@ -81,14 +81,8 @@ def feature_key(video: str, data_cfg: DataConfig, encoder: FrozenEncoder) -> Fea
 def video_features(video: str, data_cfg: DataConfig, encoder: FrozenEncoder, cache: FeatureCache
                    ) -> tuple[torch.Tensor, bool]:
     """``((T, P, D) features, hit)`` of one video through the cache (raises VideoDecodeError)."""
-    key = feature_key(video, data_cfg, encoder)
-
-    def compute() -> torch.Tensor:
-        frames = read_video(video, data_cfg.n_frames, sampling=data_cfg.sampling,
-                            fps=data_cfg.fps if data_cfg.sampling == "fps" else None, size=encoder.image_size)
-        return encoder.encode(frames)
-
-    return cache.fetch(key, compute, meta={"video": os.path.basename(video)})
+    f, hit, _ = video_inputs(video, data_cfg, encoder, cache)
+    return f, hit
 
 
 def saliency_key(key: FeatureKey, source: str) -> FeatureKey:
