@@ -54,6 +54,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table, write_json  # noqa: E402
 from gpu_compressor_scaling import PATCHES, PERIOD, D, loglog_slope, peak_gib  # noqa: E402
+from gpu_parity import rel  # noqa: E402  (the parity criterion: ||x - ref|| / ||ref||, inf on NaN)
 
 from harness.model.mamba import Mamba  # noqa: E402
 from harness.model.mamba2 import Mamba2  # noqa: E402
@@ -273,10 +274,6 @@ def profile_one(variant: str, T: int, backends: dict[str, str], top: int = 12) -
 
 
 # ------------------------------------------------------------------------- parity of the stacked launch
-def rel(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((x.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
-
-
 def parity_stacked(seed: int) -> list[dict[str, Any]]:
     """Output and every gradient of one bi-Mamba-2 mixer on each path against the pure-PyTorch twin and the
     stacked paths against their two-launch twins (same kernels, so stacking alone should change nothing).
