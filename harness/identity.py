@@ -14,7 +14,7 @@ When to bump what (developers, read this before you merge):
 * :data:`ENCODER_VERSIONS`: the features an encoder computes change (harness/data/encoders.py) -> +1 for
   that encoder (``tests/test_plan.py`` pins the tiny encoder's output and fails until you do).
 * :data:`SALIENCY_VERSIONS`: the encoder attention given to the training-free reducers changes
-  (``HFVisionEncoder._saliency``) -> +1 for that source. Only runs that read it carry the key.
+  (``HFVisionEncoder._encode_and_saliency``) -> +1 for that source. Only runs that read it carry the key.
 * :data:`SCHEMA_VERSION`: a config field is added or removed, or a default changes -> +1, add a function
   to :data:`MIGRATIONS` that turns a config of the previous version into one that computes what it
   computed then (the old default made explicit), and add the new :func:`defaults_fingerprint` to
@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.config import SALIENCY_SOURCES, RunConfig, config_hash, hashed_view, to_dict
+from harness.config import EncoderConfig, RunConfig, build, config_hash, hashed_view, to_dict
 from harness.model.registry import build_config, wants_saliency
 
 # Bump when a change alters what a run computes for the same config (see the module docstring).
@@ -219,9 +219,8 @@ def saliency_identity(resolved: dict[str, Any]) -> str | None:
     one (:attr:`EncoderConfig.saliency_source`: SigLIP with its pooling head); else None, and the run's
     identity has no such key, so every other run id is what it was before the attention existed."""
     model = resolved.get("model") or {}
-    enc = model.get("encoder") or {}
-    source = SALIENCY_SOURCES.get(str(enc.get("name", "tiny")))
-    if source is None or (enc.get("config") or {}).get("vision_use_head", True) is False:
+    source = build(EncoderConfig, dict(model.get("encoder") or {})).saliency_source
+    if source is None:
         return None
     if not wants_saliency(build_config(dict(model.get("compressor") or {}))):
         return None
